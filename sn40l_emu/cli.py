@@ -1,0 +1,140 @@
+"""`sn40l-emu` commands. Thin: parse, call one function, print or write.
+
+Errors a user can cause (bad profile, bad --set, bad scenario) print one line
+naming the field and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sn40l_emu.errors import ConfigError, EmuError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _profile_args(p: argparse.ArgumentParser, default: str = "sn40l") -> None:
+    p.add_argument("--profile", default=default, help="shipped profile name or path to a YAML profile")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
+                   help="override one profile field, e.g. --set p2p.link_bw_gbps=25 (repeatable)")
+
+
+def cmd_profile_list(args: argparse.Namespace) -> int:
+    from sn40l_emu.config import load_profile, shipped_profiles
+
+    for name in shipped_profiles():
+        print(f"{name:10s}  {load_profile(name).description}")
+    return 0
+
+
+def cmd_profile_show(args: argparse.Namespace) -> int:
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.report import profile_table
+
+    prof = load_profile(args.name, args.overrides)
+    if args.json:
+        print(json.dumps(prof.to_json(), indent=2))
+    else:
+        print(profile_table(prof))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from sn40l_emu.cluster import named
+
+    st = named.up(args.name, address=args.address or "", profile=args.profile,
+                  overrides=args.overrides, bind_address=args.bind)
+    started = f"started Ray head pid {st.head_pid}" if st.head_pid else "joined the existing cluster"
+    print(f"node {st.name!r} is up: {st.n_sockets} sockets on {st.address} ({started})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sn40l_emu.cluster import named
+    from sn40l_emu.units import fmt_bytes
+
+    st = named.status(args.name)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"node {st['name']!r} at {st['address']} (profile {st['profile']})")
+    print(f"{'socket':>6}  {'ray node':14s} {'clock':>14s}  " + "  ".join(f"{t:>22s}" for t in ("sram", "hbm", "ddr")))
+    for s in st["sockets"]:
+        tiers = "  ".join(f"{fmt_bytes(s['tiers'][t]['used_bytes']) + ' / ' + fmt_bytes(s['tiers'][t]['capacity_bytes']):>22s}"
+                          for t in ("sram", "hbm", "ddr"))
+        print(f"{s['index']:>6}  {s['ray_node'][:12]:14s} {s['clock_ns']:>11d} ns  {tiers}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from sn40l_emu.cluster import named
+
+    st = named.down(args.name)
+    print(f"node {st.name!r} is down" + (f"; stopped Ray head pid {st.head_pid}" if st.head_pid else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sn40l-emu", description=__doc__.splitlines()[0] if __doc__ else "")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    prof = sub.add_parser("profile", help="list or show node profiles")
+    psub = prof.add_subparsers(dest="profile_cmd", required=True)
+    pl = psub.add_parser("list", help="list shipped profiles")
+    pl.set_defaults(func=cmd_profile_list)
+    ps = psub.add_parser("show", help="show a resolved profile with units and sources")
+    ps.add_argument("name")
+    ps.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    ps.add_argument("--json", action="store_true", help="JSON in base units (B, B/s, FLOP/s, ns)")
+    ps.set_defaults(func=cmd_profile_show)
+
+    up = sub.add_parser("up", help="create a detached, named node that outlives the command")
+    up.add_argument("--address", help="join this Ray cluster (auto or host:port); default: start a local head")
+    up.add_argument("--name", default="sn40l")
+    up.add_argument("--bind", default="127.0.0.1", help="address a new head binds to (default 127.0.0.1)")
+    _profile_args(up)
+    up.set_defaults(func=cmd_up)
+
+    st = sub.add_parser("status", help="show each socket's Ray node, clock and memory use")
+    st.add_argument("--name", default="sn40l")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    dn = sub.add_parser("down", help="remove a named node and stop what `up` started")
+    dn.add_argument("--name", default="sn40l")
+    dn.set_defaults(func=cmd_down)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sn40l_emu.cluster.bringup import prepare_env
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "bind", "127.0.0.1") not in ("127.0.0.1", "localhost"):
+        print(f"warning: binding to {args.bind}: an open Ray cluster runs any code it is sent",
+              file=sys.stderr)
+    prepare_env(getattr(args, "bind", "127.0.0.1"))
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        print(f"sn40l-emu: error: {exc}", file=sys.stderr)
+        return 2
+    except EmuError as exc:
+        print(f"sn40l-emu: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

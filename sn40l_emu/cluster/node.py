@@ -1,0 +1,126 @@
+"""Node handles: the emulated node as the layers above see it.
+
+Two implementations with one interface: :class:`RayNode` (one Ray actor per
+socket: the distributed emulator) and :class:`LocalNode` (the same socket
+models in this process with the in-process transport: exact timing for tests
+and for the reference runs). Same programs, same nanoseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from sn40l_emu.config import NodeProfile
+from sn40l_emu.socket_actor.program import Program
+from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel
+from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
+
+
+class Node(ABC):
+    """An emulated node of ``n_sockets`` sockets built from ``profile``."""
+
+    profile: NodeProfile
+    n_sockets: int
+    version: int  # bumped by every state change: cached program costs are valid for one version
+
+    @abstractmethod
+    def run_programs(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
+        """Run one program per listed socket concurrently; collectives meet over P2P."""
+
+    @abstractmethod
+    def status(self) -> list[dict[str, Any]]:
+        """Per socket: index, ray node, clock and tier usage."""
+
+    @abstractmethod
+    def load_tensors(self, per_socket: Mapping[int, Mapping[str, np.ndarray]]) -> None:
+        """Functional mode: put real tensors in sockets' stores."""
+
+    @abstractmethod
+    def get_tensors(self, socket: int, names: list[str]) -> dict[str, np.ndarray]:
+        ...
+
+    @abstractmethod
+    def apply_change(self, sockets: list[int], change: StateChange) -> None:
+        """Apply an injected change to the listed sockets (and bump ``version``)."""
+
+    @abstractmethod
+    def clocks(self) -> list[int]:
+        ...
+
+    @abstractmethod
+    def advance_to(self, sockets: list[int], t_ns: int) -> None:
+        ...
+
+    @abstractmethod
+    def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
+        ...
+
+    @abstractmethod
+    def free(self, socket: int, tier: str, name: str) -> None:
+        ...
+
+    def close(self) -> None:
+        """Release what this handle created (not a Ray it merely joined)."""
+
+
+class LocalNode(Node):
+    """All sockets in this process; collectives over the in-process transport."""
+
+    def __init__(self, profile: NodeProfile, n_sockets: int | None = None, *, trace: bool = True) -> None:
+        from sn40l_emu.p2p.inproc import InProcFabric
+
+        self.profile = profile
+        self.n_sockets = n_sockets or profile.sockets
+        self.version = 0
+        self.models = [SocketModel(i, profile, trace=trace) for i in range(self.n_sockets)]
+        self.fabric = InProcFabric(profile.p2p.params(), self.n_sockets)
+        self._loop = asyncio.new_event_loop()
+
+    def run_programs(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
+        async def all_() -> list[ProgramResult]:
+            return await asyncio.gather(*[
+                self.models[i].run_program(p, self.fabric.transport(i)) for i, p in programs.items()])
+
+        results = self._loop.run_until_complete(all_())
+        return {r.socket: r for r in results}
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{**m.status(), "ray_node": "local"} for m in self.models]
+
+    def load_tensors(self, per_socket: Mapping[int, Mapping[str, np.ndarray]]) -> None:
+        for i, tensors in per_socket.items():
+            for name, arr in tensors.items():
+                self.models[i].store[name] = np.array(arr, copy=True)
+
+    def get_tensors(self, socket: int, names: list[str]) -> dict[str, np.ndarray]:
+        return {n: self.models[socket].tensor(n) for n in names}
+
+    def apply_change(self, sockets: list[int], change: StateChange) -> None:
+        for i in sockets:
+            apply_change(self.models[i], self.fabric.transport(i).network, change)
+        self.version += 1
+
+    def clocks(self) -> list[int]:
+        return [m.clock.now_ns for m in self.models]
+
+    def advance_to(self, sockets: list[int], t_ns: int) -> None:
+        for i in sockets:
+            self.models[i].clock.advance_to(t_ns)
+
+    def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
+        from sn40l_emu.socket_actor.program import Tier
+
+        self.models[socket].memory[Tier(tier)].alloc(name, size_bytes, read_only=read_only)
+
+    def free(self, socket: int, tier: str, name: str) -> None:
+        from sn40l_emu.socket_actor.program import Tier
+
+        self.models[socket].memory[Tier(tier)].free(name)
+
+    def close(self) -> None:
+        self._loop.close()

@@ -1,0 +1,182 @@
+"""The distributed node: one :class:`SocketActor` per socket, placed with a placement group."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
+from sn40l_emu.cluster.node import Node
+from sn40l_emu.config import NodeProfile
+from sn40l_emu.errors import SocketDeadError
+from sn40l_emu.socket_actor.program import Program
+from sn40l_emu.socket_actor.socket_model import ProgramResult
+from sn40l_emu.socket_actor.state_changes import StateChange
+
+
+class Placement(str, Enum):
+    PACK = "pack"
+    SPREAD = "spread"
+
+
+def actor_name(node_name: str, index: int) -> str:
+    return f"{node_name}:socket{index}"
+
+
+def _cluster_has_socket_resource() -> bool:
+    import ray
+
+    return ray.cluster_resources().get(SOCKET_RESOURCE, 0) > 0
+
+
+class RayNode(Node):
+    """Sockets as Ray actors; collectives over the Ray P2P transport."""
+
+    def __init__(self, profile: NodeProfile, actors: Sequence[Any], *, name: str = "",
+                 placement_group: Any = None, owned: bool = True) -> None:
+        self.profile = profile
+        self.actors = list(actors)
+        self.n_sockets = len(self.actors)
+        self.name = name
+        self.version = 0
+        self.placement_group = placement_group
+        self.owned = owned
+
+    # ---- construction -----------------------------------------------------
+    @classmethod
+    def create(cls, profile: NodeProfile, *, n_sockets: int | None = None, name: str = "",
+               placement: Placement = Placement.PACK, detached: bool = False,
+               node_ids: Sequence[str] | None = None, trace: bool = True,
+               timeout_s: float = 120.0) -> RayNode:
+        """Create the actors (Ray must be initialised) and connect them to each other.
+
+        ``node_ids`` pins socket i to Ray node ``node_ids[i]`` (an explicit map);
+        otherwise a placement group packs or spreads them.
+        """
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import (
+            NodeAffinitySchedulingStrategy,
+            PlacementGroupSchedulingStrategy,
+        )
+
+        from sn40l_emu.socket_actor.actor import SocketActor
+
+        n = n_sockets or profile.sockets
+        use_res = _cluster_has_socket_resource()
+        bundle = {SOCKET_RESOURCE: 1} if use_res else {"CPU": 0.001}
+        lifetime = "detached" if detached else None
+        pg = None
+        strategies: list[Any]
+        if node_ids is not None:
+            if len(node_ids) != n:
+                raise ValueError(f"socket map has {len(node_ids)} entries for {n} sockets")
+            strategies = [NodeAffinitySchedulingStrategy(node_id=nid, soft=False) for nid in node_ids]
+        else:
+            pg = placement_group([dict(bundle) for _ in range(n)], strategy=placement.value.upper(),
+                                 lifetime=lifetime, name=f"{name}:pg" if name else "")
+            ray.get(pg.ready(), timeout=timeout_s)
+            strategies = [PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
+                          for i in range(n)]
+        actors = []
+        for i in range(n):
+            opts: dict[str, Any] = {"scheduling_strategy": strategies[i], "namespace": NAMESPACE}
+            if use_res:
+                opts["resources"] = {SOCKET_RESOURCE: 1}
+            if name:
+                opts["name"] = actor_name(name, i)
+            if detached:
+                opts["lifetime"] = "detached"
+            actors.append(SocketActor.options(**opts).remote(i, profile, n, trace))  # type: ignore[attr-defined]
+        node = cls(profile, actors, name=name, placement_group=pg)
+        node.connect(timeout_s)
+        return node
+
+    @classmethod
+    def attach(cls, profile: NodeProfile, name: str, n_sockets: int) -> RayNode:
+        """Attach to the actors of a detached node created by ``sn40l-emu up``."""
+        import ray
+
+        actors = [ray.get_actor(actor_name(name, i), namespace=NAMESPACE) for i in range(n_sockets)]
+        return cls(profile, actors, name=name, owned=False)
+
+    def connect(self, timeout_s: float = 120.0) -> list[int]:
+        peers = dict(enumerate(self.actors))
+        return self._get([a.connect.remote(peers) for a in self.actors], timeout_s)
+
+    # ---- calls ------------------------------------------------------------
+    def _get(self, refs: list[Any], timeout_s: float | None = None) -> list[Any]:
+        import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+
+        try:
+            return list(ray.get(refs, timeout=timeout_s))
+        except (ActorDiedError, RayActorError, ActorUnavailableError) as exc:
+            raise SocketDeadError(self._which_dead(), str(exc).splitlines()[0]) from exc
+        except GetTimeoutError as exc:
+            raise SocketDeadError(self._which_dead(), "no answer in time") from exc
+
+    def _which_dead(self) -> int:
+        import ray
+
+        for i, a in enumerate(self.actors):
+            try:
+                ray.get(a.ping.remote(), timeout=5)
+            except Exception:
+                return i
+        return -1
+
+    def run_programs(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
+        timeout = self.profile.p2p.timeout_s * 2 + 60
+        results = self._get([self.actors[i].run_program.remote(p) for i, p in programs.items()], timeout)
+        return {r.socket: r for r in results}
+
+    def status(self) -> list[dict[str, Any]]:
+        return self._get([a.status.remote() for a in self.actors], 60)
+
+    def load_tensors(self, per_socket: Mapping[int, Mapping[str, np.ndarray]]) -> None:
+        self._get([self.actors[i].load_tensors.remote(dict(t)) for i, t in per_socket.items()])
+
+    def get_tensors(self, socket: int, names: list[str]) -> dict[str, np.ndarray]:
+        return self._get([self.actors[socket].get_tensors.remote(names)])[0]  # type: ignore[no-any-return]
+
+    def apply_change(self, sockets: list[int], change: StateChange) -> None:
+        self._get([self.actors[i].apply_change.remote(change) for i in sockets])
+        self.version += 1
+
+    def clocks(self) -> list[int]:
+        return self._get([a.clock_ns.remote() for a in self.actors])
+
+    def advance_to(self, sockets: list[int], t_ns: int) -> None:
+        self._get([self.actors[i].advance_to.remote(t_ns) for i in sockets])
+
+    def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
+        self._get([self.actors[socket].alloc.remote(tier, name, size_bytes, read_only)])
+
+    def free(self, socket: int, tier: str, name: str) -> None:
+        self._get([self.actors[socket].free.remote(tier, name)])
+
+    def pids(self) -> list[int]:
+        return self._get([a.ping.remote() for a in self.actors], 60)
+
+    def close(self) -> None:
+        """Kill the actors and the placement group this handle created."""
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        if not self.owned:
+            return
+        for a in self.actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass
+        if self.placement_group is not None:
+            try:
+                remove_placement_group(self.placement_group)
+            except Exception:
+                pass
+        self.actors = []

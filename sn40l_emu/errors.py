@@ -1,0 +1,67 @@
+"""Typed errors: every failure a user can cause or meet has its own class.
+
+Faults are ordinary events that surface as these types (SimGrid's
+``NetworkFailureException`` style), never as hangs or bare ``Exception``.
+"""
+
+from __future__ import annotations
+
+
+class EmuError(Exception):
+    """Base of every error the emulator raises on purpose."""
+
+
+class ConfigError(EmuError):
+    """A profile, model config, scenario or CLI override is invalid.
+
+    The message always names the field path, the value and what is allowed.
+    """
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field}: got {value!r}; allowed: {allowed}")
+
+
+class OutOfMemory(EmuError):
+    """An allocation does not fit in a memory tier."""
+
+    def __init__(self, tier: str, requested_bytes: int, free_bytes: int, what: str = "") -> None:
+        self.tier = tier
+        self.requested_bytes = requested_bytes
+        self.free_bytes = free_bytes
+        label = f" for {what!r}" if what else ""
+        super().__init__(
+            f"out of {tier} memory{label}: requested {requested_bytes} B, "
+            f"free {free_bytes} B"
+        )
+
+
+class FrameError(EmuError):
+    """A P2P frame failed validation; nothing from it was used."""
+
+
+class LinkDownError(EmuError):
+    """No route is left between two sockets because links are down."""
+
+    def __init__(self, src: int, dst: int, detail: str = "") -> None:
+        self.src = src
+        self.dst = dst
+        super().__init__(f"no route from socket {src} to socket {dst}: {detail or 'links down'}")
+
+
+class SocketDeadError(EmuError):
+    """A socket (its Ray actor) is dead or did not answer in time."""
+
+    def __init__(self, socket: int, detail: str = "") -> None:
+        self.socket = socket
+        super().__init__(f"socket {socket} is dead or unreachable: {detail}")
+
+
+class P2PTimeoutError(SocketDeadError):
+    """A receive waited longer than the P2P timeout (wall clock) for its peer."""
+
+
+class ShardingError(EmuError):
+    """A model cannot be split at the requested tensor-parallel degree."""

@@ -1,0 +1,1 @@
+"""Peer-to-peer message layer between sockets: frames, links, topologies, transports."""

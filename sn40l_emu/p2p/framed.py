@@ -1,0 +1,83 @@
+"""What both transports share: per-(peer, tag) sequence numbers, link timing, framing.
+
+A send asks the sender's :class:`NetworkView` when each chunk arrives (the
+transport never computes a delay itself), packs a frame with that arrival
+vector, and hands it to the concrete transport's ``_deliver``. A receive
+takes the next sequence number for (src, tag) and waits for exactly that
+frame, so matching never depends on arrival order.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+
+from sn40l_emu.p2p.frame import Frame, encode_frame
+from sn40l_emu.p2p.mailbox import Mailbox
+from sn40l_emu.p2p.network import NetworkView
+from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport, chunk_bounds
+from sn40l_emu.socket_actor.program import np_dtype
+
+
+def chunk_bytes(payload: Tensor, chunks: int) -> np.ndarray:
+    """Bytes of each of ``chunks`` pieces of ``payload`` (np.array_split rule on elements)."""
+    if isinstance(payload, SymbolicTensor):
+        itemsize = np_dtype(payload.dtype).itemsize
+    else:
+        itemsize = payload.dtype.itemsize
+    return np.diff(chunk_bounds(int(payload.size), chunks)) * np.int64(itemsize)
+
+
+class FramedTransport(Transport):
+    """Transport over frames and a mailbox; subclasses say how a frame reaches its peer."""
+
+    def __init__(
+        self,
+        rank: int,
+        network: NetworkView,
+        mailbox: Mailbox,
+        max_frame_bytes: int,
+        timeout_s: float,
+    ) -> None:
+        if network.owner != rank or mailbox.rank != rank:
+            raise ValueError(
+                f"rank {rank}: network view of {network.owner}, mailbox of {mailbox.rank}"
+            )
+        self.rank = rank
+        self.network = network
+        self.topology = network.topology
+        self.mailbox = mailbox
+        self.max_frame_bytes = max_frame_bytes
+        self.timeout_s = timeout_s
+        self._send_seq: dict[tuple[int, int], int] = {}
+        self._recv_seq: dict[tuple[int, int], int] = {}
+
+    @staticmethod
+    def _next(counters: dict[tuple[int, int], int], key: tuple[int, int]) -> int:
+        seq = counters.get(key, 0)
+        counters[key] = seq + 1
+        return seq
+
+    async def send(self, dst: int, tag: int, payload: Tensor, ready_ns: np.ndarray) -> None:
+        ready = np.asarray(ready_ns, dtype=np.int64).reshape(-1)
+        if ready.size < 1:
+            raise ValueError("a frame needs at least one chunk ready time")
+        if dst == self.rank:
+            raise ValueError(f"socket {self.rank} cannot send to itself")
+        arrive = self.network.transmit(dst, chunk_bytes(payload, int(ready.size)), ready)
+        seq = self._next(self._send_seq, (dst, tag))
+        header, flat = encode_frame(self.rank, dst, tag, seq, payload, arrive)
+        await self._deliver(dst, header, flat)
+
+    async def recv(self, src: int, tag: int) -> tuple[Tensor, np.ndarray]:
+        seq = self._next(self._recv_seq, (src, tag))
+        frame = await self._fetch(src, tag, seq)
+        return frame.tensor(), frame.arrive_ns
+
+    async def _fetch(self, src: int, tag: int, seq: int) -> Frame:
+        return await self.mailbox.get(src, tag, seq, self.timeout_s)
+
+    @abstractmethod
+    async def _deliver(self, dst: int, header: bytes, payload: np.ndarray | None) -> None:
+        """Hand an encoded frame to socket ``dst``'s mailbox."""

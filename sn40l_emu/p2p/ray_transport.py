@@ -1,0 +1,107 @@
+"""Ray transport: frames between socket actors.
+
+``send`` asks the local network view for arrival times, encodes the frame
+and calls the peer actor's ``deliver(header, payload)`` (which runs
+:func:`sn40l_emu.p2p.delivery.handle_delivery`); the header is msgpack bytes,
+the payload a numpy array that Ray moves with its own zero-copy path.
+``recv`` waits on the local mailbox with the P2P timeout.
+
+Sends are fire-and-forget for speed, but never silently: every ``deliver``
+call's result is kept and checked -- finished ones on each send, all of them
+in :meth:`RayTransport.flush` (collectives call it at the end) and before a
+receive timeout is reported -- so a dead peer surfaces as
+:class:`SocketDeadError` and a rejected frame as :class:`FrameError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError
+
+from sn40l_emu.errors import FrameError, P2PTimeoutError, SocketDeadError
+from sn40l_emu.p2p.frame import Frame
+from sn40l_emu.p2p.framed import FramedTransport
+from sn40l_emu.p2p.mailbox import Mailbox
+from sn40l_emu.p2p.network import NetworkView
+
+
+class RayTransport(FramedTransport):
+    """The transport of one socket actor; ``peers`` maps socket index -> actor handle."""
+
+    def __init__(
+        self,
+        rank: int,
+        peers: Mapping[int, Any],
+        mailbox: Mailbox,
+        network: NetworkView,
+        max_frame_bytes: int,
+        timeout_s: float,
+    ) -> None:
+        super().__init__(rank, network, mailbox, max_frame_bytes, timeout_s)
+        self._peers = dict(peers)
+        self._pending: list[tuple[int, asyncio.Future[Any]]] = []
+
+    @property
+    def pending(self) -> int:
+        """Deliveries not yet confirmed."""
+        return len(self._pending)
+
+    async def _deliver(self, dst: int, header: bytes, payload: np.ndarray | None) -> None:
+        peer = self._peers.get(dst)
+        if peer is None:
+            raise SocketDeadError(dst, f"socket {self.rank} has no handle for it")
+        try:
+            ref = peer.deliver.remote(header, payload)
+        except RayActorError as exc:
+            raise SocketDeadError(dst, str(exc)) from exc
+        self._pending.append((dst, asyncio.wrap_future(ref.future())))
+        self._check_done()
+
+    def _check_done(self) -> None:
+        """Drop confirmed deliveries; raise for the first one that failed."""
+        still: list[tuple[int, asyncio.Future[Any]]] = []
+        failure: tuple[int, BaseException] | None = None
+        for dst, fut in self._pending:
+            if not fut.done():
+                still.append((dst, fut))
+            elif fut.exception() is not None and failure is None:
+                failure = (dst, fut.exception())  # type: ignore[assignment]
+        self._pending = still
+        if failure is not None:
+            raise _translate(*failure)
+
+    async def flush(self) -> None:
+        """Wait (up to the P2P timeout) until every delivery so far is confirmed."""
+        if not self._pending:
+            return
+        futs = [f for _, f in self._pending]
+        try:
+            await asyncio.wait_for(asyncio.wait(futs), self.timeout_s)  # wall-clock ok
+        except asyncio.TimeoutError:
+            pass
+        self._check_done()
+        if self._pending:
+            dst = self._pending[0][0]
+            raise SocketDeadError(dst, f"delivery not confirmed within {self.timeout_s} s")
+
+    async def _fetch(self, src: int, tag: int, seq: int) -> Frame:
+        try:
+            return await self.mailbox.get(src, tag, seq, self.timeout_s)
+        except P2PTimeoutError:
+            self._check_done()  # a failed delivery explains the silence better
+            raise
+
+
+def _translate(dst: int, exc: BaseException) -> Exception:
+    if isinstance(exc, FrameError):  # a RayTaskError wrapping FrameError is also a FrameError
+        return FrameError(f"socket {dst} rejected a frame: {exc}")
+    if isinstance(exc, RayActorError):
+        return SocketDeadError(dst, str(exc))
+    if isinstance(exc, ray.exceptions.RayError):
+        return SocketDeadError(dst, f"{type(exc).__name__}: {exc}")
+    return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))

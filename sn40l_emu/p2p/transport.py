@@ -1,0 +1,76 @@
+"""The Transport interface that every collective algorithm is written against.
+
+A payload is split into ``len(ready_ns)`` chunks (``chunk_bounds``) that each
+carry their own virtual time: chunk ``i`` may leave the sender at
+``ready_ns[i]``. The transport asks the sender's network view when each chunk
+arrives and hands the receiver the payload with that arrival vector. One
+physical message carries all chunks, so wall-clock cost does not grow with the
+number of chunks (DESIGN.md "Virtual time").
+
+Receives match on (source, tag, sequence); the sequence is counted per
+(peer, tag) on both sides in program order, never by arrival order.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sn40l_emu.p2p.network import NetworkView
+    from sn40l_emu.p2p.topology import Topology
+
+
+@dataclass(frozen=True)
+class SymbolicTensor:
+    """Shape and dtype only: timing mode, where weights and activations never exist."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        from sn40l_emu.socket_actor.program import np_dtype
+
+        return int(np.prod(self.shape, dtype=np.int64)) * np_dtype(self.dtype).itemsize
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+Tensor = np.ndarray | SymbolicTensor
+
+
+def chunk_bounds(count: int, chunks: int) -> np.ndarray:
+    """Element offsets of ``chunks`` near-equal pieces of ``count`` elements (np.array_split rule).
+
+    Returns an int64 array of length ``chunks + 1``.
+    """
+    chunks = max(1, chunks)
+    base, extra = divmod(count, chunks)
+    sizes = np.full(chunks, base, dtype=np.int64)
+    sizes[:extra] += 1
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+class Transport(ABC):
+    """Send/receive between sockets with virtual time. Implementations: in-process and Ray."""
+
+    rank: int
+    network: NetworkView  # this socket's view of link timing (routes, FIFO state, injections)
+    topology: Topology  # wiring: routes and ring orders
+
+    @abstractmethod
+    async def send(self, dst: int, tag: int, payload: Tensor, ready_ns: np.ndarray) -> None:
+        """Send ``payload`` (split into ``len(ready_ns)`` chunks) to socket ``dst``."""
+
+    @abstractmethod
+    async def recv(self, src: int, tag: int) -> tuple[Tensor, np.ndarray]:
+        """Receive the next frame from ``src`` with ``tag``; returns (payload, arrive_ns per chunk)."""
+
+    async def flush(self) -> None:  # noqa: B027 -- optional hook, default does nothing
+        """Surface failures of sends still in flight (a dead peer); collectives call it at the end."""
