@@ -8,7 +8,18 @@ from __future__ import annotations
 
 
 class EmuError(Exception):
-    """Base of every error the emulator raises on purpose."""
+    """Base of every error the emulator raises on purpose.
+
+    Subclasses with their own ``__init__`` keep their constructor arguments in
+    ``_init_args`` so the error pickles intact across Ray actor boundaries.
+    """
+
+    _init_args: tuple[object, ...] = ()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        if self._init_args:
+            return (type(self), self._init_args)
+        return (type(self), self.args)
 
 
 class ConfigError(EmuError):
@@ -18,6 +29,7 @@ class ConfigError(EmuError):
     """
 
     def __init__(self, field: str, value: object, allowed: str) -> None:
+        self._init_args = (field, value, allowed)
         self.field = field
         self.value = value
         self.allowed = allowed
@@ -28,6 +40,7 @@ class OutOfMemory(EmuError):
     """An allocation does not fit in a memory tier."""
 
     def __init__(self, tier: str, requested_bytes: int, free_bytes: int, what: str = "") -> None:
+        self._init_args = (tier, requested_bytes, free_bytes, what)
         self.tier = tier
         self.requested_bytes = requested_bytes
         self.free_bytes = free_bytes
@@ -46,6 +59,7 @@ class LinkDownError(EmuError):
     """No route is left between two sockets because links are down."""
 
     def __init__(self, src: int, dst: int, detail: str = "") -> None:
+        self._init_args = (src, dst, detail)
         self.src = src
         self.dst = dst
         super().__init__(f"no route from socket {src} to socket {dst}: {detail or 'links down'}")
@@ -55,6 +69,7 @@ class SocketDeadError(EmuError):
     """A socket (its Ray actor) is dead or did not answer in time."""
 
     def __init__(self, socket: int, detail: str = "") -> None:
+        self._init_args = (socket, detail)
         self.socket = socket
         super().__init__(f"socket {socket} is dead or unreachable: {detail}")
 

@@ -72,19 +72,20 @@ class LocalNode(Node):
     """All sockets in this process; collectives over the in-process transport."""
 
     def __init__(self, profile: NodeProfile, n_sockets: int | None = None, *, trace: bool = True) -> None:
-        from sn40l_emu.p2p.inproc import InProcFabric
+        from sn40l_emu.p2p.inproc import make_inproc_transports
 
         self.profile = profile
         self.n_sockets = n_sockets or profile.sockets
         self.version = 0
         self.models = [SocketModel(i, profile, trace=trace) for i in range(self.n_sockets)]
-        self.fabric = InProcFabric(profile.p2p.params(), self.n_sockets)
+        self.transports = make_inproc_transports(range(self.n_sockets), profile.p2p.params(),
+                                                 n_sockets=self.n_sockets)
         self._loop = asyncio.new_event_loop()
 
     def run_programs(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
         async def all_() -> list[ProgramResult]:
             return await asyncio.gather(*[
-                self.models[i].run_program(p, self.fabric.transport(i)) for i, p in programs.items()])
+                self.models[i].run_program(p, self.transports[i]) for i, p in programs.items()])
 
         results = self._loop.run_until_complete(all_())
         return {r.socket: r for r in results}
@@ -102,7 +103,7 @@ class LocalNode(Node):
 
     def apply_change(self, sockets: list[int], change: StateChange) -> None:
         for i in sockets:
-            apply_change(self.models[i], self.fabric.transport(i).network, change)
+            apply_change(self.models[i], self.transports[i].network, change)
         self.version += 1
 
     def clocks(self) -> list[int]:

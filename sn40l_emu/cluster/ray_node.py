@@ -110,10 +110,21 @@ class RayNode(Node):
     # ---- calls ------------------------------------------------------------
     def _get(self, refs: list[Any], timeout_s: float | None = None) -> list[Any]:
         import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+        from ray.exceptions import (
+            ActorDiedError,
+            ActorUnavailableError,
+            GetTimeoutError,
+            RayActorError,
+            RayTaskError,
+        )
 
         try:
             return list(ray.get(refs, timeout=timeout_s))
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):  # our typed error, raised inside the actor
+                raise cause from None
+            raise
         except (ActorDiedError, RayActorError, ActorUnavailableError) as exc:
             raise SocketDeadError(self._which_dead(), str(exc).splitlines()[0]) from exc
         except GetTimeoutError as exc:

@@ -69,8 +69,10 @@ class RayTransport(FramedTransport):
         for dst, fut in self._pending:
             if not fut.done():
                 still.append((dst, fut))
-            elif fut.exception() is not None and failure is None:
-                failure = (dst, fut.exception())  # type: ignore[assignment]
+                continue
+            exc = fut.exception()  # retrieving it also keeps asyncio from logging it
+            if exc is not None and failure is None:
+                failure = (dst, exc)
         self._pending = still
         if failure is not None:
             raise _translate(*failure)
@@ -100,8 +102,8 @@ class RayTransport(FramedTransport):
 def _translate(dst: int, exc: BaseException) -> Exception:
     if isinstance(exc, FrameError):  # a RayTaskError wrapping FrameError is also a FrameError
         return FrameError(f"socket {dst} rejected a frame: {exc}")
-    if isinstance(exc, RayActorError):
-        return SocketDeadError(dst, str(exc))
-    if isinstance(exc, ray.exceptions.RayError):
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        return exc  # the peer is alive; its handler failed for another reason: show it as is
+    if isinstance(exc, ray.exceptions.RayError):  # actor died, unavailable, object lost
         return SocketDeadError(dst, f"{type(exc).__name__}: {exc}")
     return exc if isinstance(exc, Exception) else RuntimeError(repr(exc))

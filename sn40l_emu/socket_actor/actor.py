@@ -25,11 +25,13 @@ class SocketActorImpl:
     def __init__(self, index: int, profile: NodeProfile, n_sockets: int, trace: bool = True) -> None:
         from sn40l_emu.p2p.mailbox import Mailbox
         from sn40l_emu.p2p.network import NetworkView
+        from sn40l_emu.p2p.topology import make_topology
 
         self.model = SocketModel(index, profile, trace=trace)
         self.n_sockets = n_sockets
-        self.mailbox = Mailbox()
-        self.network = NetworkView(index, profile.p2p.params(), n_sockets)
+        self.mailbox = Mailbox(index)
+        params = profile.p2p.params()
+        self.network = NetworkView(index, make_topology(params.topology, n_sockets), params)
         self.transport: Any = None
 
     async def connect(self, peers: dict[int, Any]) -> int:
@@ -43,7 +45,7 @@ class SocketActorImpl:
 
     async def deliver(self, header: bytes, payload: np.ndarray | None) -> None:
         """A peer's frame: validated (never unpickled), then queued by (src, tag, seq)."""
-        from sn40l_emu.p2p.ray_transport import handle_delivery
+        from sn40l_emu.p2p.delivery import handle_delivery
 
         handle_delivery(self.mailbox, header, payload, self.model.profile.p2p.max_frame_bytes)
 

@@ -57,18 +57,16 @@ def share_units(weights: list[int], units: int) -> list[int]:
         return [0] * n
     active = [i for i, w in enumerate(weights) if w > 0]
     units = max(units, len(active))
-    out = [0] * n
-    for i in active:
-        out[i] = 1
-    left = units - len(active)
-    exact = [weights[i] * left / total for i in range(n)]
-    floors = [int(x) for x in exact]
-    for i in active:
-        out[i] += floors[i]
-    rest = left - sum(floors[i] for i in active)
-    order = sorted(active, key=lambda i: (-(exact[i] - floors[i]), i))
-    for i in order[:rest]:
+    exact = [w * units / total for w in weights]
+    out = [int(x) for x in exact]
+    rest = units - sum(out)
+    for i in sorted(active, key=lambda i: (-(exact[i] - out[i]), i))[:rest]:
         out[i] += 1
+    for i in active:  # a stage needs at least one unit: take it from the largest share
+        if out[i] == 0:
+            j = max(active, key=lambda k: (out[k], -k))
+            out[j] -= 1
+            out[i] = 1
     return out
 
 

@@ -41,7 +41,8 @@ import numpy as np
 from sn40l_emu.workload.reference import Weights, apply_rope, gqa_attention, rms_norm, silu_mul
 from sn40l_emu.workload.sharding import ShardPlan
 
-Step = tuple[Callable[..., object], tuple[str, ...], tuple[str, ...], tuple[tuple[str, object], ...]]
+Attrs = tuple[tuple[str, object], ...]
+SectionStep = tuple[Callable[..., object], tuple[str, ...], tuple[str, ...], Attrs]
 
 
 # ---- kernels ---------------------------------------------------------------
@@ -124,7 +125,7 @@ def unshard_logits(gathered: np.ndarray, *, tp: int, batch: int, vocab_size: int
 
 
 def fused_section(
-    *arrays: np.ndarray, names: tuple[str, ...], steps: tuple[Step, ...],
+    *arrays: np.ndarray, names: tuple[str, ...], steps: tuple[SectionStep, ...],
     outputs: tuple[str, ...],
 ) -> np.ndarray | tuple[np.ndarray, ...]:
     """Run several kernels as one: intermediates stay in a local dict (on chip)."""
@@ -164,7 +165,8 @@ def shard_weights(weights: Weights, plan: ShardPlan, rank_index: int) -> Weights
     """
     model = plan.model
     d = model.head_dim
-    q0, q1 = plan.q_head_start(rank_index) * d, plan.q_head_start(rank_index) * d + plan.q_width_per_socket
+    q0 = plan.q_head_start(rank_index) * d
+    q1 = q0 + plan.q_width_per_socket
     k0 = plan.kv_head_start(rank_index) * d
     k1 = k0 + plan.kv_width_per_socket
     f0 = plan.ffn_start(rank_index)

@@ -122,7 +122,9 @@ def model_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
     """Validate a parsed ``config.json``; every error names the offending field."""
     for field in (*_INT_FIELDS, "rms_norm_eps", "rope_theta"):
         if field not in data:
-            raise ConfigError(f"{name}.{field}", None, "required field of a Llama-style config.json")
+            raise ConfigError(
+                f"{name}.{field}", None, "required field of a Llama-style config.json"
+            )
     ints = {f: _positive_int(name, f, data[f]) for f in _INT_FIELDS}
     heads = ints["num_attention_heads"]
     kv_heads = _positive_int(name, "num_key_value_heads", data.get("num_key_value_heads", heads))
@@ -171,6 +173,11 @@ def _models_dir() -> Path:
     return Path(str(resources.files("sn40l_emu") / "profiles" / "models"))
 
 
+def shipped_model_path(name: str) -> Path:
+    """Where the shipped config of ``name`` lives (it may not exist)."""
+    return _models_dir() / f"{name}.json"
+
+
 def shipped_models() -> tuple[str, ...]:
     """Names of the model configs shipped with the package, sorted."""
     return tuple(sorted(p.stem for p in _models_dir().glob("*.json")))
@@ -180,7 +187,7 @@ def load_model(name_or_path: str | Path) -> ModelConfig:
     """A shipped model by name (``"llama3.1-8b"``) or a user's ``config.json`` by path."""
     path = Path(name_or_path)
     if not path.is_file():
-        shipped = _models_dir() / f"{name_or_path}.json"
+        shipped = shipped_model_path(str(name_or_path))
         if not shipped.is_file():
             raise ConfigError(
                 "model", str(name_or_path),

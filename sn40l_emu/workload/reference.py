@@ -31,7 +31,9 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return (x / np.sqrt(var + np.float32(eps)) * weight).astype(np.float32)
 
 
-def rope_cos_sin(positions: np.ndarray, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+def rope_cos_sin(
+    positions: np.ndarray, head_dim: int, theta: float
+) -> tuple[np.ndarray, np.ndarray]:
     """cos/sin tables, shape (len(positions), head_dim), HF Llama layout."""
     inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
     freqs = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]
@@ -109,9 +111,8 @@ def make_weights(model: ModelConfig, seed: int) -> Weights:
         w[f"L{i}.w_up"] = mat(h, f)
         w[f"L{i}.w_down"] = mat(f, h)
     w["final_norm"] = norm()
-    w["lm_head"] = (
-        np.ascontiguousarray(w["embed"].T) if model.tie_word_embeddings else mat(h, model.vocab_size)
-    )
+    tied = model.tie_word_embeddings
+    w["lm_head"] = np.ascontiguousarray(w["embed"].T) if tied else mat(h, model.vocab_size)
     return w
 
 

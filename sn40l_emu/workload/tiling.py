@@ -16,8 +16,10 @@ public; these are the choices, each a named constant:
 * Everything that streams in is double-buffered (load the next tile while
   computing this one), which is how weight loads overlap compute (SPEC.md §1).
 
-With these, a Llama3.1-8B layer at TP8 holds ~12 MiB in decode and ~25 MiB in
-prefill; a Llama3.1-405B layer at TP1 ~110 MiB: all fit in 520 MiB, as a
+Row reductions (RMSNorm) hold whole rows; pointwise operators hold
+(rows x ``COL_TILE``) tiles. With these, a Llama3.1-8B decoder layer at TP8
+holds ~12 MiB of stage buffers in decode (B=8) and ~27 MiB in prefill (B=8,
+P=2048); Llama3.1-405B at TP1 ~110 MiB and ~230 MiB: all fit in 520 MiB, as a
 fused decoder does on the real machine.
 """
 
@@ -46,9 +48,15 @@ def matmul_buffer_bytes(rows: int, k: int, n: int) -> int:
     return DOUBLE_BUFFER * (weight_tile + input_tile + output_tile)
 
 
-def elementwise_buffer_bytes(rows: int, width_in: int, width_out: int) -> int:
-    """A row-wise operator (norm, add, SiLU): double-buffered input and output row tiles."""
-    return DOUBLE_BUFFER * rows_in_flight(rows) * (width_in + width_out) * ACT_BYTES
+def rowwise_buffer_bytes(rows: int, width: int) -> int:
+    """A row reduction (RMSNorm) needs whole rows: double-buffered input and output rows."""
+    return DOUBLE_BUFFER * rows_in_flight(rows) * 2 * width * ACT_BYTES
+
+
+def pointwise_buffer_bytes(rows: int, width: int, n_inputs: int, n_outputs: int) -> int:
+    """An elementwise operator (add, SiLU*mul, RoPE, copies) streams (rows x COL_TILE) tiles."""
+    tile = rows_in_flight(rows) * min(width, COL_TILE) * ACT_BYTES
+    return DOUBLE_BUFFER * (n_inputs + n_outputs) * tile
 
 
 def attention_buffer_bytes(
