@@ -33,6 +33,10 @@ class CachePolicy(str, Enum):
 class EvictionPolicy(ABC):
     """Bookkeeping plus victim choice; the cache owns residency and sizes."""
 
+    def validate(self, expert_id: int, now_seq: int) -> None:  # noqa: B027 - optional hook
+        """Refuse an access before the cache changes anything (default: accept all)."""
+        return None
+
     @abstractmethod
     def on_access(self, expert_id: int, now_seq: int, hit: bool) -> None:
         """Record that ``expert_id`` was used at ``now_seq`` (after it is resident)."""
@@ -103,12 +107,12 @@ class OptPolicy(EvictionPolicy):
             positions.setdefault(expert_id, []).append(seq)
         self._positions = positions
 
-    def check(self, expert_id: int, now_seq: int) -> None:
+    def validate(self, expert_id: int, now_seq: int) -> None:
         """Refuse an access that is not the one the future sequence announced."""
         if not 0 <= now_seq < len(self._future) or self._future[now_seq] != expert_id:
             expected = self._future[now_seq] if 0 <= now_seq < len(self._future) else "<end>"
             raise ConfigError(
-                f"access[{now_seq}]", expert_id,
+                f"future[{now_seq}]", expert_id,
                 f"the expert the OPT future sequence holds at that index ({expected})",
             )
 
@@ -119,7 +123,7 @@ class OptPolicy(EvictionPolicy):
         return seqs[i] if i < len(seqs) else len(self._future)
 
     def on_access(self, expert_id: int, now_seq: int, hit: bool) -> None:
-        self.check(expert_id, now_seq)
+        return None
 
     def on_evict(self, expert_id: int) -> None:
         return None
