@@ -32,16 +32,15 @@ def run_lockstep(programs: list[Program], stores: list[dict[str, np.ndarray]]) -
         first = ops[0]
         if isinstance(first, CollectiveOp):
             parts = [store[first.buffer] for store in stores]
+            assert all(part.shape == first.shape for part in parts)
             if first.kind is CollectiveKind.ALL_REDUCE:
                 total = parts[0].copy()
                 for part in parts[1:]:
                     total += part
-                assert total.shape == first.shape
                 result = total
             else:
                 assert first.kind is CollectiveKind.ALL_GATHER
                 result = np.concatenate(parts, axis=0)
-                assert result.shape == first.shape
             for store in stores:
                 store[first.buffer] = result.copy()
             continue

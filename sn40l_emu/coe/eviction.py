@@ -33,7 +33,7 @@ class CachePolicy(str, Enum):
 class EvictionPolicy(ABC):
     """Bookkeeping plus victim choice; the cache owns residency and sizes."""
 
-    def validate(self, expert_id: int, now_seq: int) -> None:  # noqa: B027 - optional hook
+    def validate(self, expert_id: int, now_seq: int) -> None:
         """Refuse an access before the cache changes anything (default: accept all)."""
         return None
 
@@ -147,5 +147,6 @@ def make_policy(policy: CachePolicy, future: Sequence[int] | None = None) -> Evi
             raise ConfigError("future", None, "the whole access sequence (expert ids) for OPT")
         return OptPolicy(future)
     if future is not None:
-        raise ConfigError("future", "<sequence>", f"None for {CachePolicy(policy).value} (only opt reads it)")
+        raise ConfigError("future", "<sequence>",
+                          f"None for {CachePolicy(policy).value} (only opt reads it)")
     return cls()

@@ -16,8 +16,8 @@ name                      shape               who writes it
 weights (below)           see shard_weights   driver, once (:func:`shard_weights`)
 ``x``                     (B*T, H)            embedding, then the residual stream
 ``attn_out``/``ffn_out``  (B*T, H)            row-parallel partial sums; all-reduced in place
-``L{i}.k_cache``/``v``    (B, S, Hkv_loc, D)  layer i's attention kernel: prefill creates,
-                                              decode returns the cache with one more token
+``L{i}.k_cache``/``v``    (B, S, Hkv_loc, D)  layer i's kv_write kernel: prefill creates it,
+                                              decode returns it with one more token
 ``logits_local``          (B, V/tp)           LM head; then all-gathered to (tp*B, V/tp)
 ``logits``                (B, V)              the step's result (padding dropped)
 ========================  ==================  ======================================
@@ -26,8 +26,9 @@ Unfused programs also leave intermediates (``h``, ``qkv``, ``attn``,
 ``gate_up``, ``act``, ``h_last``) in the store; fused sections keep them local.
 Collectives: an all-reduce sums ``store[op.buffer]`` over the group in place
 (shape and dtype unchanged, float32 here although the op says bfloat16 for
-timing); an all-gather replaces the (B, V/tp) buffer with the rank-ordered
-row concatenation (tp*B, V/tp), i.e. ``np.concatenate(buffers, axis=0)``.
+timing); an all-gather replaces the (B, V/tp) buffer (``op.shape``, the
+shard) with the rank-ordered row concatenation (tp*B, V/tp), i.e.
+``np.concatenate(buffers, axis=0)``.
 The KV caches grow by concatenation, so the store needs no ``max_context``;
 the timing-mode memory plan is what reserves the full cache.
 """

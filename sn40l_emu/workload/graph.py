@@ -42,7 +42,12 @@ class Section:
 
 @dataclass(frozen=True)
 class CollectiveSpec:
-    """A collective between sections; ``buffer`` is the tensor-store entry it works on."""
+    """A collective between sections; ``buffer`` is the tensor-store entry it works on.
+
+    ``shape`` is the buffer each rank holds when the collective starts (as the
+    socket passes it to :mod:`sn40l_emu.collectives`): for the all-gather that
+    is the rank's shard (B, V/tp); the gathered result is (tp*B, V/tp).
+    """
 
     name: str
     kind: CollectiveKind
@@ -51,6 +56,10 @@ class CollectiveSpec:
 
 
 Item = Section | CollectiveSpec
+
+# Tensor-store names that live only inside a decoder layer or the head: a fused
+# kernel keeps them on chip and never writes them back to the store.
+ON_CHIP = frozenset({"h", "qkv", "attn", "gate_up", "act", "h_last"})
 
 
 def socket_graph(plan: ShardPlan, step: Step, rank_index: int) -> tuple[Item, ...]:
@@ -80,7 +89,7 @@ def socket_graph(plan: ShardPlan, step: Step, rank_index: int) -> tuple[Item, ..
         )
     )
     _collective(items, plan, "logits_allgather", CollectiveKind.ALL_GATHER,
-                (plan.tp * step.batch, plan.vocab_per_socket), "logits_local")
+                (step.batch, plan.vocab_per_socket), "logits_local")
     items.append(
         Section(
             "lm_head", "unshard",

@@ -15,7 +15,7 @@ states its needs (SPEC.md §4 "Runtime"):
 
 from __future__ import annotations
 
-from sn40l_emu.errors import ShardingError
+from sn40l_emu.errors import ConfigError, ShardingError
 from sn40l_emu.socket_actor.program import AllocOp
 from sn40l_emu.workload.model_config import ModelConfig
 from sn40l_emu.workload.operators import ACT_BYTES
@@ -54,6 +54,10 @@ def memory_plan(
         raise ShardingError(f"plan was made for {plan.model.name}, not {model.name}")
     tag = f"{model.name}." if prefix is None else prefix
     prefill_len = max_context_len if max_prefill_len is None else max_prefill_len
+    for field, value in (("batch", batch), ("max_context_len", max_context_len),
+                         ("max_prefill_len", prefill_len)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(field, value, "a positive integer")
     allocs = [
         AllocOp(f"{tag}weights", placement.weights, plan.weight_bytes_per_socket, read_only=True),
         AllocOp(f"{tag}kv_cache", placement.kv,

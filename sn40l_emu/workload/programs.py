@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from sn40l_emu.errors import ShardingError
+from sn40l_emu.errors import ConfigError, ShardingError
 from sn40l_emu.socket_actor.program import (
     CollectiveOp,
     KernelOp,
@@ -37,7 +37,7 @@ from sn40l_emu.socket_actor.program import (
 )
 from sn40l_emu.workload import functional as fk
 from sn40l_emu.workload.exec_mode import MODE_TRAITS, ExecMode, ModeTraits
-from sn40l_emu.workload.graph import CollectiveSpec, Item, Section, socket_graph
+from sn40l_emu.workload.graph import ON_CHIP, CollectiveSpec, Item, Section, socket_graph
 from sn40l_emu.workload.model_config import ModelConfig
 from sn40l_emu.workload.operators import OpSpec
 from sn40l_emu.workload.placement import HBM_ONLY, Placement
@@ -45,8 +45,6 @@ from sn40l_emu.workload.sharding import ShardPlan
 from sn40l_emu.workload.step import Step
 
 COLLECTIVE_DTYPE = "bfloat16"
-# Tensor-store names that a fused kernel keeps on chip (never written back to the store).
-ON_CHIP = frozenset({"h", "qkv", "attn", "gate_up", "act", "h_last"})
 
 
 def build_program(
@@ -64,6 +62,11 @@ def build_program(
         raise ShardingError(f"plan was made for {plan.model.name}, not {model.name}")
     if not 0 <= rank_index < plan.tp:
         raise ShardingError(f"rank_index {rank_index} is outside the TP group of {plan.tp}")
+    if step.total_len > model.max_position_embeddings:
+        raise ConfigError(
+            "context_len", step.total_len,
+            f"at most max_position_embeddings={model.max_position_embeddings} for {model.name}",
+        )
     traits = MODE_TRAITS[mode]
     graph = socket_graph(plan, step, rank_index)
     lower = _lower_fused if traits.fused else _lower_unfused
