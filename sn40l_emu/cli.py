@@ -64,8 +64,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"node {st['name']!r} at {st['address']} (profile {st['profile']})")
     print(f"{'socket':>6}  {'ray node':14s} {'clock':>14s}  " + "  ".join(f"{t:>22s}" for t in ("sram", "hbm", "ddr")))
     for s in st["sockets"]:
-        tiers = "  ".join(f"{fmt_bytes(s['tiers'][t]['used_bytes']) + ' / ' + fmt_bytes(s['tiers'][t]['capacity_bytes']):>22s}"
-                          for t in ("sram", "hbm", "ddr"))
+        tiers = "  ".join(
+            f"{fmt_bytes(s['tiers'][t]['used_bytes']) + ' / ' + fmt_bytes(s['tiers'][t]['capacity_bytes']):>22s}"
+            for t in ("sram", "hbm", "ddr"))
         print(f"{s['index']:>6}  {s['ray_node'][:12]:14s} {s['clock_ns']:>11d} ns  {tiers}")
     return 0
 

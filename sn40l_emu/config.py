@@ -201,7 +201,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def load_raw(name_or_path: str, _depth: int = 0) -> dict[str, Any]:
     """The profile's YAML mapping with ``extends`` resolved."""
-    data, label = _read_yaml(name_or_path)
+    data, _ = _read_yaml(name_or_path)
     parent = data.pop("extends", None)
     if parent is not None:
         if not isinstance(parent, str) or _depth > 8:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -93,7 +94,7 @@ def start_local_ray(num_cpus: int = 2, sockets: int = 16, *, log_to_driver: bool
         namespace=NAMESPACE,
         log_to_driver=log_to_driver,
         configure_logging=True,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
     )
     return LocalRay(temp_dir=temp_dir)
 
@@ -105,7 +106,7 @@ def connect(address: str) -> None:
 
     if not ray.is_initialized():
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
-                 logging_level="WARNING")
+                 logging_level=logging.WARNING)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from sn40l_emu.config import NodeProfile
 from sn40l_emu.socket_actor.program import Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
+from sn40l_emu.socket_actor.tile import Degradation
 
 
 class Node(ABC):
@@ -53,6 +54,18 @@ class Node(ABC):
         ...
 
     @abstractmethod
+    def degradation(self, socket: int) -> Degradation:
+        """The socket's injected slow-downs (the node sees every change it applies)."""
+
+    def advance_clocks(self, targets: Mapping[int, int]) -> None:
+        """Move each listed socket's clock to at least its target (cost reuse, barriers)."""
+        by_time: dict[int, list[int]] = {}
+        for s, t in targets.items():
+            by_time.setdefault(t, []).append(s)
+        for t, sockets in sorted(by_time.items()):
+            self.advance_to(sockets, t)
+
+    @abstractmethod
     def advance_to(self, sockets: list[int], t_ns: int) -> None:
         ...
 
@@ -64,7 +77,7 @@ class Node(ABC):
     def free(self, socket: int, tier: str, name: str) -> None:
         ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most nodes own nothing to release
         """Release what this handle created (not a Ray it merely joined)."""
 
 
@@ -108,6 +121,13 @@ class LocalNode(Node):
 
     def clocks(self) -> list[int]:
         return [m.clock.now_ns for m in self.models]
+
+    def degradation(self, socket: int) -> Degradation:
+        return self.models[socket].degradation
+
+    def advance_clocks(self, targets: Mapping[int, int]) -> None:
+        for s, t in targets.items():
+            self.models[s].clock.advance_to(t)
 
     def advance_to(self, sockets: list[int], t_ns: int) -> None:
         for i in sockets:

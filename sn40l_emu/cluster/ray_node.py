@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
@@ -14,7 +15,8 @@ from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import SocketDeadError
 from sn40l_emu.socket_actor.program import Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult
-from sn40l_emu.socket_actor.state_changes import StateChange
+from sn40l_emu.socket_actor.state_changes import SetDegradation, StateChange
+from sn40l_emu.socket_actor.tile import Degradation
 
 
 class Placement(str, Enum):
@@ -44,6 +46,7 @@ class RayNode(Node):
         self.version = 0
         self.placement_group = placement_group
         self.owned = owned
+        self._degradations = [Degradation() for _ in self.actors]
 
     # ---- construction -----------------------------------------------------
     @classmethod
@@ -90,7 +93,7 @@ class RayNode(Node):
                 opts["name"] = actor_name(name, i)
             if detached:
                 opts["lifetime"] = "detached"
-            actors.append(SocketActor.options(**opts).remote(i, profile, n, trace))  # type: ignore[attr-defined]
+            actors.append(SocketActor.options(**opts).remote(i, profile, n, trace))
         node = cls(profile, actors, name=name, placement_group=pg)
         node.connect(timeout_s)
         return node
@@ -152,11 +155,20 @@ class RayNode(Node):
         self._get([self.actors[i].load_tensors.remote(dict(t)) for i, t in per_socket.items()])
 
     def get_tensors(self, socket: int, names: list[str]) -> dict[str, np.ndarray]:
-        return self._get([self.actors[socket].get_tensors.remote(names)])[0]  # type: ignore[no-any-return]
+        return self._get([self.actors[socket].get_tensors.remote(names)])[0]
 
     def apply_change(self, sockets: list[int], change: StateChange) -> None:
         self._get([self.actors[i].apply_change.remote(change) for i in sockets])
+        if isinstance(change, SetDegradation):
+            for i in sockets:
+                self._degradations[i] = dataclasses.replace(self._degradations[i], **dataclasses.asdict(change))
         self.version += 1
+
+    def degradation(self, socket: int) -> Degradation:
+        return self._degradations[socket]
+
+    def advance_clocks(self, targets: Mapping[int, int]) -> None:
+        self._get([self.actors[s].advance_to.remote(t) for s, t in targets.items()])
 
     def clocks(self) -> list[int]:
         return self._get([a.clock_ns.remote() for a in self.actors])

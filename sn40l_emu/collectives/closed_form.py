@@ -86,7 +86,9 @@ def ring_steps_ns(steps: int, chunks: int, t_chunk_ns: int, lat_ns: int) -> int:
     """(s-1) max(lat + T, K T) + K T + lat; 0 for no steps."""
     if steps <= 0:
         return 0
-    return (steps - 1) * max(lat_ns + t_chunk_ns, chunks * t_chunk_ns) + chunks * t_chunk_ns + lat_ns
+    return (
+        (steps - 1) * max(lat_ns + t_chunk_ns, chunks * t_chunk_ns) + chunks * t_chunk_ns + lat_ns
+    )
 
 
 def chain_ns(hops: int, chunks: int, t_chunk_ns: int, latency_ns: int) -> int:
@@ -96,13 +98,17 @@ def chain_ns(hops: int, chunks: int, t_chunk_ns: int, latency_ns: int) -> int:
     return chunks * t_chunk_ns + (hops - 1) * t_chunk_ns + hops * latency_ns
 
 
-def ring_ns(steps: int, n: int, size_bytes: int, chunks: int, route: RouteCost, overhead_ns: int) -> int:
+def ring_ns(
+    steps: int, n: int, size_bytes: int, chunks: int, route: RouteCost, overhead_ns: int
+) -> int:
     """A ring of ``steps`` steps moving one of ``n`` segments of ``size_bytes`` per step."""
     t = chunk_ns(ceil_div(size_bytes, n * chunks), route, overhead_ns)
     return ring_steps_ns(steps, chunks, t, path_latency_ns(route, t))
 
 
-def ring_all_reduce_ns(n: int, size_bytes: int, chunks: int, route: RouteCost, overhead_ns: int) -> int:
+def ring_all_reduce_ns(
+    n: int, size_bytes: int, chunks: int, route: RouteCost, overhead_ns: int
+) -> int:
     """(2(N-1) - 1) max(lat + T, K T) + K T + lat, c = S / (N K)."""
     return ring_ns(2 * (n - 1), n, size_bytes, chunks, route, overhead_ns)
 
@@ -113,7 +119,9 @@ def direct_ns(frame_bytes: int, chunks: int, route: RouteCost, overhead_ns: int)
     return chain_ns(route.hops, route.load * chunks, t, route.latency_ns)
 
 
-def chain_frame_ns(hops: int, frame_bytes: int, chunks: int, route: RouteCost, overhead_ns: int) -> int:
+def chain_frame_ns(
+    hops: int, frame_bytes: int, chunks: int, route: RouteCost, overhead_ns: int
+) -> int:
     """A frame forwarded chunk by chunk along ``hops`` links, each used once."""
     t = chunk_ns(ceil_div(frame_bytes, chunks), route, overhead_ns)
     return chain_ns(hops, chunks, t, route.latency_ns)

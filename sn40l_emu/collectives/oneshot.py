@@ -33,7 +33,9 @@ async def _reduce_range(call: CollCall, buf: WorkBuffer, lo: int, hi: int) -> No
     """Receive ``[lo, hi)`` from every peer and reduce all contributions in group order."""
     parts: dict[int, np.ndarray] = {}
     for j in _peers(call):
-        values, arrive = await recv_piece(call.t, call.group[j], call.tag, hi - lo, call.chunks, buf)
+        values, arrive = await recv_piece(
+            call.t, call.group[j], call.tag, hi - lo, call.chunks, buf
+        )
         buf.ready.update(lo, hi, call.chunks, arrive)
         if values is not None:
             parts[j] = values
@@ -54,7 +56,9 @@ async def oneshot_reduce_scatter(call: CollCall, data: Tensor) -> tuple[Tensor, 
     buf = WorkBuffer.of(data, call.start_ns)
     seg = chunk_bounds(buf.size, call.n)
     for j in _peers(call):
-        await send_range(call.t, call.group[j], call.tag, buf, int(seg[j]), int(seg[j + 1]), call.chunks)
+        await send_range(
+            call.t, call.group[j], call.tag, buf, int(seg[j]), int(seg[j + 1]), call.chunks
+        )
     lo, hi = int(seg[call.index]), int(seg[call.index + 1])
     await _reduce_range(call, buf, lo, hi)
     values = None if buf.values is None else buf.values[lo:hi].copy()

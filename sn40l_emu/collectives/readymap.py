@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sn40l_emu.p2p.transport import chunk_bounds
+from sn40l_emu.p2p.framed import cached_chunk_bounds
 
 
 class ReadyMap:
@@ -33,15 +33,15 @@ class ReadyMap:
     def _point(self, pos: np.ndarray) -> np.ndarray:
         """Ready time of the pieces holding the elements at ``pos`` (clamped into range)."""
         idx = np.searchsorted(self._bounds, pos, side="right") - 1
-        return self._times[np.clip(idx, 0, self._times.size - 1)]
+        return self._times[np.minimum(np.maximum(idx, 0), self._times.size - 1)]
 
     def _chunks(self, lo: int, hi: int, chunks: int) -> np.ndarray:
         if not 0 <= lo <= hi <= self.size:
             raise ValueError(f"range [{lo}, {hi}) outside [0, {self.size})")
-        return lo + chunk_bounds(hi - lo, chunks)
+        return lo + cached_chunk_bounds(hi - lo, chunks)
 
     def chunk_ready(self, lo: int, hi: int, chunks: int) -> np.ndarray:
-        """For each of ``chunks`` pieces of ``[lo, hi)`` (np.array_split rule): when all of it is ready.
+        """When all of each of ``chunks`` pieces of ``[lo, hi)`` (np.array_split rule) is ready.
 
         An empty chunk takes the ready time at its position.
         """
@@ -53,7 +53,7 @@ class ReadyMap:
             return self._point(cb[:-1])
         # max(times[first_k .. last_k]) for all k at once: reduceat over interleaved
         # (start, stop) pairs; the even results are the wanted ranges.
-        first = np.clip(first, 0, self._times.size - 1)
+        first = np.minimum(np.maximum(first, 0), self._times.size - 1)
         stop = np.maximum(last + 1, first + 1)
         idx = np.empty(2 * first.size, dtype=np.int64)
         idx[0::2] = first
@@ -76,7 +76,7 @@ class ReadyMap:
         times = self._point(starts)
         inside = (starts >= lo) & (starts < hi)
         k = np.searchsorted(cb, starts[inside], side="right") - 1
-        times[inside] = np.maximum(times[inside], arrive[np.clip(k, 0, chunks - 1)])
+        times[inside] = np.maximum(times[inside], arrive[np.minimum(np.maximum(k, 0), chunks - 1)])
         keep = np.ones(times.size, dtype=bool)
         keep[1:] = times[1:] != times[:-1]
         self._bounds = np.append(starts[keep], np.int64(self.size))

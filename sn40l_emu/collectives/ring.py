@@ -98,7 +98,9 @@ async def ring_broadcast(call: CollCall, data: Tensor) -> tuple[Tensor, int]:
     pos = order.index(call.t.rank)
     rel = (pos - order.index(call.root)) % n
     if rel > 0:
-        await recv_range(call.t, order[(pos - 1) % n], call.tag, buf, 0, buf.size, call.chunks, None)
+        await recv_range(
+            call.t, order[(pos - 1) % n], call.tag, buf, 0, buf.size, call.chunks, None
+        )
     if rel < n - 1:
         await send_range(call.t, order[(pos + 1) % n], call.tag, buf, 0, buf.size, call.chunks)
     return shaped(buf.values, data.shape, buf.dtype), buf.end_ns(call.start_ns, 0, buf.size)

@@ -51,9 +51,18 @@ async def _halving(call: CollCall, buf: WorkBuffer, blocks: np.ndarray) -> None:
         base = i & ~(2 * d - 1)
         keep, give = (base, base + d) if not i & d else (base + d, base)
         partner = call.group[i ^ d]
-        await send_range(call.t, partner, call.tag, buf, int(blocks[give]), int(blocks[give + d]), call.chunks)
+        await send_range(
+            call.t, partner, call.tag, buf, int(blocks[give]), int(blocks[give + d]), call.chunks
+        )
         await recv_range(
-            call.t, partner, call.tag, buf, int(blocks[keep]), int(blocks[keep + d]), call.chunks, call.op
+            call.t,
+            partner,
+            call.tag,
+            buf,
+            int(blocks[keep]),
+            int(blocks[keep + d]),
+            call.chunks,
+            call.op,
         )
 
 
@@ -62,9 +71,18 @@ async def _doubling(call: CollCall, buf: WorkBuffer, blocks: np.ndarray) -> None
     for d in reversed(halving_distances(call.n)):
         mine, theirs = i & ~(d - 1), (i ^ d) & ~(d - 1)
         partner = call.group[i ^ d]
-        await send_range(call.t, partner, call.tag, buf, int(blocks[mine]), int(blocks[mine + d]), call.chunks)
+        await send_range(
+            call.t, partner, call.tag, buf, int(blocks[mine]), int(blocks[mine + d]), call.chunks
+        )
         await recv_range(
-            call.t, partner, call.tag, buf, int(blocks[theirs]), int(blocks[theirs + d]), call.chunks, None
+            call.t,
+            partner,
+            call.tag,
+            buf,
+            int(blocks[theirs]),
+            int(blocks[theirs + d]),
+            call.chunks,
+            None,
         )
 
 

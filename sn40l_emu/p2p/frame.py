@@ -15,6 +15,7 @@ maximum with its own clock, which keeps timing independent of wall-clock order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import msgpack
@@ -67,12 +68,23 @@ class Frame:
         return self.payload
 
 
+@cache
+def allowed_dtype(name: str) -> np.dtype:
+    """numpy dtype of an allow-listed name (memoised: this is on every frame's path)."""
+    return np_dtype(name)
+
+
+@cache
+def _names() -> dict[np.dtype, str]:
+    return {allowed_dtype(n): n for n in ALLOWED_DTYPES}
+
+
 def dtype_name(dtype: np.dtype) -> str:
     """Allow-listed name of a numpy dtype (native byte order only)."""
-    for name in ALLOWED_DTYPES:
-        if np_dtype(name) == dtype:
-            return name
-    raise FrameError(f"dtype {dtype!r} is not allowed (allowed: {sorted(ALLOWED_DTYPES)})")
+    name = _names().get(dtype)
+    if name is None:
+        raise FrameError(f"dtype {dtype!r} is not allowed (allowed: {sorted(ALLOWED_DTYPES)})")
+    return name
 
 
 def encode_frame(
@@ -177,7 +189,7 @@ def decode_frame(header: bytes, payload: np.ndarray | None, max_frame_bytes: int
     if np.any(np.diff(arrive) < 0):
         raise FrameError("arrive_ns must be non-decreasing over chunks")
 
-    itemsize = np_dtype(dtype).itemsize
+    itemsize = allowed_dtype(dtype).itemsize
     count = 1
     for d in shape:
         count *= d
@@ -194,7 +206,7 @@ def decode_frame(header: bytes, payload: np.ndarray | None, max_frame_bytes: int
     else:
         if not isinstance(payload, np.ndarray):
             raise FrameError(f"payload must be a numpy array, got {type(payload).__name__}")
-        if payload.dtype != np_dtype(dtype):
+        if payload.dtype != allowed_dtype(dtype):
             raise FrameError(f"payload dtype {payload.dtype} != header dtype {dtype}")
         if payload.nbytes != ints["payload_bytes"]:
             raise FrameError(

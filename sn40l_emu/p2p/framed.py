@@ -10,6 +10,7 @@ frame, so matching never depends on arrival order.
 from __future__ import annotations
 
 from abc import abstractmethod
+from functools import lru_cache
 
 import numpy as np
 
@@ -20,13 +21,21 @@ from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport, chunk_bou
 from sn40l_emu.socket_actor.program import np_dtype
 
 
+@lru_cache(maxsize=4096)
+def cached_chunk_bounds(count: int, chunks: int) -> np.ndarray:
+    """``chunk_bounds`` memoised (read-only result): collectives ask for the same cuts often."""
+    bounds = chunk_bounds(count, chunks)
+    bounds.flags.writeable = False
+    return bounds
+
+
 def chunk_bytes(payload: Tensor, chunks: int) -> np.ndarray:
     """Bytes of each of ``chunks`` pieces of ``payload`` (np.array_split rule on elements)."""
     if isinstance(payload, SymbolicTensor):
         itemsize = np_dtype(payload.dtype).itemsize
     else:
         itemsize = payload.dtype.itemsize
-    return np.diff(chunk_bounds(int(payload.size), chunks)) * np.int64(itemsize)
+    return np.diff(cached_chunk_bounds(int(payload.size), chunks)) * np.int64(itemsize)
 
 
 class FramedTransport(Transport):

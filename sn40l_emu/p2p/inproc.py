@@ -79,8 +79,19 @@ def make_inproc_transports(
 async def gather_transports(
     transports: Mapping[int, Transport], make_coro: Callable[[Transport], Awaitable[T]]
 ) -> list[T]:
-    """Run ``make_coro(transport)`` for every rank concurrently; results in the mapping's order."""
-    return list(await asyncio.gather(*(make_coro(t) for t in transports.values())))
+    """Run ``make_coro(transport)`` for every rank concurrently; results in the mapping's order.
+
+    If one rank fails, the others are cancelled (not left waiting for frames that
+    will never come) and the first error is raised.
+    """
+    tasks = [asyncio.ensure_future(make_coro(t)) for t in transports.values()]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def run_group(
@@ -94,7 +105,7 @@ def run_group(
 ) -> list[T]:
     """Build in-process transports for ``ranks`` (unless given) and run them to completion.
 
-    Synchronous (it owns an event loop via ``asyncio.run``); inside a running
+    Synchronous (it owns a fresh event loop); inside a running
     loop use :func:`gather_transports`. Results come in ``ranks`` order.
     """
     if transports is None:
@@ -102,4 +113,10 @@ def run_group(
             ranks, params, n_sockets=n_sockets, sockets_per_node=sockets_per_node
         )
     ordered = {r: transports[r] for r in ranks}
-    return asyncio.run(gather_transports(ordered, make_coro))
+    # A bare loop rather than asyncio.run: the latter's SIGINT handling formats the
+    # finished task (and so every result array) when it restores the handler.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(gather_transports(ordered, make_coro))
+    finally:
+        loop.close()

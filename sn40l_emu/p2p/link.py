@@ -65,6 +65,12 @@ def serialization_ns(
     exact where ``bytes * 1e9`` would overflow int64.
     """
     sizes = np.asarray(chunk_bytes, dtype=np.int64)
+    if sizes.size:
+        small, big = int(sizes.min()), int(sizes.max())
+        if bool(np.all((sizes == small) | (sizes == big))):  # the common case
+            t_small = transfer_ns(small, bw_bytes_per_s) + chunk_overhead_ns
+            t_big = transfer_ns(big, bw_bytes_per_s) + chunk_overhead_ns
+            return np.where(sizes == big, np.int64(t_big), np.int64(t_small))
     distinct, inverse = np.unique(sizes, return_inverse=True)
     per = np.array(
         [transfer_ns(int(b), bw_bytes_per_s) + chunk_overhead_ns for b in distinct],
@@ -99,7 +105,7 @@ class Link:
         values.insert(i, value)
 
     def set_params(self, params: LinkParams, from_ns: int) -> None:
-        """New bandwidth/latency for frames whose first chunk is ready here at or after ``from_ns``."""
+        """New bandwidth/latency for frames whose first chunk is ready here at/after ``from_ns``."""
         if params.bw_bytes_per_s <= 0 or params.latency_ns < 0:
             raise ValueError(f"invalid link parameters {params}")
         self._insert(self._param_times, self._params, from_ns, params)
@@ -114,7 +120,9 @@ class Link:
     def is_down_at(self, at_ns: int) -> bool:
         return self._down[bisect_right(self._down_times, at_ns) - 1]
 
-    def serve(self, chunk_bytes: np.ndarray, ready_ns: np.ndarray, chunk_overhead_ns: int) -> np.ndarray:
+    def serve(
+        self, chunk_bytes: np.ndarray, ready_ns: np.ndarray, chunk_overhead_ns: int
+    ) -> np.ndarray:
         """Occupy the link with one frame's chunks; returns their arrival times at the far end."""
         ready = np.asarray(ready_ns, dtype=np.int64)
         if ready.size == 0:

@@ -31,7 +31,9 @@ class NetworkView:
 
     def __init__(self, owner: int, topology: Topology, params: P2PParams) -> None:
         if not 0 <= owner < topology.n_sockets:
-            raise ValueError(f"owner {owner} is not a socket of a {topology.n_sockets}-socket topology")
+            raise ValueError(
+                f"owner {owner} is not a socket of a {topology.n_sockets}-socket topology"
+            )
         self.owner = owner
         self.topology = topology
         self.params = params
@@ -40,6 +42,7 @@ class NetworkView:
             (a, b): Link(a, b, params.scale_out if (a, b) in scale_out else params.link)
             for a, b in topology.links
         }
+        self._flappy: set[DirectedLink] = set()  # links with any down/up event
         # Routes depend only on the set of down links, so the cache never goes stale.
         self._route_cache: dict[tuple[int, frozenset[DirectedLink]], list[DirectedLink]] = {}
 
@@ -50,9 +53,13 @@ class NetworkView:
         except KeyError:
             raise KeyError(f"the topology has no link {src}->{dst}") from None
 
+    def busy_until_ns(self) -> int:
+        """When the last link this socket sends on or through becomes free (0 if never used)."""
+        return max((link.free_ns for link in self._links.values()), default=0)
+
     def down_links(self, at_ns: int) -> frozenset[DirectedLink]:
         """Links that are down at virtual time ``at_ns``."""
-        return frozenset(k for k, link in self._links.items() if link.is_down_at(at_ns))
+        return frozenset(k for k in self._flappy if self._links[k].is_down_at(at_ns))
 
     def route(self, dst: int, at_ns: int) -> list[DirectedLink]:
         """Route from the owner to ``dst`` for a frame whose first chunk is ready at ``at_ns``."""
@@ -82,13 +89,15 @@ class NetworkView:
         return ready
 
     def set_link(self, src: int, dst: int, params: LinkParams, from_ns: int) -> None:
-        """Change link ``src -> dst``'s bandwidth/latency for frames ready at or after ``from_ns``."""
+        """Change ``src -> dst``'s bandwidth/latency for frames ready at or after ``from_ns``."""
         self.link(src, dst).set_params(params, from_ns)
 
     def link_down(self, src: int, dst: int, from_ns: int) -> None:
         """Take link ``src -> dst`` down for frames ready at or after ``from_ns``."""
         self.link(src, dst).set_down(True, from_ns)
+        self._flappy.add((src, dst))
 
     def link_up(self, src: int, dst: int, from_ns: int) -> None:
         """Bring link ``src -> dst`` back for frames ready at or after ``from_ns``."""
         self.link(src, dst).set_down(False, from_ns)
+        self._flappy.add((src, dst))

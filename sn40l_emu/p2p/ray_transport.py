@@ -7,15 +7,19 @@ the payload a numpy array that Ray moves with its own zero-copy path.
 ``recv`` waits on the local mailbox with the P2P timeout.
 
 Sends are fire-and-forget for speed, but never silently: every ``deliver``
-call's result is kept and checked -- finished ones on each send, all of them
-in :meth:`RayTransport.flush` (collectives call it at the end) and before a
-receive timeout is reported -- so a dead peer surfaces as
-:class:`SocketDeadError` and a rejected frame as :class:`FrameError`.
+call's result is kept and checked -- finished ones on each send and while a
+receive waits (so a peer we sent to that died fails the receive at once, not
+after the P2P timeout), all of them in :meth:`RayTransport.flush`
+(collectives call it at the end) -- so a dead peer surfaces as
+:class:`SocketDeadError` and a rejected frame as :class:`FrameError`. A peer
+we only receive from is declared dead by the receive timeout
+(:class:`P2PTimeoutError`, a SocketDeadError).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,7 +48,8 @@ class RayTransport(FramedTransport):
     ) -> None:
         super().__init__(rank, network, mailbox, max_frame_bytes, timeout_s)
         self._peers = dict(peers)
-        self._pending: list[tuple[int, asyncio.Future[Any]]] = []
+        # (dst, its ObjectRef -- kept so the result stays referenced --, a future on it)
+        self._pending: list[tuple[int, Any, asyncio.Future[Any]]] = []
 
     @property
     def pending(self) -> int:
@@ -59,16 +64,16 @@ class RayTransport(FramedTransport):
             ref = peer.deliver.remote(header, payload)
         except RayActorError as exc:
             raise SocketDeadError(dst, str(exc)) from exc
-        self._pending.append((dst, asyncio.wrap_future(ref.future())))
+        self._pending.append((dst, ref, asyncio.wrap_future(ref.future())))
         self._check_done()
 
     def _check_done(self) -> None:
         """Drop confirmed deliveries; raise for the first one that failed."""
-        still: list[tuple[int, asyncio.Future[Any]]] = []
+        still: list[tuple[int, Any, asyncio.Future[Any]]] = []
         failure: tuple[int, BaseException] | None = None
-        for dst, fut in self._pending:
+        for dst, ref, fut in self._pending:
             if not fut.done():
-                still.append((dst, fut))
+                still.append((dst, ref, fut))
                 continue
             exc = fut.exception()  # retrieving it also keeps asyncio from logging it
             if exc is not None and failure is None:
@@ -81,22 +86,33 @@ class RayTransport(FramedTransport):
         """Wait (up to the P2P timeout) until every delivery so far is confirmed."""
         if not self._pending:
             return
-        futs = [f for _, f in self._pending]
-        try:
+        futs = [f for _, _, f in self._pending]
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.wait(futs), self.timeout_s)  # wall-clock ok
-        except asyncio.TimeoutError:
-            pass
         self._check_done()
         if self._pending:
             dst = self._pending[0][0]
             raise SocketDeadError(dst, f"delivery not confirmed within {self.timeout_s} s")
 
     async def _fetch(self, src: int, tag: int, seq: int) -> Frame:
+        """Wait for the frame, but give up at once if one of our deliveries fails meanwhile
+        (a peer we sent to died: waiting for the P2P timeout would only delay the error)."""
+        get = asyncio.ensure_future(self.mailbox.get(src, tag, seq, self.timeout_s))
         try:
-            return await self.mailbox.get(src, tag, seq, self.timeout_s)
+            while True:
+                self._check_done()
+                watch = {fut for _, _, fut in self._pending}
+                if not watch:
+                    return await get
+                done, _ = await asyncio.wait({get, *watch}, return_when=asyncio.FIRST_COMPLETED)
+                if get in done:
+                    return get.result()
         except P2PTimeoutError:
             self._check_done()  # a failed delivery explains the silence better
             raise
+        finally:
+            if not get.done():
+                get.cancel()
 
 
 def _translate(dst: int, exc: BaseException) -> Exception:

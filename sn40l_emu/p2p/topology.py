@@ -7,15 +7,16 @@ adding a topology is one class and one registry entry.
 Nodes ``0 .. n_sockets-1`` are sockets; a node index ``>= n_sockets`` is a
 virtual node (the switch), which forwards but never sends or receives data of
 its own. A link is a directed pair ``(src, dst)``. Every search here is
-deterministic: breadth-first with neighbours visited in ascending index
-order, so the same inputs give the same route on every socket and every run.
+deterministic: shortest paths with ties broken towards the lowest node
+indices, so the same inputs give the same route on every socket and every run.
 """
 
 from __future__ import annotations
 
+import heapq
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 from sn40l_emu.errors import LinkDownError
 from sn40l_emu.p2p.params import TopologyKind
@@ -83,34 +84,47 @@ class Topology(ABC):
         if not 0 <= s < self.n_sockets:
             raise ValueError(f"socket {s} out of range 0..{self.n_sockets - 1}")
 
+    def link_cost(self, link: DirectedLink) -> int:
+        """Routing weight of a link: 1, more for scale-out links (see :class:`MultiNode`)."""
+        return 1
+
     def route(
         self, src: int, dst: int, down_links: frozenset[DirectedLink] = NO_DOWN
     ) -> list[DirectedLink]:
-        """Shortest path of links from ``src`` to ``dst`` avoiding ``down_links``.
+        """Cheapest path of links from ``src`` to ``dst`` avoiding ``down_links``.
 
-        Breadth-first search visiting neighbours in ascending order, so ties go
-        to the lowest index. Raises :class:`LinkDownError` naming ``src``,
-        ``dst`` and the down links when no route is left.
+        Dijkstra on ``link_cost`` (hop count inside a node) with the heap keyed
+        by (cost, node): among equal-cost paths the one through the lowest
+        indices wins. Raises :class:`LinkDownError` naming ``src``, ``dst`` and
+        the down links when no route is left.
         """
         self._check_socket(src)
         self._check_socket(dst)
         if src == dst:
             return []
-        parent: dict[int, int] = {src: src}
-        queue = deque([src])
-        while queue:
-            node = queue.popleft()  # virtual nodes (the switch) forward like sockets do
+        best = {src: 0}
+        parent: dict[int, int] = {}
+        heap = [(0, src)]
+        done: set[int] = set()
+        while heap:
+            cost, node = heapq.heappop(heap)
+            if node in done:
+                continue
+            if node == dst:
+                path = [dst]
+                while path[-1] != src:
+                    path.append(parent[path[-1]])
+                path.reverse()
+                return list(pairwise(path))
+            done.add(node)  # virtual nodes (the switch) forward like sockets do
             for nxt in self._out[node]:
-                if nxt in parent or (node, nxt) in down_links:
+                if nxt in done or (node, nxt) in down_links:
                     continue
-                parent[nxt] = node
-                if nxt == dst:
-                    path = [dst]
-                    while path[-1] != src:
-                        path.append(parent[path[-1]])
-                    path.reverse()
-                    return list(zip(path[:-1], path[1:], strict=True))
-                queue.append(nxt)
+                new = cost + self.link_cost((node, nxt))
+                if new < best.get(nxt, new + 1):
+                    best[nxt] = new
+                    parent[nxt] = node
+                    heapq.heappush(heap, (new, nxt))
         raise LinkDownError(src, dst, _describe(down_links))
 
     def hops(self, src: int, dst: int, down_links: frozenset[DirectedLink] = NO_DOWN) -> int:
@@ -153,7 +167,9 @@ class Topology(ABC):
             a, b = members
             ok = self._usable(a, b, down_links) and self._usable(b, a, down_links)
             return members if ok else None
-        succ = {a: [b for b in members if b != a and self._usable(a, b, down_links)] for a in members}
+        succ = {
+            a: [b for b in members if b != a and self._usable(a, b, down_links)] for a in members
+        }
         if any(not succ[a] for a in members):
             return None
         first = members[0]
@@ -337,6 +353,7 @@ class MultiNode(Topology):
         self._cross: set[DirectedLink] = set()
         self._n_virtual = (n_sockets // sockets_per_node) * self.node_topology.n_virtual
         super().__init__(n_sockets)
+        self._scale_out = frozenset(self._cross)
 
     @property
     def n_virtual(self) -> int:
@@ -344,7 +361,12 @@ class MultiNode(Topology):
 
     @property
     def scale_out_links(self) -> frozenset[DirectedLink]:
-        return frozenset(self._cross)
+        return self._scale_out
+
+    def link_cost(self, link: DirectedLink) -> int:
+        """A scale-out hop costs more than any path inside a node, so traffic between two
+        sockets of one node never detours through another node."""
+        return self.n_nodes if link in self._cross else 1
 
     def node_of(self, socket: int) -> int:
         return socket // self.sockets_per_node
@@ -369,9 +391,7 @@ class MultiNode(Topology):
         return links | self._cross
 
 
-def make_topology(
-    kind: TopologyKind, n_sockets: int, sockets_per_node: int = 8
-) -> Topology:
+def make_topology(kind: TopologyKind, n_sockets: int, sockets_per_node: int = 8) -> Topology:
     """The topology of ``kind`` over ``n_sockets``; more than one node adds scale-out links."""
     if n_sockets <= sockets_per_node:
         return TOPOLOGIES[kind](n_sockets)

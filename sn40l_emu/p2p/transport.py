@@ -70,7 +70,7 @@ class Transport(ABC):
 
     @abstractmethod
     async def recv(self, src: int, tag: int) -> tuple[Tensor, np.ndarray]:
-        """Receive the next frame from ``src`` with ``tag``; returns (payload, arrive_ns per chunk)."""
+        """Receive the next frame from ``src`` with ``tag``: (payload, arrive_ns per chunk)."""
 
     async def flush(self) -> None:  # noqa: B027 -- optional hook, default does nothing
-        """Surface failures of sends still in flight (a dead peer); collectives call it at the end."""
+        """Surface failures of sends still in flight (dead peer); collectives call it at the end."""

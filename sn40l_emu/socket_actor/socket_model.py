@@ -9,6 +9,7 @@ inside a Ray actor (the distributed path).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +49,8 @@ class ProgramResult:
     breakdown_ns: dict[str, int]  # sums to end_ns - start_ns
     kernel_ns: list[int] = field(default_factory=list)  # per KernelOp, program order (cost reuse)
     events: list[TraceEvent] = field(default_factory=list)
-    link_free_ns: int = 0  # latest busy time of this socket's outgoing links
+    link_free_ns: int = 0  # latest busy time of the links this socket sends on
+    links_idle: bool = True  # links idle at start, at every collective's entry, and by the end
 
     @property
     def duration_ns(self) -> int:
@@ -84,6 +86,7 @@ class SocketModel:
         self.trace = TraceRecorder(index, enabled=trace)
         self.store: dict[str, np.ndarray] = {}
         self._coll_seq: dict[tuple[int, ...], int] = {}
+        self._links_idle = True
 
     # ---- single operations -------------------------------------------------
     def kernel_cost(self, op: KernelOp) -> KernelCost:
@@ -105,7 +108,7 @@ class SocketModel:
             if len(outs) != len(op.outputs):
                 raise EmuError(f"kernel {op.name}: {len(outs)} results for outputs {op.outputs}")
             for name, value in zip(op.outputs, outs, strict=True):
-                self.store[name] = value  # type: ignore[assignment]
+                self.store[name] = value
         return cost.total_ns
 
     def run_copy(self, op: CopyOp, bd: dict[str, int]) -> int:
@@ -143,6 +146,7 @@ class SocketModel:
         start = self.clock.now_ns
         bd = dict.fromkeys(BREAKDOWN_KEYS, 0)
         kernel_ns: list[int] = []
+        self._links_idle = _links_busy_until(transport) <= start
         for op in program.ops:
             if isinstance(op, KernelOp):
                 kernel_ns.append(self.run_kernel(op, bd))
@@ -168,12 +172,10 @@ class SocketModel:
                 bd["copies"] += self.clock.now_ns - t0
             else:  # pragma: no cover - the Op union is closed
                 raise EmuError(f"unknown op {op!r}")
-        link_free = 0
-        network = getattr(transport, "network", None)
-        if network is not None and hasattr(network, "busy_until_ns"):
-            link_free = int(network.busy_until_ns())
+        link_free = _links_busy_until(transport)
+        idle = self._links_idle and link_free <= self.clock.now_ns
         return ProgramResult(self.index, program.label, start, self.clock.now_ns, bd, kernel_ns,
-                             self.trace.drain(), link_free)
+                             self.trace.drain(), link_free, idle)
 
     async def run_collective(self, op: CollectiveOp, transport: Transport) -> Tensor:
         """Run one collective; the result replaces ``store[op.buffer]`` in functional mode."""
@@ -188,8 +190,10 @@ class SocketModel:
             data = SymbolicTensor(op.shape, op.dtype)
         seq = self._coll_seq.get(op.group, 0)
         self._coll_seq[op.group] = seq + 1
-        tag = (hash(op.group) & 0xFFFF) << 32 | seq
+        tag = hash(op.group) & 0xFFFF_FFFF  # constant per group: sequence numbers keep order
         t0 = self.clock.now_ns
+        if _links_busy_until(transport) > t0:
+            self._links_idle = False
         start = t0 + self.profile.p2p.collective_fixed_ns
         result, end_ns = await run_collective(transport, op, data, start, tag)
         self.clock.advance_to(end_ns)
@@ -202,5 +206,12 @@ class SocketModel:
     # ---- state -------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {"index": self.index, "clock_ns": self.clock.now_ns, "tiers": self.memory.usage(),
-                "degradation": vars(self.degradation).copy() if hasattr(self.degradation, "__dict__")
-                else {}}
+                "degradation": dataclasses.asdict(self.degradation)}
+
+
+def _links_busy_until(transport: Transport | None) -> int:
+    """Latest time any link this socket sends on is busy (0 without a transport)."""
+    network = getattr(transport, "network", None)
+    if network is None:
+        return 0
+    return int(network.busy_until_ns())

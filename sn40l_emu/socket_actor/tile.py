@@ -138,9 +138,7 @@ def kernel_cost(op: KernelOp, socket: SocketSpec, tile: TileSpec, launch: Launch
     bound = "empty" if body == 0 else max(terms, key=lambda k: (terms[k], k == "compute"))
     lnch = launch_ns(op.launch, launch)
     total = lnch + body
-    if body > 0 and lnch > body:
-        bound = "launch"
-    elif body == 0 and lnch > 0:
+    if (body > 0 and lnch > body) or (body == 0 and lnch > 0):
         bound = "launch"
 
     # critical-path attribution: the body goes to what bounds it; a memory-bound

@@ -1,0 +1,208 @@
+"""The Composition-of-Experts coordinator: route, swap, run, explain (SPEC.md §4-5).
+
+One batch of B prompts:
+  1. the router runs once (a batch-B prefill, TP over every socket);
+  2. the experts the batch picked are looked up in the HBM expert cache;
+     misses are copied in on every socket at once (SN40L: DDR->HBM on each
+     socket's DMA engine; DGX: host->HBM over the shared host link), evicting
+     by the cache policy — weights are read-only, so eviction copies nothing;
+  3. each (prompt, expert) pair runs in turn: prefill, then decode steps until
+     it has its output tokens (the prefill yields the first one).
+``total_ns = router_ns + switch_ns + expert_ns`` for the batch; every phase is
+measured on the sockets' clocks (the slowest socket ends a phase).
+
+Where experts live: on SN40L all experts live in DDR and HBM is a cache that
+starts cold (holding only the router and the KV reservation). On a DGX they
+live in GPU HBM while they all fit there (no switching at all), otherwise in
+host DRAM with HBM as a cold cache. A composition that does not fit raises
+``OutOfMemory`` naming the tier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sn40l_emu.cluster.node import Node
+from sn40l_emu.cluster.reuse import CostReuse
+from sn40l_emu.coe.cache import CachePolicy, ExpertCache
+from sn40l_emu.coe.capacity import expert_region_bytes, expert_shard_bytes, experts_per_node
+from sn40l_emu.coe.workload import Request
+from sn40l_emu.config import Platform
+from sn40l_emu.errors import OutOfMemory
+from sn40l_emu.experiments.program_book import ProgramBook
+from sn40l_emu.socket_actor.program import AllocOp, CopyOp, DmaFenceOp, FreeOp, Program, Tier
+from sn40l_emu.socket_actor.socket_model import ProgramResult
+from sn40l_emu.trace import TraceEvent
+from sn40l_emu.units import ceil_div
+from sn40l_emu.workload import ExecMode, ModelConfig, Step, make_plan
+
+
+@dataclass(frozen=True)
+class CoESetup:
+    """One composition on one node."""
+
+    model: ModelConfig  # every expert's shape (and the router's)
+    n_experts: int
+    batch: int
+    prompt_len: int
+    output_tokens: int
+    policy: CachePolicy = CachePolicy.LRU
+    mode: ExecMode | None = None  # default: FUSED_HO on SN40L, GPU on a DGX
+
+
+@dataclass
+class RequestResult:
+    request: int
+    expert: int
+    start_ns: int
+    end_ns: int
+    hit: bool
+
+
+@dataclass
+class BatchResult:
+    router_ns: int
+    switch_ns: int
+    expert_ns: int
+    hits: int
+    misses: int
+    requests: list[RequestResult]
+    events: list[TraceEvent] = field(default_factory=list)
+
+    @property
+    def total_ns(self) -> int:
+        return self.router_ns + self.switch_ns + self.expert_ns
+
+
+def default_mode(platform: Platform) -> ExecMode:
+    return ExecMode.GPU if platform is Platform.GPU else ExecMode.FUSED_HO
+
+
+class CoECoordinator:
+    """Drives one node through CoE batches; the node's sockets do all the timing."""
+
+    def __init__(self, node: Node, setup: CoESetup, *, reuse: CostReuse | None = None,
+                 book: ProgramBook | None = None, future: Sequence[int] | None = None) -> None:
+        self.node = node
+        self.setup = setup
+        self.profile = node.profile
+        self.reuse = reuse or CostReuse(node)
+        self.book = book or ProgramBook()
+        self.sockets = tuple(range(node.n_sockets))
+        self.plan = make_plan(setup.model, len(self.sockets), self.sockets)
+        self.mode = setup.mode or default_mode(self.profile.platform)
+        self.expert_bytes = setup.model.weight_bytes
+        self.shard_bytes = expert_shard_bytes(self.profile, self.expert_bytes)
+        max_ctx = setup.prompt_len + setup.output_tokens
+        self.kv_bytes = setup.batch * max_ctx * setup.model.kv_bytes_per_token
+        self.capacity = experts_per_node(self.profile, self.expert_bytes, self.expert_bytes, self.kv_bytes)
+        region = expert_region_bytes(self.profile, self.expert_bytes, self.kv_bytes)
+        self.gpu = self.profile.platform is Platform.GPU
+        self.all_in_hbm = self.gpu and setup.n_experts <= self.capacity.hbm_experts
+        self.cache = ExpertCache(region, setup.policy, future)
+        self._seq = 0
+        self.load_ns = 0
+
+    # ---- composition ------------------------------------------------------
+    def load(self) -> int:
+        """Place router, KV reservation and every expert; time the host-link load. Raises OutOfMemory."""
+        n = self.setup.n_experts
+        if n > self.capacity.total_experts:
+            tier = self.capacity.limiting_tier.value
+            raise OutOfMemory(tier, n * self.shard_bytes if tier != "host" else n * self.expert_bytes,
+                              self.capacity.total_experts * (self.shard_bytes if tier != "host" else self.expert_bytes),
+                              f"{n} experts (the node holds {self.capacity.total_experts})")
+        router_shard = ceil_div(self.expert_bytes, len(self.sockets))
+        kv_shard = ceil_div(self.kv_bytes, len(self.sockets))
+        ops: list[AllocOp | CopyOp | DmaFenceOp] = [
+            AllocOp("router", Tier.HBM, router_shard, read_only=True),
+            AllocOp("kv", Tier.HBM, kv_shard),
+            CopyOp("load router", Tier.HOST, Tier.HBM, router_shard, blocking=False),
+        ]
+        if self.all_in_hbm:
+            ops += [AllocOp(f"expert{e}", Tier.HBM, self.shard_bytes, read_only=True) for e in range(n)]
+            ops.append(CopyOp("load experts", Tier.HOST, Tier.HBM, n * self.shard_bytes, blocking=False))
+        elif not self.gpu:
+            ops += [AllocOp(f"expert{e}", Tier.DDR, self.shard_bytes, read_only=True) for e in range(n)]
+            ops.append(CopyOp("load experts", Tier.HOST, Tier.DDR, n * self.shard_bytes, blocking=False))
+        # a DGX beyond HBM keeps experts in host DRAM: already there, nothing to move
+        ops.append(DmaFenceOp("composition loaded"))
+        res = self._run({s: Program.of("load composition", ops) for s in self.sockets})
+        self.load_ns = _span(res)
+        return self.load_ns
+
+    # ---- one batch --------------------------------------------------------
+    def run_batch(self, requests: Sequence[Request]) -> BatchResult:
+        events: list[TraceEvent] = []
+        t0 = self._now()
+        b = len(requests)
+        router = self.book.group(self.setup.model, self.plan, Step.prefill(b, self.setup.prompt_len), self.mode)
+        res = self._run(router)
+        events += _events(res)
+        t1 = self._now()
+        events.append(TraceEvent(t0, t1 - t0, -1, "coe", f"router (batch {b})", {}))
+
+        experts = [r.expert for r in requests]
+        hits_of: dict[int, bool] = {}
+        if self.all_in_hbm:
+            hits, misses, loads, evicted = b, 0, [], []
+            hit_flags = [True] * b
+        else:
+            results = self.cache.access_batch(experts, self.shard_bytes, self._seq)
+            self._seq += b
+            hit_flags = [r.hit for r in results]
+            hits = sum(hit_flags)
+            misses = b - hits
+            loads = [r.expert_id for r in results if not r.hit]
+            evicted = [e for r in results for e in r.evicted]
+        if loads:
+            src = Tier.HOST if self.gpu else Tier.DDR
+            ops: list[AllocOp | FreeOp | CopyOp | DmaFenceOp] = [FreeOp(f"expert{e}@hbm", Tier.HBM) for e in evicted]
+            for e in loads:
+                ops.append(AllocOp(f"expert{e}@hbm", Tier.HBM, self.shard_bytes, read_only=True))
+                ops.append(CopyOp(f"switch in expert {e}", src, Tier.HBM, self.shard_bytes, blocking=False))
+            ops.append(DmaFenceOp("experts in"))
+            res = self._run({s: Program.of("switch", ops) for s in self.sockets})
+            events += _events(res)
+        t2 = self._now()
+        events.append(TraceEvent(t1, t2 - t1, -1, "coe", f"switch ({len(loads)} experts)",
+                                 {"loaded": str(loads), "evicted": str(evicted)}))
+
+        done: list[RequestResult] = []
+        for r, hit in zip(requests, hit_flags, strict=True):
+            hits_of[r.id] = hit
+            rs = self._now()
+            self._run_request(r, events)
+            re_ = self._now()
+            events.append(TraceEvent(rs, re_ - rs, -1, "coe", f"expert {r.expert} (request {r.id})",
+                                     {"tokens": r.output_tokens}))
+            done.append(RequestResult(r.id, r.expert, rs, re_, hit))
+        t3 = self._now()
+        if not self.all_in_hbm:
+            self.cache.unpin(experts)
+        return BatchResult(t1 - t0, t2 - t1, t3 - t2, hits, misses, done, events)
+
+    def _run_request(self, r: Request, events: list[TraceEvent]) -> None:
+        model, plan, mode = self.setup.model, self.plan, self.mode
+        res = self._run(self.book.group(model, plan, Step.prefill(1, r.prompt_len), mode))
+        events += _events(res)
+        for i in range(1, r.output_tokens):
+            res = self._run(self.book.group(model, plan, Step.decode(1, r.prompt_len + i - 1), mode))
+            if i == 1:
+                events += _events(res)
+
+    # ---- helpers ----------------------------------------------------------
+    def _run(self, programs: dict[int, Program]) -> dict[int, ProgramResult]:
+        return self.reuse.run(programs)
+
+    def _now(self) -> int:
+        return max(self.reuse.clocks()[s] for s in self.sockets)
+
+
+def _span(results: dict[int, ProgramResult]) -> int:
+    return max(r.end_ns for r in results.values()) - min(r.start_ns for r in results.values())
+
+
+def _events(results: dict[int, ProgramResult]) -> list[TraceEvent]:
+    return [e for r in results.values() for e in r.events]
