@@ -77,6 +77,10 @@ class Node(ABC):
     def free(self, socket: int, tier: str, name: str) -> None:
         ...
 
+    @abstractmethod
+    def reset(self) -> None:
+        """Power-cycle every socket (clock 0, empty memory, idle links); ``version`` back to 0."""
+
     def close(self) -> None:  # noqa: B027 - optional hook: most nodes own nothing to release
         """Release what this handle created (not a Ray it merely joined)."""
 
@@ -85,15 +89,19 @@ class LocalNode(Node):
     """All sockets in this process; collectives over the in-process transport."""
 
     def __init__(self, profile: NodeProfile, n_sockets: int | None = None, *, trace: bool = True) -> None:
-        from sn40l_emu.p2p.inproc import make_inproc_transports
-
         self.profile = profile
         self.n_sockets = n_sockets or profile.sockets
-        self.version = 0
-        self.models = [SocketModel(i, profile, trace=trace) for i in range(self.n_sockets)]
-        self.transports = make_inproc_transports(range(self.n_sockets), profile.p2p.params(),
-                                                 n_sockets=self.n_sockets)
+        self.trace = trace
         self._loop = asyncio.new_event_loop()
+        self.reset()
+
+    def reset(self) -> None:
+        from sn40l_emu.p2p.inproc import make_inproc_transports
+
+        self.version = 0
+        self.models = [SocketModel(i, self.profile, trace=self.trace) for i in range(self.n_sockets)]
+        self.transports = make_inproc_transports(range(self.n_sockets), self.profile.p2p.params(),
+                                                 n_sockets=self.n_sockets)
 
     def run_programs(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
         async def all_() -> list[ProgramResult]:

@@ -182,6 +182,11 @@ class RayNode(Node):
     def free(self, socket: int, tier: str, name: str) -> None:
         self._get([self.actors[socket].free.remote(tier, name)])
 
+    def reset(self) -> None:
+        self._get([a.reset.remote() for a in self.actors], 120)
+        self._degradations = [Degradation() for _ in self.actors]
+        self.version = 0
+
     def pids(self) -> list[int]:
         return self._get([a.ping.remote() for a in self.actors], 60)
 

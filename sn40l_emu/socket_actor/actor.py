@@ -23,21 +23,36 @@ class SocketActorImpl:
     """Plain class (testable without Ray); ``SocketActor`` is its Ray actor form."""
 
     def __init__(self, index: int, profile: NodeProfile, n_sockets: int, trace: bool = True) -> None:
+        self.index = index
+        self.profile = profile
+        self.n_sockets = n_sockets
+        self.trace = trace
+        self.peers: dict[int, Any] = {}
+        self.transport: Any = None
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
         from sn40l_emu.p2p.mailbox import Mailbox
         from sn40l_emu.p2p.network import NetworkView
         from sn40l_emu.p2p.topology import make_topology
 
-        self.model = SocketModel(index, profile, trace=trace)
-        self.n_sockets = n_sockets
-        self.mailbox = Mailbox(index)
-        params = profile.p2p.params()
-        self.network = NetworkView(index, make_topology(params.topology, n_sockets), params)
-        self.transport: Any = None
+        self.model = SocketModel(self.index, self.profile, trace=self.trace)
+        self.mailbox = Mailbox(self.index)
+        params = self.profile.p2p.params()
+        self.network = NetworkView(self.index, make_topology(params.topology, self.n_sockets), params)
+
+    async def reset(self) -> int:
+        """Power-cycle the socket: clock 0, empty tiers and store, idle links (the process stays)."""
+        self._fresh_state()
+        if self.peers:
+            await self.connect(self.peers)
+        return os.getpid()
 
     async def connect(self, peers: dict[int, Any]) -> int:
         """Learn the peers' actor handles; returns this actor's pid."""
         from sn40l_emu.p2p.ray_transport import RayTransport
 
+        self.peers = dict(peers)
         p = self.model.profile.p2p
         self.transport = RayTransport(self.model.index, peers, self.mailbox, self.network,
                                       p.max_frame_bytes, p.timeout_s)
