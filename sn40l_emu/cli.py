@@ -7,10 +7,10 @@ naming the field and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from sn40l_emu.errors import ConfigError, EmuError
 
@@ -109,12 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--name", default="sn40l")
     dn.set_defaults(func=cmd_down)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+# Each module defines ``register(subparsers)`` adding its command(s); import stays cheap
+# (modules import Ray and numpy-heavy code inside their handlers only).
+COMMAND_MODULES: tuple[str, ...] = (
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
