@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Each module defines ``register(subparsers)`` adding its command(s); import stays cheap
 # (modules import Ray and numpy-heavy code inside their handlers only).
 COMMAND_MODULES: tuple[str, ...] = (
+    "sn40l_emu.experiments.coe_sweep",
 )
 
 

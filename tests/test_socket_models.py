@@ -134,4 +134,4 @@ def test_same_program_twice_same_nanoseconds() -> None:
 def test_engine_for_gpu_profile_uses_shared_host_link() -> None:
     gpu = load_profile("dgx-a100")
     m = SocketModel(0, gpu)
-    assert m.dma.get(Engine.HOST_HBM).bw_at(0) == 32 * units.GB // 8
+    assert m.dma.get(Engine.HOST_LINK).bw_at(0) == 32 * units.GB // 8

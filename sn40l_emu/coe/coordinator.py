@@ -23,13 +23,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from sn40l_emu.cluster.node import Node
 from sn40l_emu.cluster.reuse import CostReuse
 from sn40l_emu.coe.cache import CachePolicy, ExpertCache
 from sn40l_emu.coe.capacity import expert_region_bytes, expert_shard_bytes, experts_per_node
+from sn40l_emu.coe.weight_store import WeightStore
 from sn40l_emu.coe.workload import Request
 from sn40l_emu.config import Platform
 from sn40l_emu.errors import OutOfMemory
+from sn40l_emu.experiments.functional_tp import TPGenerator
 from sn40l_emu.experiments.program_book import ProgramBook
 from sn40l_emu.socket_actor.program import AllocOp, CopyOp, DmaFenceOp, FreeOp, Program, Tier
 from sn40l_emu.socket_actor.socket_model import ProgramResult
@@ -58,6 +62,7 @@ class RequestResult:
     start_ns: int
     end_ns: int
     hit: bool
+    tokens: list[int] | None = None  # functional mode: the greedy output tokens
 
 
 @dataclass
@@ -83,7 +88,8 @@ class CoECoordinator:
     """Drives one node through CoE batches; the node's sockets do all the timing."""
 
     def __init__(self, node: Node, setup: CoESetup, *, reuse: CostReuse | None = None,
-                 book: ProgramBook | None = None, future: Sequence[int] | None = None) -> None:
+                 book: ProgramBook | None = None, future: Sequence[int] | None = None,
+                 store: WeightStore | None = None) -> None:
         self.node = node
         self.setup = setup
         self.profile = node.profile
@@ -103,6 +109,8 @@ class CoECoordinator:
         self.cache = ExpertCache(region, setup.policy, future)
         self._seq = 0
         self.load_ns = 0
+        self.store = store  # functional mode: real expert weights from the host weight store
+        self._active: int | None = None
 
     # ---- composition ------------------------------------------------------
     def load(self) -> int:
@@ -173,15 +181,30 @@ class CoECoordinator:
         for r, hit in zip(requests, hit_flags, strict=True):
             hits_of[r.id] = hit
             rs = self._now()
-            self._run_request(r, events)
+            tokens = None
+            if self.store is not None:
+                tokens = self._run_functional(r)
+            else:
+                self._run_request(r, events)
             re_ = self._now()
             events.append(TraceEvent(rs, re_ - rs, -1, "coe", f"expert {r.expert} (request {r.id})",
                                      {"tokens": r.output_tokens}))
-            done.append(RequestResult(r.id, r.expert, rs, re_, hit))
+            done.append(RequestResult(r.id, r.expert, rs, re_, hit, tokens))
         t3 = self._now()
         if not self.all_in_hbm:
             self.cache.unpin(experts)
         return BatchResult(t1 - t0, t2 - t1, t3 - t2, hits, misses, done, events)
+
+    def _run_functional(self, r: Request) -> list[int]:
+        """Real tensors: the expert's shards come from the host weight store, tokens are greedy."""
+        assert self.store is not None
+        gen = TPGenerator(self.node, self.setup.model, self.plan, self.mode)
+        if self._active != r.expert:
+            gen.load_shards({s: self.store.read_shard(r.expert, s) for s in self.sockets})
+            self._active = r.expert
+        out = gen.generate(prompt_tokens(self.setup.model, r), r.output_tokens)
+        self.reuse.invalidate_clocks()  # the functional programs ran outside the reuse tables
+        return [int(x) for x in out[0]]
 
     def _run_request(self, r: Request, events: list[TraceEvent]) -> None:
         model, plan, mode = self.setup.model, self.plan, self.mode
@@ -198,6 +221,12 @@ class CoECoordinator:
 
     def _now(self) -> int:
         return max(self.reuse.clocks()[s] for s in self.sockets)
+
+
+def prompt_tokens(model: ModelConfig, r: Request) -> np.ndarray:
+    """A request's prompt as token ids (1, prompt_len), deterministic from its id."""
+    rng = np.random.default_rng(10_000 + r.id)
+    return rng.integers(0, model.vocab_size, size=(1, r.prompt_len), dtype=np.int64)
 
 
 def _span(results: dict[int, ProgramResult]) -> int:

@@ -54,6 +54,9 @@ class Topology(ABC):
         for a, b in links:
             out[a].append(b)
         self._out = {v: tuple(sorted(ns)) for v, ns in out.items()}
+        # routes and rings are pure functions of (wiring, down links): memoised
+        self._route_memo: dict[tuple[int, int, frozenset[DirectedLink]], tuple[DirectedLink, ...]] = {}
+        self._ring_memo: dict[tuple[tuple[int, ...], frozenset[DirectedLink]], tuple[int, ...]] = {}
 
     @property
     def n_nodes(self) -> int:
@@ -98,6 +101,17 @@ class Topology(ABC):
         indices wins. Raises :class:`LinkDownError` naming ``src``, ``dst`` and
         the down links when no route is left.
         """
+        key = (src, dst, down_links)
+        cached = self._route_memo.get(key)
+        if cached is not None:
+            return list(cached)
+        path = self._dijkstra(src, dst, down_links)
+        if len(self._route_memo) > 100_000:
+            self._route_memo.clear()
+        self._route_memo[key] = tuple(path)
+        return path
+
+    def _dijkstra(self, src: int, dst: int, down_links: frozenset[DirectedLink]) -> list[DirectedLink]:
         self._check_socket(src)
         self._check_socket(dst)
         if src == dst:
@@ -145,6 +159,10 @@ class Topology(ABC):
         no route at all, :class:`LinkDownError` names it.
         """
         members = tuple(group)
+        key = (members, down_links)
+        cached = self._ring_memo.get(key)
+        if cached is not None:
+            return cached
         for s in members:
             self._check_socket(s)
         if len(set(members)) != len(members):
@@ -152,9 +170,10 @@ class Topology(ABC):
         if len(members) <= 1:
             return members
         found = self._direct_ring(members, down_links)
-        if found is not None:
-            return found
-        return self._greedy_ring(members, down_links)
+        if found is None:
+            found = self._greedy_ring(members, down_links)
+        self._ring_memo[key] = found  # pure function of the wiring: safe to keep
+        return found
 
     def _usable(self, a: int, b: int, down_links: frozenset[DirectedLink]) -> bool:
         return (a, b) in self._link_set and (a, b) not in down_links

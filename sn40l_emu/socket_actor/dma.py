@@ -18,15 +18,14 @@ from sn40l_emu.units import transfer_ns
 
 
 class Engine(str, Enum):
-    HOST_DDR = "host<->ddr"
-    HOST_HBM = "host<->hbm"  # GPUs: no DDR, the host link lands in HBM
+    HOST_LINK = "host<->device"  # one PCIe link: host DRAM to DDR or HBM share it
     DDR_HBM = "ddr<->hbm"
     HBM_SRAM = "hbm<->sram"
 
 
 _PAIRS: dict[frozenset[Tier], Engine] = {
-    frozenset({Tier.HOST, Tier.DDR}): Engine.HOST_DDR,
-    frozenset({Tier.HOST, Tier.HBM}): Engine.HOST_HBM,
+    frozenset({Tier.HOST, Tier.DDR}): Engine.HOST_LINK,
+    frozenset({Tier.HOST, Tier.HBM}): Engine.HOST_LINK,
     frozenset({Tier.DDR, Tier.HBM}): Engine.DDR_HBM,
     frozenset({Tier.HBM, Tier.SRAM}): Engine.HBM_SRAM,
 }
@@ -83,7 +82,7 @@ class DmaEngines:
 
     def __init__(self, rates_bytes_per_s: dict[Engine, int], host_latency_ns: int = 0) -> None:
         self.engines = {
-            kind: FifoEngine(kind.value, bw, host_latency_ns if kind in (Engine.HOST_DDR, Engine.HOST_HBM) else 0)
+            kind: FifoEngine(kind.value, bw, host_latency_ns if kind is Engine.HOST_LINK else 0)
             for kind, bw in rates_bytes_per_s.items() if bw > 0
         }
 

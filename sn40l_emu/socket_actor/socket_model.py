@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sn40l_emu.config import NodeProfile, Platform
+from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import EmuError
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
 from sn40l_emu.socket_actor.clock import VirtualClock
@@ -79,7 +79,7 @@ class SocketModel:
         rates = {
             Engine.HBM_SRAM: profile.dma.hbm_sram_bw_bytes_per_s,
             Engine.DDR_HBM: profile.dma.ddr_hbm_bw_bytes_per_s,
-            Engine.HOST_DDR if profile.platform is Platform.SN40L else Engine.HOST_HBM: host_rate,
+            Engine.HOST_LINK: host_rate,
         }
         self.dma = DmaEngines(rates, profile.host.link_latency_ns)
         self.degradation = Degradation()
