@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 # (modules import Ray and numpy-heavy code inside their handlers only).
 COMMAND_MODULES: tuple[str, ...] = (
     "sn40l_emu.experiments.coe_sweep",
+    "sn40l_emu.experiments.coe_serve",
 )
 
 

@@ -156,3 +156,17 @@ def test_prompt_tokens_deterministic() -> None:
 
     r = Request(3, 1, 5, 2)
     assert np.array_equal(prompt_tokens(TINY, r), prompt_tokens(TINY, r))
+
+
+def test_serving_reports_percentiles_per_policy() -> None:
+    from sn40l_emu.experiments.coe_serve import run_serving
+
+    prof_over = ("socket.hbm_gib=0.00017",)  # about three tiny experts fit in HBM at once
+    rows = run_serving("sn40l", "tiny-llama", 12, 2, 50_000.0, 40, ["lru", "lfu", "opt"], prompt_len=4,
+                       tokens=2, backend="local", overrides=prof_over, progress=False)
+    by = {r["policy"]: r for r in rows}
+    for r in rows:
+        assert r["requests"] == 40 and r["p50_ns"] <= r["p90_ns"] <= r["p99_ns"]
+        assert 0 <= r["hit_rate"] <= 1 and r["throughput_per_s"] > 0
+    assert by["opt"]["hit_rate"] >= by["lru"]["hit_rate"]
+    assert by["opt"]["hit_rate"] > 0
