@@ -47,7 +47,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from sn40l_emu.cluster import named
 
     st = named.up(args.name, address=args.address or "", profile=args.profile,
-                  overrides=args.overrides, bind_address=args.bind)
+                  overrides=args.overrides, bind_address=args.bind, n_sockets=args.sockets,
+                  placement=args.placement, allow_open=args.allow_open)
     started = f"started Ray head pid {st.head_pid}" if st.head_pid else "joined the existing cluster"
     print(f"node {st.name!r} is up: {st.n_sockets} sockets on {st.address} ({started})")
     return 0
@@ -97,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--address", help="join this Ray cluster (auto or host:port); default: start a local head")
     up.add_argument("--name", default="sn40l")
     up.add_argument("--bind", default="127.0.0.1", help="address a new head binds to (default 127.0.0.1)")
+    up.add_argument("--allow-open", action="store_true",
+                    help="allow --bind 0.0.0.0 (all interfaces): an open Ray cluster runs any code it is sent")
+    up.add_argument("--sockets", type=int, default=None,
+                    help="sockets of the emulated system (default: the profile's 8; 16 = two nodes, TP16)")
+    up.add_argument("--placement", default="pack", metavar="pack|spread|map:FILE.json",
+                    help="where the sockets go on the Ray nodes; map:FILE.json names a Ray node id "
+                         'or machine IP per socket, e.g. {"0-7": "10.0.0.1", "8-15": "10.0.0.2"}')
     _profile_args(up)
     up.set_defaults(func=cmd_up)
 
@@ -117,20 +125,28 @@ def build_parser() -> argparse.ArgumentParser:
 # Each module defines ``register(subparsers)`` adding its command(s); import stays cheap
 # (modules import Ray and numpy-heavy code inside their handlers only).
 COMMAND_MODULES: tuple[str, ...] = (
+    "sn40l_emu.experiments.tp_scaling",
     "sn40l_emu.experiments.coe_sweep",
     "sn40l_emu.experiments.coe_serve",
+    "sn40l_emu.experiments.inject_cmd",
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sn40l_emu.cluster.bringup import prepare_env
+    from sn40l_emu.cluster.bringup import check_bind, prepare_env
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "bind", "127.0.0.1") not in ("127.0.0.1", "localhost"):
-        print(f"warning: binding to {args.bind}: an open Ray cluster runs any code it is sent",
+    bind = getattr(args, "bind", "127.0.0.1")
+    try:
+        check_bind(bind, getattr(args, "allow_open", False))
+    except ConfigError as exc:
+        print(f"sn40l-emu: error: {exc}", file=sys.stderr)
+        return 2
+    if bind not in ("127.0.0.1", "localhost"):
+        print(f"warning: binding to {bind}: an open Ray cluster runs any code it is sent",
               file=sys.stderr)
-    prepare_env(getattr(args, "bind", "127.0.0.1"))
+    prepare_env(bind)
     try:
         code: int = args.func(args)
         return code

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from sn40l_emu.config import NodeProfile
+from sn40l_emu.errors import EmuError, SocketDeadError
 from sn40l_emu.socket_actor.program import Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
@@ -77,6 +78,14 @@ class Node(ABC):
     def free(self, socket: int, tier: str, name: str) -> None:
         ...
 
+    def kill(self, socket: int, *, process: bool = False) -> None:
+        """Fault: socket ``socket`` dies (``process``: its OS process is really killed)."""
+        raise EmuError(f"{type(self).__name__} cannot inject socket faults")
+
+    def recover(self) -> list[int]:
+        """Bring dead sockets back (fresh: clock 0, empty memory); returns their indices."""
+        raise EmuError(f"{type(self).__name__} cannot recover sockets")
+
     @abstractmethod
     def reset(self) -> None:
         """Power-cycle every socket (clock 0, empty memory, idle links); ``version`` back to 0."""
@@ -95,15 +104,42 @@ class LocalNode(Node):
         self._loop = asyncio.new_event_loop()
         self.reset()
 
+    def kill(self, socket: int, *, process: bool = False) -> None:
+        """In-process sockets have no process of their own: a kill is a virtual death."""
+        self.dead.add(socket)
+        self.version += 1
+
+    def recover(self) -> list[int]:
+        from sn40l_emu.p2p.inproc import make_inproc_transports
+
+        back = sorted(self.dead)
+        for i in back:
+            self.models[i] = SocketModel(i, self.profile, trace=self.trace)
+        if back:  # fresh links and mailboxes: nothing in flight survives a socket's death
+            old = self.transports
+            self.transports = make_inproc_transports(range(self.n_sockets), self.profile.p2p.params(),
+                                                     n_sockets=self.n_sockets)
+            for i, t in self.transports.items():  # keep the survivors' injected link state
+                if i not in self.dead:
+                    t.network = old[i].network
+            self.dead.clear()
+            self.version += 1
+        return back
+
     def reset(self) -> None:
         from sn40l_emu.p2p.inproc import make_inproc_transports
 
+        self.dead: set[int] = set()
         self.version = 0
         self.models = [SocketModel(i, self.profile, trace=self.trace) for i in range(self.n_sockets)]
         self.transports = make_inproc_transports(range(self.n_sockets), self.profile.p2p.params(),
                                                  n_sockets=self.n_sockets)
 
     def run_programs(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
+        dead = sorted(set(programs) & self.dead)
+        if dead:
+            raise SocketDeadError(dead[0], "killed (virtual fault)")
+
         async def all_() -> list[ProgramResult]:
             return await asyncio.gather(*[
                 self.models[i].run_program(p, self.transports[i]) for i, p in programs.items()])

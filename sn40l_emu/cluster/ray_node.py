@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
@@ -37,6 +36,9 @@ def _cluster_has_socket_resource() -> bool:
 class RayNode(Node):
     """Sockets as Ray actors; collectives over the Ray P2P transport."""
 
+    detached = False  # actors outlive the driver (``sn40l-emu up``); recovery recreates them alike
+    trace = True
+
     def __init__(self, profile: NodeProfile, actors: Sequence[Any], *, name: str = "",
                  placement_group: Any = None, owned: bool = True) -> None:
         self.profile = profile
@@ -70,6 +72,10 @@ class RayNode(Node):
 
         n = n_sockets or profile.sockets
         use_res = _cluster_has_socket_resource()
+        if use_res:  # fail at once, not after a placement-group timeout
+            from sn40l_emu.cluster.placement import check_capacity
+
+            check_capacity(n, node_ids)
         bundle = {SOCKET_RESOURCE: 1} if use_res else {"CPU": 0.001}
         lifetime = "detached" if detached else None
         pg = None
@@ -95,6 +101,7 @@ class RayNode(Node):
                 opts["lifetime"] = "detached"
             actors.append(SocketActor.options(**opts).remote(i, profile, n, trace))
         node = cls(profile, actors, name=name, placement_group=pg)
+        node.detached, node.trace = detached, trace
         node.connect(timeout_s)
         return node
 
@@ -104,11 +111,29 @@ class RayNode(Node):
         import ray
 
         actors = [ray.get_actor(actor_name(name, i), namespace=NAMESPACE) for i in range(n_sockets)]
-        return cls(profile, actors, name=name, owned=False)
+        node = cls(profile, actors, name=name, owned=False)
+        node.detached = True
+        return node
 
-    def connect(self, timeout_s: float = 120.0) -> list[int]:
+    def recover(self, timeout_s: float = 60.0) -> Any:
+        """Recreate dead sockets on the capacity left (see :mod:`sn40l_emu.cluster.recovery`)."""
+        from sn40l_emu.cluster.recovery import recover
+
+        return recover(self, timeout_s=timeout_s)
+
+    def connect(self, timeout_s: float = 120.0, *, fast_p2p: bool = True) -> list[int]:
+        """Wire the sockets to each other; returns their pids.
+
+        With ``fast_p2p`` every actor opens its same-host endpoint first and
+        learns everyone's: peers on the same Ray node then exchange frames over
+        a direct Unix-domain connection, the others over Ray actor tasks
+        (:mod:`sn40l_emu.p2p.fast_transport`). ``fast_p2p=False``: Ray for all.
+        """
         peers = dict(enumerate(self.actors))
-        return self._get([a.connect.remote(peers) for a in self.actors], timeout_s)
+        endpoints = None
+        if fast_p2p:
+            endpoints = dict(enumerate(self._get([a.listen.remote() for a in self.actors], timeout_s)))
+        return self._get([a.connect.remote(peers, endpoints) for a in self.actors], timeout_s)
 
     # ---- calls ------------------------------------------------------------
     def _get(self, refs: list[Any], timeout_s: float | None = None) -> list[Any]:
@@ -161,7 +186,7 @@ class RayNode(Node):
         self._get([self.actors[i].apply_change.remote(change) for i in sockets])
         if isinstance(change, SetDegradation):
             for i in sockets:
-                self._degradations[i] = dataclasses.replace(self._degradations[i], **dataclasses.asdict(change))
+                self._degradations[i] = change.applied_to(self._degradations[i])
         self.version += 1
 
     def degradation(self, socket: int) -> Degradation:

@@ -106,7 +106,8 @@ class CoECoordinator:
         region = expert_region_bytes(self.profile, self.expert_bytes, self.kv_bytes)
         self.gpu = self.profile.platform is Platform.GPU
         self.all_in_hbm = self.gpu and setup.n_experts <= self.capacity.hbm_experts
-        self.cache = ExpertCache(region, setup.policy, future)
+        self._future = list(future) if future is not None else None
+        self.cache = ExpertCache(region, setup.policy, self._future)
         self._seq = 0
         self.load_ns = 0
         self.store = store  # functional mode: real expert weights from the host weight store
@@ -121,6 +122,13 @@ class CoECoordinator:
             raise OutOfMemory(tier, n * self.shard_bytes if tier != "host" else n * self.expert_bytes,
                               self.capacity.total_experts * (self.shard_bytes if tier != "host" else self.expert_bytes),
                               f"{n} experts (the node holds {self.capacity.total_experts})")
+        res = self._run({s: Program.of("load composition", self._placement_ops()) for s in self.sockets})
+        self.load_ns = _span(res)
+        return self.load_ns
+
+    def _placement_ops(self) -> list[AllocOp | CopyOp | DmaFenceOp]:
+        """Place router, KV reservation and experts on one socket, copied from the host."""
+        n = self.setup.n_experts
         router_shard = ceil_div(self.expert_bytes, len(self.sockets))
         kv_shard = ceil_div(self.kv_bytes, len(self.sockets))
         ops: list[AllocOp | CopyOp | DmaFenceOp] = [
@@ -136,9 +144,40 @@ class CoECoordinator:
             ops.append(CopyOp("load experts", Tier.HOST, Tier.DDR, n * self.shard_bytes, blocking=False))
         # a DGX beyond HBM keeps experts in host DRAM: already there, nothing to move
         ops.append(DmaFenceOp("composition loaded"))
-        res = self._run({s: Program.of("load composition", ops) for s in self.sockets})
-        self.load_ns = _span(res)
-        return self.load_ns
+        return ops
+
+    def reload_after_failure(self, recovered: Sequence[int]) -> int:
+        """Recovery after sockets came back empty: reload their state, restart the cache cold.
+
+        The recovered sockets get their router shard, KV reservation and every
+        expert shard again from the host weight store over their host link;
+        survivors drop their HBM expert copies (the cache must hold the same
+        experts on every socket of the TP group). The group then waits for the
+        slowest socket. Returns the recovery time in ns (failure to resumed).
+        """
+        self.reuse.invalidate_clocks()
+        clocks = self.reuse.clocks()
+        t_fail = max(clocks.values())
+        self.node.advance_clocks(dict.fromkeys(self.sockets, t_fail))
+        self.reuse.invalidate_clocks()
+        resident = self.cache.resident()
+        progs: dict[int, Program] = {}
+        for s in self.sockets:
+            if s in recovered:
+                progs[s] = Program.of("reload after failure", self._placement_ops())
+            elif resident and not self.all_in_hbm:
+                progs[s] = Program.of("drop HBM experts", [FreeOp(f"expert{e}@hbm", Tier.HBM) for e in resident])
+        if progs:
+            self.reuse.run(progs)
+        if not self.all_in_hbm:
+            self.cache = ExpertCache(self.cache.capacity_bytes, self.setup.policy, self._future)
+            self._seq = 0 if self._future is None else self._seq
+        self._active = None
+        self.reuse.invalidate_clocks()
+        t_back = max(self.reuse.clocks().values())
+        self.node.advance_clocks(dict.fromkeys(self.sockets, t_back))
+        self.reuse.invalidate_clocks()
+        return t_back - t_fail
 
     # ---- one batch --------------------------------------------------------
     def run_batch(self, requests: Sequence[Request]) -> BatchResult:

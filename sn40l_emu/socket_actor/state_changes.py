@@ -15,16 +15,24 @@ from sn40l_emu.errors import EmuError
 from sn40l_emu.p2p.params import LinkParams
 from sn40l_emu.socket_actor.dma import Engine
 from sn40l_emu.socket_actor.socket_model import SocketModel
+from sn40l_emu.socket_actor.tile import Degradation
 
 
 @dataclass(frozen=True)
 class SetDegradation:
-    """Scale the socket's compute / HBM / DDR / host rates (straggler, throttling)."""
+    """Scale the socket's compute / HBM / DDR / host rates (straggler, throttling).
 
-    compute_factor: float = 1.0
-    hbm_factor: float = 1.0
-    ddr_factor: float = 1.0
-    host_factor: float = 1.0
+    Factors are relative to the healthy profile; ``None`` leaves a factor as it is.
+    """
+
+    compute_factor: float | None = None
+    hbm_factor: float | None = None
+    ddr_factor: float | None = None
+    host_factor: float | None = None
+
+    def applied_to(self, deg: Degradation) -> Degradation:
+        changes = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return dataclasses.replace(deg, **changes)
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ StateChange = SetDegradation | SetEngineRate | SetLink | LinkState
 
 def apply_change(model: SocketModel, network: Any, change: StateChange) -> None:
     if isinstance(change, SetDegradation):
-        model.degradation = dataclasses.replace(model.degradation, **dataclasses.asdict(change))
+        model.degradation = change.applied_to(model.degradation)
     elif isinstance(change, SetEngineRate):
         model.dma.get(change.engine).set_bw(change.bw_bytes_per_s, change.from_ns)
     elif isinstance(change, SetLink):

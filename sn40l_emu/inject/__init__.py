@@ -1,0 +1,1 @@
+"""Fault and bandwidth injection: scenario YAML -> timed events -> typed state changes."""
