@@ -213,7 +213,7 @@ def _event(i: int, raw: Any, n_sockets: int) -> Event:
         if k not in raw:
             if required:
                 raise ConfigError(f"{where}.{k}", "<missing>", _allowed(tag, n_sockets))
-            params.append((k, default))
+            params.append((k, _value(f"{where}.{k}", default, tag, n_sockets)))
             continue
         params.append((k, _value(f"{where}.{k}", raw[k], tag, n_sockets)))
     ev = Event(i, kind, at_ns, after, tuple(params))
