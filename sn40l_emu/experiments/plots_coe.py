@@ -28,6 +28,7 @@ def latency_vs_experts(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for (batch, tokens), rs in sorted(groups.items()):
         fig, ax = plt.subplots(figsize=(7, 4.2))
         top = max((r["total_ns"] for r in rs if not r["oom"]), default=1) / 1e6
+        marks: dict[int, list[str]] = {}
         for plat in sorted({r["platform"] for r in rs}):
             pts = sorted((r for r in rs if r["platform"] == plat), key=lambda r: r["experts"])
             ok = [r for r in pts if not r["oom"]]
@@ -37,9 +38,14 @@ def latency_vs_experts(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             if oom:
                 ax.plot([r["experts"] for r in oom], [top * 1.08] * len(oom), "x", ms=10,
                         color=_COLORS.get(plat), label=f"{plat}: out of memory")
-            for r in ok:
-                if r.get("home_tier") and r is ok[-1]:
-                    pass
+            slots = pts[0].get("experts_in_hbm_at_once") if pts else None
+            if slots and slots < max(r["experts"] for r in rs):
+                marks.setdefault(slots, []).append(plat)
+        for slots, plats in sorted(marks.items()):
+            # where the composition stops fitting in HBM (SN40L: where its HBM cache starts evicting)
+            ax.axvline(slots + 0.5, color=_COLORS.get(plats[0]), ls=":", alpha=0.7)
+            ax.text(slots + 0.5, top * 0.5, f" {', '.join(plats)}: {slots} experts fit in HBM", rotation=90,
+                    fontsize=7, color=_COLORS.get(plats[0]), va="center")
         ax.set_xlabel("experts in the composition")
         ax.set_ylabel("batch latency (ms)")
         ax.set_title(f"CoE batch latency: batch {batch}, {tokens} output tokens per prompt")
