@@ -80,3 +80,16 @@ class P2PTimeoutError(SocketDeadError):
 
 class ShardingError(EmuError):
     """A model cannot be split at the requested tensor-parallel degree."""
+
+
+class NoCapacityError(EmuError):
+    """Socket actors need homes the Ray cluster cannot give (too few free socket slots)."""
+
+    def __init__(self, needed: int, free: int, detail: str = "") -> None:
+        self._init_args = (needed, free, detail)
+        self.needed = needed
+        self.free = free
+        super().__init__(
+            f"{needed} socket(s) need a home but the cluster has {free} free "
+            f"'sn40l_socket' slot(s){': ' + detail if detail else ''}"
+        )

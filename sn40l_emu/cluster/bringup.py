@@ -55,11 +55,30 @@ def _ensure_token() -> None:
     generate_and_save_token()
 
 
+OPEN_ADDRESSES = ("0.0.0.0", "::", "[::]", "*")
+OPEN_WARNING = ("binding Ray to all interfaces: an open Ray cluster runs any code it is sent; "
+                "keep token authentication on and firewall the ports")
+
+
+def is_open(bind_address: str) -> bool:
+    return bind_address.strip() in OPEN_ADDRESSES
+
+
+def check_bind(bind_address: str, allow_open: bool = False) -> None:
+    """Refuse an all-interfaces bind unless the caller said so explicitly (then warn)."""
+    from sn40l_emu.errors import ConfigError
+
+    if not bind_address.strip():
+        raise ConfigError("bind", bind_address, "an IP address of this machine (default 127.0.0.1)")
+    if is_open(bind_address) and not allow_open:
+        raise ConfigError("bind", bind_address,
+                          "one address of this machine (default 127.0.0.1); all interfaces only with "
+                          "--allow-open, since an open Ray cluster runs any code it is sent")
+
+
 def warn_if_open(bind_address: str) -> None:
-    if bind_address in ("0.0.0.0", "::"):
-        warnings.warn(
-            "binding Ray to all interfaces: an open Ray cluster runs any code it is sent; "
-            "keep token authentication on and firewall the ports", stacklevel=2)
+    if is_open(bind_address):
+        warnings.warn(OPEN_WARNING, stacklevel=2)
 
 
 @dataclass
@@ -118,7 +137,7 @@ class HeadProcess:
     temp_dir: str
     extra_pids: list[int] = field(default_factory=list)
 
-    def stop(self, timeout_s: float = 20.0) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
         stop_pid(self.pid, timeout_s)
         for pid in self.extra_pids:
             stop_pid(pid, timeout_s)
@@ -133,22 +152,28 @@ def _ray_cli() -> str:
 def start_ray_process(*, head: bool, address: str = "", bind_address: str = LOOPBACK,
                       num_cpus: int = 2, sockets: int = 8, port: int = 0,
                       temp_dir: str | None = None, extra_env: dict[str, str] | None = None,
-                      wrap: list[str] | None = None, timeout_s: float = 60.0) -> HeadProcess:
+                      wrap: list[str] | None = None, timeout_s: float = 60.0,
+                      allow_open: bool = False) -> HeadProcess:
     """Launch ``ray start --block`` (a head, or a worker joining ``address``) in its own session.
 
     ``wrap`` prefixes the command (e.g. ``["ip", "netns", "exec", NS]``). Returns once
-    the head has written its address (or the worker's raylet is up).
+    the head has written its address (or the worker's raylet is up). Every node
+    keeps its session files under its own ``temp_dir``; 0.0.0.0 needs ``allow_open``.
     """
+    check_bind(bind_address, allow_open)
     warn_if_open(bind_address)
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="sn40l-ray-")
     cmd = [_ray_cli(), "start", "--block", "--node-ip-address", bind_address,
            "--num-cpus", str(num_cpus), "--resources", f'{{"{SOCKET_RESOURCE}": {sockets}}}',
            "--disable-usage-stats"]
+    cmd += ["--temp-dir", temp_dir]
     if head:
-        cmd += ["--head", "--port", str(port), "--temp-dir", temp_dir, "--include-dashboard=false"]
+        cmd += ["--head", "--port", str(port), "--include-dashboard=false"]
     else:
         cmd += ["--address", address]
     env = {**os.environ, **safe_ray_env(bind_address), **(extra_env or {})}
+    if not head:  # Ray refuses to join a worker while this is 0; the bind stays --node-ip-address
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
     log = open(Path(temp_dir) / "ray-start.log", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen((wrap or []) + cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -166,30 +191,43 @@ def start_ray_process(*, head: bool, address: str = "", bind_address: str = LOOP
     raise TimeoutError(f"ray start did not come up in {timeout_s:.0f} s; see {log.name}")
 
 
-def stop_pid(pid: int, timeout_s: float = 20.0) -> None:
-    """SIGTERM a ``ray start --block`` we launched (it stops its children), then SIGKILL its group."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+def stop_pid(pid: int, timeout_s: float = 5.0) -> None:
+    """Stop a ``ray start --block`` we launched in its own session, and everything in that session.
+
+    SIGTERM goes to the whole session at once (Ray's processes shut down in parallel);
+    what still runs after ``timeout_s`` gets SIGKILL. Zombies count as stopped (a
+    container's init may never reap them), so this never waits on the dead.
+    """
+    from sn40l_emu.cluster.netcheck import process_tree, running, session_of
+
+    if session_of(pid) not in (pid, None):
+        return  # the pid no longer leads the session we created: it is someone else's now
+
+    def members() -> set[int]:
+        return running(process_tree([pid], sessions=[pid]))
+
+    left = members()
+    if not left:
+        _reap(pid)
         return
-    deadline = time.monotonic() + timeout_s  # wall-clock ok
-    while time.monotonic() < deadline:  # wall-clock ok
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid if not _alive(pid) else 0
-        if done:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in left:
+            try:
+                os.kill(p, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + (timeout_s if sig == signal.SIGTERM else 5.0)  # wall-clock ok
+        while left and time.monotonic() < deadline:  # wall-clock ok
+            _reap(pid)
+            time.sleep(0.1)  # wall-clock ok
+            left = members()
+        if not left:
             break
-        time.sleep(0.1)  # wall-clock ok
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
     try:
-        os.killpg(pid, signal.SIGKILL)  # the session we created for it
-    except (ProcessLookupError, PermissionError):
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

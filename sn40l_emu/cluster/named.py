@@ -16,7 +16,7 @@ from typing import Any
 
 from sn40l_emu.cluster.bringup import LOOPBACK, NAMESPACE, connect, start_ray_process, stop_pid
 from sn40l_emu.config import load_profile
-from sn40l_emu.errors import EmuError
+from sn40l_emu.errors import ConfigError, EmuError
 
 DEFAULT_NAME = "sn40l"
 
@@ -54,23 +54,36 @@ class NodeState:
 
 def up(name: str = DEFAULT_NAME, *, address: str = "", profile: str = "sn40l",
        overrides: list[str] | None = None, n_sockets: int | None = None,
-       bind_address: str = LOOPBACK, num_cpus: int = 2) -> NodeState:
-    """Create a detached named node; start a local head on 127.0.0.1 when no address is given."""
-    from sn40l_emu.cluster.ray_node import RayNode
+       bind_address: str = LOOPBACK, num_cpus: int = 2, placement: str = "pack",
+       allow_open: bool = False) -> NodeState:
+    """Create a detached named node; start a local head on 127.0.0.1 when no address is given.
 
+    ``placement`` is ``pack``, ``spread`` or ``map:FILE.json`` (see :mod:`sn40l_emu.cluster.placement`);
+    a head bound to all interfaces (0.0.0.0) needs ``allow_open``.
+    """
+    from sn40l_emu.cluster.bringup import check_bind
+    from sn40l_emu.cluster.placement import create_node, parse_placement
+
+    check_bind(bind_address, allow_open)
     if NodeState.load(name) is not None:
         raise EmuError(f"a node named {name!r} is already up; run `sn40l-emu down --name {name}` first")
     prof = load_profile(profile, overrides or [])
     n = n_sockets or prof.sockets
+    if n < 1 or (n > prof.sockets and n % prof.sockets):
+        raise ConfigError("sockets", n, f"1..{prof.sockets} (one node) or a multiple of {prof.sockets} "
+                          "(several nodes joined by the profile's scale-out link)")
+    spec = parse_placement(placement, n)
     head = None
     if not address:
-        head = start_ray_process(head=True, bind_address=bind_address, num_cpus=num_cpus, sockets=n)
+        head = start_ray_process(head=True, bind_address=bind_address, num_cpus=num_cpus, sockets=n,
+                                 allow_open=allow_open)
         address = head.address
     state = NodeState(name, address, profile, list(overrides or []), n,
-                      head.pid if head else 0, head.temp_dir if head else "")
+                      head.pid if head else 0, head.temp_dir if head else "",
+                      extra={"placement": spec.text})
     try:
         connect(address)
-        RayNode.create(prof, n_sockets=n, name=name, detached=True)
+        create_node(prof, spec, n_sockets=n, name=name, detached=True)
         state.save()
     except BaseException:
         if head is not None:

@@ -1,0 +1,284 @@
+"""Cluster scenarios run by test_cluster_ray.py in a subprocess of their own.
+
+A ``ray.cluster_utils.Cluster`` (a head and a worker Ray node on 127.0.0.1,
+each advertising 8 ``sn40l_socket``) needs a Ray of its own, so it cannot live
+in the pytest process (the session fixture may hold one). This script builds
+the cluster once, runs every scenario on it in order, and writes what it saw
+to the JSON file named by argv[1]; the tests assert on that. A scenario that
+raises records its traceback instead, so one failure does not hide the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Before `import ray`: a private temp root (the address file and session dirs of this
+# cluster stay out of /tmp/ray, which other Ray users of this machine share).
+os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sn40lc-", dir="/tmp")
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+FAST_HEALTH_CHECK = {  # notice a lost Ray node in about a second, not half a minute
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 300,
+    "health_check_timeout_ms": 300,
+    "health_check_failure_threshold": 3,
+}
+SOCKETS_PER_RAY_NODE = 8
+
+
+def main(out_path: str) -> int:
+    from sn40l_emu.cluster.bringup import LOOPBACK, NAMESPACE, SOCKET_RESOURCE, prepare_env
+
+    prepare_env()
+    import ray
+    from ray.cluster_utils import Cluster
+
+    out: dict[str, Any] = {"timings_s": {}}
+    t0 = time.monotonic()  # wall-clock ok: test bookkeeping
+
+    def mark(name: str) -> None:
+        out["timings_s"][name] = round(time.monotonic() - t0, 1)  # wall-clock ok
+
+    node_args = {"num_cpus": 2, "resources": {SOCKET_RESOURCE: SOCKETS_PER_RAY_NODE},
+                 "node_ip_address": LOOPBACK}
+    cluster = Cluster(initialize_head=True, head_node_args={
+        **node_args, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECK})
+    worker = cluster.add_node(**node_args)
+    ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False,
+             logging_level=logging.WARNING)
+    ids = {"head": cluster.head_node.node_id, "worker": worker.node_id}
+    out["ids"] = ids
+    mark("cluster_up")
+    state: dict[str, Any] = {"cluster": cluster, "ids": ids, "node_args": node_args}
+    scenarios: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
+        ("placement", scenario_placement),
+        ("tp16", scenario_tp16),
+        ("netcheck", scenario_netcheck),
+        ("node_loss", scenario_node_loss),
+    ]
+    try:
+        for name, fn in scenarios:
+            try:
+                out[name] = fn(state)
+            except Exception:
+                out[name] = {"error": traceback.format_exc()}
+            mark(name)
+    finally:
+        node = state.get("node16")
+        if node is not None:
+            node.close()
+        ray.shutdown()
+        cluster.shutdown()
+        mark("shutdown")
+        Path(out_path).write_text(json.dumps(out, indent=1, default=str))
+        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+    return 0
+
+
+def _profile() -> Any:
+    from sn40l_emu.config import load_profile
+
+    return load_profile("sn40l")
+
+
+def _where(node: Any) -> list[str]:
+    return [s["ray_node"] for s in node.status()]
+
+
+def _settle(free: int, timeout_s: float = 20.0) -> None:
+    """Wait until Ray's resource view shows ``free`` socket slots again (it lags a closed node)."""
+    from sn40l_emu.cluster.placement import free_sockets_per_node
+
+    deadline = time.monotonic() + timeout_s  # wall-clock ok
+    while sum(free_sockets_per_node().values()) < free and time.monotonic() < deadline:  # wall-clock ok
+        time.sleep(0.1)  # wall-clock ok
+
+
+def _align(node: Any) -> None:
+    """All sockets to the latest clock, so a collective starts everywhere at once."""
+    clocks = node.clocks()
+    node.advance_clocks(dict.fromkeys(range(node.n_sockets), max(clocks)))
+
+
+def _all_reduce(node: Any, group: tuple[int, ...], *, functional: bool = False) -> dict[str, Any]:
+    import numpy as np
+
+    from sn40l_emu.socket_actor.program import CollectiveKind, CollectiveOp, Program
+
+    _align(node)
+    if functional:
+        node.load_tensors({i: {"x": np.full(4096, i + 1, dtype=np.float32)} for i in group})
+        op = CollectiveOp("ar", CollectiveKind.ALL_REDUCE, group, (4096,), "float32", buffer="x")
+    else:
+        op = CollectiveOp("ar", CollectiveKind.ALL_REDUCE, group, (4096,), "bfloat16")
+    res = node.run_programs({i: Program.of(f"allreduce-{len(group)}", [op]) for i in group})
+    out: dict[str, Any] = {"ns": sorted({r.breakdown_ns["collectives"] for r in res.values()})}
+    if functional:
+        out["sums"] = [float(node.get_tensors(i, ["x"])["x"][0]) for i in group]
+    return out
+
+
+def scenario_placement(state: dict[str, Any]) -> dict[str, Any]:
+    import ray
+
+    from sn40l_emu.cluster.placement import create_node, parse_placement
+    from sn40l_emu.errors import ConfigError, NoCapacityError, SocketDeadError
+
+    prof, ids = _profile(), state["ids"]
+    out: dict[str, Any] = {}
+    for kind in ("pack", "spread"):
+        _settle(16)
+        node = create_node(prof, parse_placement(kind, 4), n_sockets=4, trace=False)
+        try:
+            out[kind] = _where(node)
+        finally:
+            node.close()
+    _settle(16)
+    map_file = Path(os.environ["RAY_TMPDIR"]) / "map.json"
+    map_file.write_text(json.dumps({"0": ids["head"], "1-2": ids["worker"], "3": ids["head"]}))
+    node = create_node(prof, parse_placement(f"map:{map_file}", 4), n_sockets=4, trace=False)
+    try:
+        out["map"] = _where(node)
+        # a socket lost on its own (not its Ray node): recovery finds it a home among the free slots
+        ray.kill(node.actors[1], no_restart=True)  # asynchronous: a call may still get through
+        deadline = time.monotonic() + 20  # wall-clock ok
+        while "killed_error_socket" not in out and time.monotonic() < deadline:  # wall-clock ok
+            try:
+                node.clocks()
+            except SocketDeadError as exc:
+                out["killed_error_socket"] = exc.socket
+            time.sleep(0.1)  # wall-clock ok
+        back = node.recover()
+        report = node.last_recovery
+        out["map_recovered_list"] = back
+        out["map_recovered"] = {"recreated": list(report.recreated), "homes": report.homes,
+                                "text": str(report)}
+        out["map_after"] = _all_reduce(node, (0, 1, 2, 3), functional=True)
+    finally:
+        node.close()
+    map_file.write_text(json.dumps(["127.0.0.1"] * 4))
+    try:
+        create_node(prof, parse_placement(f"map:{map_file}", 4), n_sockets=4)
+    except ConfigError as exc:
+        out["ambiguous_ip_error"] = str(exc)
+    t = time.monotonic()  # wall-clock ok
+    for label, spec, n in (("too_many_on_one", {"0-8": ids["head"]}, 9), ("too_many", None, 17)):
+        try:
+            if spec is None:
+                create_node(prof, parse_placement("pack", n), n_sockets=n)
+            else:
+                map_file.write_text(json.dumps(spec))
+                create_node(prof, parse_placement(f"map:{map_file}", n), n_sockets=n)
+        except NoCapacityError as exc:
+            out[label] = {"needed": exc.needed, "free": exc.free, "text": str(exc)}
+    out["capacity_errors_s"] = round(time.monotonic() - t, 2)  # wall-clock ok
+    return out
+
+
+def scenario_tp16(state: dict[str, Any]) -> dict[str, Any]:
+    from sn40l_emu.cluster.node import LocalNode
+    from sn40l_emu.cluster.placement import create_node, parse_placement
+    from sn40l_emu.collectives.selector import predict_ns, select_algo
+    from sn40l_emu.experiments.program_book import ProgramBook
+    from sn40l_emu.p2p.topology import make_topology
+    from sn40l_emu.socket_actor.program import CollectiveKind, CollectiveOp
+    from sn40l_emu.workload import ExecMode, Step, load_model, make_plan
+
+    prof = _profile()
+    node = create_node(prof, parse_placement("pack", 16), n_sockets=16, trace=False)
+    state["node16"] = node
+    out: dict[str, Any] = {"where": _where(node)}
+    # llama2-7b shapes, two decoder layers: the whole TP16 decode program (embedding
+    # all-reduce, both all-reduces of each layer, LM-head all-gather) at a test's cost.
+    model = dataclasses.replace(load_model("llama2-7b"), num_hidden_layers=2)
+    book = ProgramBook()
+    for tp in (8, 16):
+        progs = book.group(model, make_plan(model, tp), Step.decode(1, 128), ExecMode.FUSED_HO)
+        _align(node)
+        res = node.run_programs(progs)
+        local = LocalNode(prof, 16, trace=False).run_programs(progs)
+        n_coll = sum(isinstance(op, CollectiveOp) for op in progs[0].ops)
+        out[f"decode_tp{tp}"] = {
+            "duration_ns": sorted({r.duration_ns for r in res.values()}),
+            "collectives_ns": sorted({r.breakdown_ns["collectives"] for r in res.values()}),
+            "local_duration_ns": sorted({r.duration_ns for r in local.values()}),
+            "n_collectives": n_coll,
+        }
+    out["ar16"] = _all_reduce(node, tuple(range(16)))
+    out["ar8"] = _all_reduce(node, tuple(range(8)))
+    params = prof.p2p.params()
+    flat = dataclasses.replace(params, scale_out=params.link)  # what TP16 would cost without the scale-out link
+    for label, p in (("predicted16", params), ("predicted16_no_scale_out", flat)):
+        topo = make_topology(p.topology, 16)
+        group = tuple(range(16))
+        algo, k = select_algo(CollectiveKind.ALL_REDUCE, 8192, group, topo, p)
+        out[label] = predict_ns(CollectiveKind.ALL_REDUCE, algo, 8192, group, topo, p, k)
+    out["scale_out"] = {"bw_bytes_per_s": params.scale_out.bw_bytes_per_s,
+                        "latency_ns": params.scale_out.latency_ns,
+                        "link_latency_ns": params.link.latency_ns}
+    return out
+
+
+def scenario_netcheck(state: dict[str, Any]) -> dict[str, Any]:
+    from sn40l_emu.cluster.netcheck import endpoints, foreign, process_tree
+
+    pids = process_tree([os.getpid()])
+    eps = endpoints(pids)
+    return {"n_processes": len(pids), "n_endpoints": len(eps),
+            "n_connected": sum(e.connected for e in eps),
+            "foreign": [str(e) for e in foreign(eps, {"127.0.0.1"})]}
+
+
+def scenario_node_loss(state: dict[str, Any]) -> dict[str, Any]:
+    import ray
+
+    from sn40l_emu.errors import NoCapacityError, SocketDeadError
+
+    node, cluster, ids = state["node16"], state["cluster"], state["ids"]
+    before = _where(node)
+    lost = [i for i, n in enumerate(before) if n == ids["worker"]]
+    out: dict[str, Any] = {"lost": lost}
+    worker = next(n for n in cluster.worker_nodes if n.node_id == ids["worker"])
+    cluster.remove_node(worker, allow_graceful=False)
+    deadline = time.monotonic() + 60  # wall-clock ok
+    while any(n["NodeID"] == ids["worker"] and n["Alive"] for n in ray.nodes()):
+        if time.monotonic() > deadline:  # wall-clock ok
+            raise TimeoutError("the removed Ray node is still alive after 60 s")
+        time.sleep(0.2)  # wall-clock ok
+    try:
+        node.clocks()
+    except SocketDeadError as exc:
+        out["dead_error"] = {"socket": exc.socket, "text": str(exc)}
+    t = time.monotonic()  # wall-clock ok
+    try:
+        node.recover(timeout_s=30)
+    except NoCapacityError as exc:
+        out["no_capacity"] = {"needed": exc.needed, "free": exc.free, "text": str(exc),
+                              "s": round(time.monotonic() - t, 2)}  # wall-clock ok
+    spare = cluster.add_node(**state["node_args"])
+    out["spare"] = spare.node_id
+    back = node.recover(timeout_s=60)
+    report = node.last_recovery
+    out["recovered_list"] = back
+    out["recovered"] = {"recreated": list(report.recreated), "homes": report.homes,
+                        "clock_ns": report.clock_ns, "text": str(report)}
+    out["where_after"] = _where(node)
+    out["ar16_after"] = _all_reduce(node, tuple(range(16)))
+    out["ar16_functional"] = _all_reduce(node, tuple(range(16)), functional=True)
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1]))
