@@ -102,6 +102,9 @@ class LocalNode(Node):
         self.n_sockets = n_sockets or profile.sockets
         self.trace = trace
         self._loop = asyncio.new_event_loop()
+        self.dead: set[int] = set()
+        self.models: list[SocketModel] = []
+        self.transports: dict[int, Any] = {}
         self.reset()
 
     def kill(self, socket: int, *, process: bool = False) -> None:
@@ -129,7 +132,7 @@ class LocalNode(Node):
     def reset(self) -> None:
         from sn40l_emu.p2p.inproc import make_inproc_transports
 
-        self.dead: set[int] = set()
+        self.dead = set()
         self.version = 0
         self.models = [SocketModel(i, self.profile, trace=self.trace) for i in range(self.n_sockets)]
         self.transports = make_inproc_transports(range(self.n_sockets), self.profile.p2p.params(),

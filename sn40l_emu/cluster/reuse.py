@@ -23,6 +23,7 @@ for real.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,8 @@ class CostReuse:
         self._kcost: dict[tuple[Degradation, KernelOp], KernelCost] = {}
         self._pcost: dict[tuple[int, Degradation], tuple[Program, list[KernelCost]]] = {}
         self._keys: dict[tuple[tuple[int, int], ...], tuple[Any, tuple[Any, ...]]] = {}
+        self._sids: dict[tuple[Any, ...], int] = {}  # program structure -> small id (never reused)
+        self._sid_counter = itertools.count()
         self._shifts: dict[tuple[Any, Any], tuple[int, dict[int, dict[str, int]], dict[int, list[int]]]] = {}
         self._clock: dict[int, int] = {}
         self._dirty: set[int] = set()
@@ -133,7 +136,19 @@ class CostReuse:
         ident = tuple((s, id(programs[s])) for s in sorted(programs))
         hit = self._keys.get(ident)
         if hit is None:
-            hit = (tuple((s, structure(programs[s])) for s in sorted(programs)),
+            # one structure per distinct program (TP programs are often one shared object),
+            # interned to a small int so that keys hash cheaply
+            sids: dict[int, int] = {}
+            for p in programs.values():
+                if id(p) not in sids:
+                    shape = structure(p)
+                    sid = self._sids.get(shape)
+                    if sid is None:
+                        if len(self._sids) > 50_000:
+                            self._sids.clear()  # ids are never handed out twice, so old refs just miss
+                        sid = self._sids[shape] = next(self._sid_counter)
+                    sids[id(p)] = sid
+            hit = (tuple((s, sids[id(programs[s])]) for s in sorted(programs)),
                    tuple(programs[s] for s in sorted(programs)))  # keeps ids alive
             if len(self._keys) > 50_000:
                 self._keys.clear()
@@ -142,7 +157,8 @@ class CostReuse:
 
     def run(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
         """Run (or reuse) one program per socket."""
-        if not self.enabled or not all(_reusable(p) for p in programs.values()):
+        distinct = {id(p): p for p in programs.values()}.values()
+        if not self.enabled or not all(_reusable(p) for p in distinct):
             return self._real(programs, None)
         now = self.clocks()
         base = min(now[s] for s in programs)
@@ -196,19 +212,30 @@ class CostReuse:
         deltas: list[int] | None = None
         bds: dict[int, dict[str, int]] = {}
         kns: dict[int, list[int]] = {}
+        # sockets running the same program against the same reference costs share the work
+        pairs: dict[tuple[int, int], tuple[list[int], dict[str, int], list[int]]] = {}
         for s, prog in programs.items():
             new = self._costs(s, prog)
             old = ref.costs[s]
-            d = [a.total_ns - b.total_ns for a, b in zip(new, old, strict=True)]
-            if any(x < 0 for x in d) or (deltas is not None and d != deltas):
+            pair = pairs.get((id(new), id(old)))
+            if pair is None:
+                d = [a.total_ns - b.total_ns for a, b in zip(new, old, strict=True)]
+                change: dict[str, int] = {}
+                for a, b in zip(new, old, strict=True):
+                    if a is not b:
+                        for k in a.attribution_ns:
+                            change[k] = change.get(k, 0) + a.attribution_ns[k] - b.attribution_ns[k]
+                pair = pairs[(id(new), id(old))] = (d, change, [c.total_ns for c in new])
+                if any(x < 0 for x in d):
+                    return None
+            d, change, totals = pair
+            if deltas is not None and d is not deltas and d != deltas:
                 return None
             deltas = d
             bd = dict(ref.results[s].breakdown_ns)
-            for a, b in zip(new, old, strict=True):
-                if a is not b:
-                    for k in a.attribution_ns:
-                        bd[k] += a.attribution_ns[k] - b.attribution_ns[k]
+            for k, v in change.items():
+                bd[k] += v
             bds[s] = bd
-            kns[s] = [c.total_ns for c in new]
+            kns[s] = list(totals)
         assert deltas is not None
         return sum(deltas), bds, kns

@@ -1,0 +1,497 @@
+"""`sn40l-emu tp-scaling`: latency of a model's prefill and decode vs the TP degree.
+
+One row per (tp, phase, mode) in timing mode (full-size models, no weights in
+memory). TP group = sockets 0..tp-1 of a node of ``max(sockets, largest tp)``
+sockets (TP16 = two nodes: the P2P layer puts the scale-out link between
+sockets of different nodes), power-cycled before every row. A group within
+the first eight sockets sees exactly the links of an eight-socket node (a
+test checks the nanoseconds), so adding TP16 to a sweep changes no other row.
+
+Phases:
+
+* ``prefill``: one prompt of ``prompt_len`` tokens per sequence; ``context_len`` 0.
+* ``decode``: one step with ``context_len`` tokens already cached.
+* ``generate`` (``--tokens N``): the whole request, prefill (which yields
+  output token 1) then N-1 decode steps at context ``prompt_len .. prompt_len+N-2``,
+  with step-level :class:`~sn40l_emu.cluster.reuse.CostReuse` so only the
+  first decode step of a shape runs; ``context_len`` = the KV-cache length at
+  the end (``prompt_len + N - 1``).
+
+Defaults (sensible for Llama2-7B serving one user): batch 1, prompt 128
+tokens, decode at context 128 (the first step after that prompt).
+
+Each row reports:
+
+* ``latency_ns``: when the last socket of the group finishes, from a common start.
+* ``breakdown_ns``: the critical-path attribution of that socket (its own
+  timeline: kernel bodies attributed to what bounds them, launches, collective
+  time including waiting for peers), folded from the socket's seven terms:
+  ``activations`` (intermediates through HBM, SRAM spills), ``copies`` and
+  ``other`` all go to ``other`` (activations are neither weights nor cache,
+  and putting them in ``weights`` would hide what fusion removes). Adds up
+  exactly to ``latency_ns`` (asserted).
+* ``tokens_per_s_per_user``: tokens one sequence advances per second: the
+  prompt tokens for prefill, 1 for a decode step, N output tokens for generate.
+* ``hbm_bw_utilization``: bytes that socket streams from HBM (weights, KV,
+  activations, spills) / (latency x peak HBM bandwidth).
+* ``spilled_layers`` / ``spill_tier``: decoder layers whose weights do not fit
+  in HBM (weights + KV cache + activation scratch, the static memory plan) and
+  stream from DDR (SN40L, SPEC.md §1: weights spill last, so whole layers
+  spill only when nothing else is left) or from host DRAM over PCIe (GPU).
+
+Execution modes: on a GPU platform every row runs :data:`ExecMode.GPU`
+(reported ``"gpu"``) whatever ``--mode`` says.
+
+Speed, without approximation (each step is checked against a full run in
+``tests/test_tp_scaling.py``): programs are assembled from a one-layer build
+(:class:`~sn40l_emu.experiments.layer_reuse.LayerPrograms`), a step runs
+layer by layer with the cost of identical layers reused
+(:class:`~sn40l_emu.experiments.layer_reuse.LayerReuseNode`), and every
+decode step after the first reuses the first one's cost shifted by the extra
+KV-cache reads (:class:`~sn40l_emu.cluster.reuse.CostReuse`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sn40l_emu.errors import ConfigError, ShardingError
+from sn40l_emu.socket_actor.program import KernelOp, Program, Tier
+from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step
+from sn40l_emu.workload.placement import Placement
+
+if TYPE_CHECKING:
+    from sn40l_emu.cluster.node import Node
+    from sn40l_emu.config import NodeProfile
+    from sn40l_emu.experiments.program_book import ProgramBook
+    from sn40l_emu.socket_actor.socket_model import ProgramResult
+
+PLATFORMS = ("sn40l", "dgx-a100", "dgx-h100")
+PHASES = ("prefill", "decode", "generate")
+MODE_NAMES: Mapping[str, ExecMode] = {
+    "unfused": ExecMode.UNFUSED,
+    "fused-so": ExecMode.FUSED_SO,
+    "fused-ho": ExecMode.FUSED_HO,
+    "gpu": ExecMode.GPU,
+}
+ROW_BREAKDOWN_KEYS = ("compute", "weights", "kv", "collectives", "launch", "other")
+# socket breakdown term -> row term (see the module docstring)
+_FOLD = {"compute": "compute", "weights": "weights", "kv": "kv", "collectives": "collectives",
+         "launch": "launch", "activations": "other", "copies": "other", "other": "other"}
+
+
+def mode_name(mode: ExecMode) -> str:
+    return next(k for k, v in MODE_NAMES.items() if v is mode)
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """What to sweep; ``profile`` is a shipped platform name or a YAML path."""
+
+    model: str = "llama2-7b"
+    tps: tuple[int, ...] = (1, 2, 4, 8)
+    phases: tuple[str, ...] = ("prefill", "decode")
+    modes: tuple[str, ...] = ("unfused", "fused-so", "fused-ho")
+    profile: str = "sn40l"
+    overrides: tuple[str, ...] = ()
+    batch: int = 1
+    prompt_len: int = 128
+    context_len: int = 128
+    tokens: int = 0
+    backend: str = "local"
+    address: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "prompt_len", "context_len"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(name, v, "a positive integer")
+        if self.tokens < 0:
+            raise ConfigError("tokens", self.tokens, "0 (no generate rows) or a positive integer")
+        if not self.tps:
+            raise ConfigError("tp", self.tps, "at least one TP degree")
+        for ph in self.phases:
+            if ph not in PHASES:
+                raise ConfigError("phase", ph, ", ".join(PHASES))
+        if "generate" in self.phases and self.tokens == 0:
+            raise ConfigError("phase", "generate", "only with --tokens N (N >= 1)")
+        for m in self.modes:
+            if m not in MODE_NAMES:
+                raise ConfigError("mode", m, ", ".join(MODE_NAMES))
+        if self.backend not in ("ray", "local"):
+            raise ConfigError("backend", self.backend, "ray or local")
+
+    @property
+    def row_phases(self) -> tuple[str, ...]:
+        """Requested phases, plus ``generate`` when ``tokens`` is given."""
+        extra = ("generate",) if self.tokens and "generate" not in self.phases else ()
+        return tuple(p for p in PHASES if p in (*self.phases, *extra))
+
+
+# ---- placement: what fits in HBM -------------------------------------------------
+@dataclass(frozen=True)
+class Fit:
+    """How many decoder layers' weights stay in HBM; the rest stream from ``spill_tier``."""
+
+    hbm_layers: int
+    layers: int
+    spill_tier: Tier
+
+    @property
+    def spilled_layers(self) -> int:
+        return self.layers - self.hbm_layers
+
+
+def fit_in_hbm(profile: NodeProfile, plan: ShardPlan, batch: int, max_context_len: int,
+               prefill_len: int) -> Fit:
+    """Keep as many decoder layers' weights in HBM as the static memory plan leaves room for.
+
+    The KV cache, the activation scratch and the embedding / LM head stay in
+    HBM; what is left holds whole layers (SPEC.md §1: weights have the highest
+    bandwidth need, so they are the last to spill).
+    """
+    from sn40l_emu.config import Platform
+    from sn40l_emu.workload import memory_plan
+
+    model = plan.model
+    allocs = {a.segment.rsplit(".", 1)[-1]: a.size_bytes for a in memory_plan(
+        model, plan, batch, max_context_len, max_prefill_len=prefill_len)[plan.group[0]]}
+    layers_bytes = model.num_hidden_layers * plan.layer_weight_bytes_per_socket
+    fixed = allocs["kv_cache"] + allocs["activations"] + allocs["weights"] - layers_bytes
+    room = profile.socket.hbm_bytes - fixed
+    spill = Tier.DDR if profile.platform is Platform.SN40L else Tier.HOST
+    if room < 0:
+        raise ConfigError(
+            "model", model.name,
+            f"a model whose KV cache, activations and embeddings fit in one socket's HBM at tp={plan.tp} "
+            f"(they need {fixed} B of {profile.socket.hbm_bytes} B)")
+    hbm_layers = min(model.num_hidden_layers, room // plan.layer_weight_bytes_per_socket)
+    return Fit(hbm_layers, model.num_hidden_layers, spill)
+
+
+# ---- running one row ------------------------------------------------------------------
+@dataclass
+class _Acc:
+    """Per-socket totals over the steps of a row."""
+
+    end_ns: dict[int, int] = field(default_factory=dict)
+    start_ns: dict[int, int] = field(default_factory=dict)
+    breakdown: dict[int, dict[str, int]] = field(default_factory=dict)
+    hbm_bytes: dict[int, int] = field(default_factory=dict)
+
+    def add(self, results: Mapping[int, ProgramResult], programs: Mapping[int, Program],
+            hbm_bytes: Callable[[Program], int]) -> None:
+        for s, r in results.items():
+            self.start_ns.setdefault(s, r.start_ns)
+            self.end_ns[s] = r.end_ns
+            bd = self.breakdown.setdefault(s, dict.fromkeys(ROW_BREAKDOWN_KEYS, 0))
+            for k, v in r.breakdown_ns.items():
+                bd[_FOLD[k]] += v
+            self.hbm_bytes[s] = self.hbm_bytes.get(s, 0) + hbm_bytes(programs[s])
+
+
+class HbmBytes:
+    """Bytes a program streams from HBM (streams plus SRAM spills), memoised per program."""
+
+    def __init__(self, profile: NodeProfile) -> None:
+        self.profile = profile
+        self._memo: dict[int, tuple[Program, int]] = {}
+        self._kernel: dict[int, tuple[KernelOp, int]] = {}
+
+    def __call__(self, program: Program) -> int:
+        hit = self._memo.get(id(program))
+        if hit is not None and hit[0] is program:
+            return hit[1]
+        total = sum(self._kernel_bytes(op) for op in program.ops if isinstance(op, KernelOp))
+        if len(self._memo) > 10_000:
+            self._memo.clear()
+        self._memo[id(program)] = (program, total)
+        return total
+
+    def _kernel_bytes(self, op: KernelOp) -> int:
+        hit = self._kernel.get(id(op))
+        if hit is not None and hit[0] is op:
+            return hit[1]
+        from sn40l_emu.socket_actor.socket_model import host_rate_per_socket
+        from sn40l_emu.socket_actor.tile import kernel_cost
+
+        p = self.profile
+        spill = kernel_cost(op, p.socket, p.tile, p.launch, host_rate_per_socket(p)).spill_bytes
+        total = sum(s.size_bytes for s in op.streams if s.tier is Tier.HBM) + 2 * spill
+        if len(self._kernel) > 100_000:
+            self._kernel.clear()
+        self._kernel[id(op)] = (op, total)  # keeps the id alive
+        return total
+
+
+class Runner:
+    """Runs rows on one node: power-cycle, then the row's steps through layer and step reuse."""
+
+    def __init__(self, node: Node, book: ProgramBook) -> None:
+        from sn40l_emu.cluster.reuse import CostReuse
+        from sn40l_emu.experiments.layer_reuse import LayerPrograms, LayerReuseNode
+
+        self.node = LayerReuseNode(node)
+        self.programs = LayerPrograms(book)
+        self.hbm_bytes = HbmBytes(node.profile)
+        self.reuse = CostReuse(self.node)
+
+    def fresh(self) -> None:
+        from sn40l_emu.cluster.reuse import CostReuse
+
+        self.node.reset()
+        self.reuse = CostReuse(self.node)
+
+    def run_steps(self, model: ModelConfig, plan: ShardPlan, steps: list[Step], mode: ExecMode,
+                  fit: Fit, on_step: Callable[[], object] | None = None, *, fresh: bool = True) -> _Acc:
+        """Run ``steps`` back to back (on a power-cycled node unless ``fresh=False``); per-socket totals."""
+        if fresh:
+            self.fresh()
+        acc = _Acc()
+        for step in steps:
+            programs = self.programs.group(model, plan, step, mode, hbm_layers=fit.hbm_layers,
+                                           spill=Placement(weights=fit.spill_tier))
+            acc.add(self.reuse.run(programs), programs, self.hbm_bytes)
+            if on_step is not None:
+                on_step()
+        self.reuse.sync()
+        return acc
+
+
+def row_from(acc: _Acc, *, profile: NodeProfile, model: ModelConfig, tp: int, phase: str,
+             mode: ExecMode, batch: int, prompt_len: int, context_len: int, tokens_per_user: int,
+             fit: Fit) -> dict[str, Any]:
+    """One JSON row from the totals of a run (critical path = the socket finishing last)."""
+    crit = max(acc.end_ns, key=lambda s: (acc.end_ns[s], -s))
+    start = min(acc.start_ns.values())
+    latency = acc.end_ns[crit] - start
+    bd = acc.breakdown[crit]
+    if sum(bd.values()) != latency or acc.start_ns[crit] != start:
+        raise AssertionError(f"breakdown {bd} does not add up to latency {latency} ns")
+    peak = profile.socket.hbm_bw_bytes_per_s
+    return {
+        "platform": profile.name,
+        "model": model.name,
+        "tp": tp,
+        "phase": phase,
+        "mode": mode_name(mode),
+        "batch": batch,
+        "prompt_len": prompt_len,
+        "context_len": context_len,
+        "latency_ns": latency,
+        "tokens_per_s_per_user": tokens_per_user * 1e9 / latency if latency else 0.0,
+        "breakdown_ns": dict(bd),
+        "hbm_bw_utilization": acc.hbm_bytes[crit] * 1e9 / (latency * peak) if latency else 0.0,
+        "critical_socket": crit,
+        "spilled_layers": fit.spilled_layers,
+        "spill_tier": fit.spill_tier.value if fit.spilled_layers else None,
+    }
+
+
+# ---- the sweep ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Point:
+    tp: int
+    phase: str
+    mode: ExecMode
+
+
+def plan_points(cfg: ScalingConfig, profile: NodeProfile, model: ModelConfig) -> list[_Point]:
+    """Every row to run, in output order; raises ConfigError if a TP degree cannot split the model."""
+    from sn40l_emu.config import Platform
+    from sn40l_emu.workload import make_plan
+
+    for tp in cfg.tps:
+        try:
+            make_plan(model, tp)
+        except ShardingError as exc:
+            raise ConfigError("tp", tp, f"a degree that splits {model.name} ({exc})") from None
+    if profile.platform is Platform.GPU:
+        modes: tuple[ExecMode, ...] = (ExecMode.GPU,)
+    else:
+        modes = tuple(dict.fromkeys(MODE_NAMES[m] for m in cfg.modes if MODE_NAMES[m] is not ExecMode.GPU))
+        if not modes:
+            raise ConfigError("mode", ",".join(cfg.modes), "unfused, fused-so or fused-ho on an SN40L profile")
+    return [_Point(tp, ph, m) for tp in cfg.tps for ph in cfg.row_phases for m in modes]
+
+
+def _steps(cfg: ScalingConfig, phase: str) -> tuple[list[Step], int, int, int]:
+    """(steps, context_len reported, tokens per user, prompt_len reported) of a phase."""
+    if phase == "prefill":
+        return [Step.prefill(cfg.batch, cfg.prompt_len)], 0, cfg.prompt_len, cfg.prompt_len
+    if phase == "decode":
+        return [Step.decode(cfg.batch, cfg.context_len)], cfg.context_len, 1, cfg.prompt_len
+    steps = [Step.prefill(cfg.batch, cfg.prompt_len)]
+    steps += [Step.decode(cfg.batch, cfg.prompt_len + i) for i in range(cfg.tokens - 1)]
+    return steps, cfg.prompt_len + cfg.tokens - 1, cfg.tokens, cfg.prompt_len
+
+
+@contextmanager
+def _nodes(cfg: ScalingConfig, profile: NodeProfile, n_sockets: int) -> Iterator[Node]:
+    from sn40l_emu.experiments.session import Backend, open_node
+
+    with open_node(profile, backend=Backend(cfg.backend), address=cfg.address, n_sockets=n_sockets,
+                   trace=False) as node:
+        yield node
+
+
+def run_scaling(cfg: ScalingConfig, *, progress: bool = False,
+                node_factory: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
+    """Run every row of ``cfg``; returns JSON-able rows (see the module docstring).
+
+    ``node_factory(n_sockets)`` may supply a context manager yielding a node
+    (tests); by default :func:`open_node` on ``cfg.backend``.
+    """
+    from tqdm import tqdm
+
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.experiments.program_book import ProgramBook
+    from sn40l_emu.workload import load_model, make_plan
+
+    profile = load_profile(cfg.profile, list(cfg.overrides))
+    model = load_model(cfg.model)
+    points = plan_points(cfg, profile, model)
+    max_ctx = max(cfg.prompt_len, cfg.context_len + 1,
+                  cfg.prompt_len + cfg.tokens - 1 if cfg.tokens else 0)
+    fits = {tp: fit_in_hbm(profile, make_plan(model, tp), cfg.batch, max_ctx, cfg.prompt_len)
+            for tp in cfg.tps}
+    steps_total = sum(len(_steps(cfg, p.phase)[0]) for p in points)
+    n_sockets = max(profile.sockets, *cfg.tps)
+    rows: list[dict[str, Any]] = []
+    factory = node_factory or (lambda n: _nodes(cfg, profile, n))
+    with tqdm(total=steps_total, disable=None if progress else True, desc=f"tp-scaling {model.name}",
+              unit="step", leave=False) as bar, factory(n_sockets) as node:
+        runner = Runner(node, ProgramBook())
+        for p in points:
+            bar.set_postfix_str(f"tp{p.tp} {p.phase} {mode_name(p.mode)}")
+            plan = make_plan(model, p.tp)
+            steps, ctx, tok, prompt = _steps(cfg, p.phase)
+            acc = runner.run_steps(model, plan, steps, p.mode, fits[p.tp], lambda: bar.update(1))
+            rows.append(row_from(acc, profile=profile, model=model, tp=p.tp, phase=p.phase, mode=p.mode,
+                                 batch=cfg.batch, prompt_len=prompt, context_len=ctx, tokens_per_user=tok,
+                                 fit=fits[p.tp]))
+    return rows
+
+
+# ---- output ---------------------------------------------------------------------------
+_COLUMNS = (
+    ("platform", "platform"), ("tp", "tp"), ("phase", "phase"), ("mode", "mode"),
+    ("latency", "latency us"), ("per_token", "us/token"), ("tps", "tok/s/user"),
+    ("compute", "compute"), ("weights", "weights"), ("kv", "kv"), ("collectives", "coll"),
+    ("launch", "launch"), ("other", "other"), ("hbm", "HBM util"), ("spill", "spill"),
+)
+
+
+def per_token_ns(row: Mapping[str, Any]) -> float:
+    """Latency per token of one sequence: per prompt token (prefill), per step, per output token."""
+    per = {"prefill": row["prompt_len"], "decode": 1}.get(row["phase"])
+    if per is None:
+        per = row["context_len"] - row["prompt_len"] + 1  # N output tokens
+    return float(row["latency_ns"]) / per
+
+
+def table_text(rows: list[dict[str, Any]]) -> str:
+    """The rows as a terminal table; breakdown terms in % of the latency."""
+    from sn40l_emu.report import table
+
+    def us(ns: float) -> str:
+        return f"{ns / 1e3:,.1f}"
+
+    cells = []
+    for r in rows:
+        lat = r["latency_ns"]
+        c = {k: r[k] for k in ("platform", "tp", "phase", "mode")}
+        c.update(latency=us(lat), per_token=us(per_token_ns(r)), tps=f"{r['tokens_per_s_per_user']:,.1f}",
+                 hbm=f"{100 * r['hbm_bw_utilization']:.1f}%",
+                 spill=f"{r['spilled_layers']}L->{r['spill_tier']}" if r["spilled_layers"] else "")
+        for k in ROW_BREAKDOWN_KEYS:
+            c[k] = f"{100 * r['breakdown_ns'][k] / lat:.1f}%" if lat else "-"
+        cells.append(c)
+    return table(cells, _COLUMNS)
+
+
+def resolved_config(cfg: ScalingConfig) -> dict[str, Any]:
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.workload import load_model
+
+    model = load_model(cfg.model)
+    return {"args": asdict(cfg), "profile": load_profile(cfg.profile, list(cfg.overrides)).to_json(),
+            "model": asdict(model)}
+
+
+def _ints(field: str, text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(field, text, "comma-separated positive integers, e.g. 1,2,4,8") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise ConfigError(field, text, "comma-separated positive integers, e.g. 1,2,4,8")
+    return vals
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def config_from_args(args: argparse.Namespace) -> ScalingConfig:
+    if args.platform and args.profile and args.profile != args.platform:
+        raise ConfigError("--profile", args.profile, f"left out when --platform {args.platform} is given")
+    return ScalingConfig(
+        model=args.model, tps=_ints("tp", args.tp), phases=_names(args.phase), modes=_names(args.mode),
+        profile=args.profile or args.platform or "sn40l", overrides=tuple(args.overrides),
+        batch=args.batch, prompt_len=args.prompt_len, context_len=args.context_len, tokens=args.tokens,
+        backend=args.backend, address=args.address or "",
+    )
+
+
+def cmd_tp_scaling(args: argparse.Namespace) -> int:
+    from sn40l_emu.experiments.plots_tp import plot_scaling
+
+    cfg = config_from_args(args)
+    t0 = time.perf_counter()
+    rows = run_scaling(cfg, progress=not args.no_progress)
+    wall_s = time.perf_counter() - t0
+    print(table_text(rows))
+    json_path = Path(args.json)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps({"rows": rows}, indent=2))
+    config_path = json_path.with_name(json_path.stem + ".config.json")
+    config_path.write_text(json.dumps({**resolved_config(cfg), "wall_s": round(wall_s, 3)}, indent=2))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot_scaling(rows, out)
+    print(f"\nwrote {json_path}, {config_path} and {png} ({wall_s:.1f} s)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    from sn40l_emu.cli import _profile_args
+
+    p = sub.add_parser("tp-scaling", help="prefill/decode latency vs tensor-parallel degree, per execution mode")
+    p.add_argument("--model", default="llama2-7b", help="shipped model name or path to a config.json")
+    p.add_argument("--tp", default="1,2,4,8", help="TP degrees, e.g. 1,2,4,8,16 (16 = two nodes)")
+    p.add_argument("--phase", default="prefill,decode", help="prefill, decode and/or generate")
+    p.add_argument("--mode", default="unfused,fused-so,fused-ho",
+                   help="unfused, fused-so, fused-ho (GPU platforms always run 'gpu')")
+    p.add_argument("--platform", choices=PLATFORMS, default="",
+                   help="shipped platform profile (default sn40l); --profile takes a YAML path instead")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--context-len", type=int, default=128, help="tokens already cached in a decode row")
+    p.add_argument("--tokens", type=int, default=0,
+                   help="add 'generate' rows: prefill plus N output tokens (N-1 decode steps)")
+    p.add_argument("--backend", default="ray", choices=["ray", "local"],
+                   help="ray: one actor per socket (the distributed emulator); local: in-process")
+    p.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS or a private local Ray)")
+    _profile_args(p, default="")
+    p.add_argument("--json", default="out/tp_scaling.json")
+    p.add_argument("--out", default="out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_tp_scaling)
