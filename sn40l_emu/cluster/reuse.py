@@ -101,6 +101,15 @@ class CostReuse:
             self.node.advance_clocks({s: self._clock[s] for s in self._dirty})
             self._dirty.clear()
 
+    def known_clocks(self) -> dict[int, int]:
+        """The clocks this object holds, without asking the node (empty if none are cached)."""
+        return dict(self._clock)
+
+    def forget_clocks(self) -> None:
+        """Drop cached clocks without pushing them (after the node was reset: they are stale)."""
+        self._dirty.clear()
+        self._clock = {}
+
     def invalidate_clocks(self) -> None:
         """Forget cached clocks (after something else ran on the node)."""
         self.sync()

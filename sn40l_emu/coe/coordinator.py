@@ -34,7 +34,7 @@ from sn40l_emu.coe.workload import Request
 from sn40l_emu.config import Platform
 from sn40l_emu.errors import OutOfMemory
 from sn40l_emu.experiments.functional_tp import TPGenerator
-from sn40l_emu.experiments.program_book import ProgramBook
+from sn40l_emu.experiments.program_book import GroupPrograms, ProgramBook
 from sn40l_emu.socket_actor.program import AllocOp, CopyOp, DmaFenceOp, FreeOp, Program, Tier
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.trace import TraceEvent
@@ -88,13 +88,13 @@ class CoECoordinator:
     """Drives one node through CoE batches; the node's sockets do all the timing."""
 
     def __init__(self, node: Node, setup: CoESetup, *, reuse: CostReuse | None = None,
-                 book: ProgramBook | None = None, future: Sequence[int] | None = None,
+                 book: GroupPrograms | None = None, future: Sequence[int] | None = None,
                  store: WeightStore | None = None) -> None:
         self.node = node
         self.setup = setup
         self.profile = node.profile
         self.reuse = reuse or CostReuse(node)
-        self.book = book or ProgramBook()
+        self.book: GroupPrograms = book or ProgramBook()
         self.sockets = tuple(range(node.n_sockets))
         self.plan = make_plan(setup.model, len(self.sockets), self.sockets)
         self.mode = setup.mode or default_mode(self.profile.platform)
@@ -146,18 +146,19 @@ class CoECoordinator:
         ops.append(DmaFenceOp("composition loaded"))
         return ops
 
-    def reload_after_failure(self, recovered: Sequence[int]) -> int:
+    def reload_after_failure(self, recovered: Sequence[int], t_fail_ns: int = 0) -> int:
         """Recovery after sockets came back empty: reload their state, restart the cache cold.
 
         The recovered sockets get their router shard, KV reservation and every
         expert shard again from the host weight store over their host link;
         survivors drop their HBM expert copies (the cache must hold the same
         experts on every socket of the TP group). The group then waits for the
-        slowest socket. Returns the recovery time in ns (failure to resumed).
+        slowest socket. Returns the recovery time in ns (failure to resumed);
+        ``t_fail_ns`` is the latest clock seen before the failure.
         """
         self.reuse.invalidate_clocks()
         clocks = self.reuse.clocks()
-        t_fail = max(clocks.values())
+        t_fail = max(max(clocks.values()), t_fail_ns)
         self.node.advance_clocks(dict.fromkeys(self.sockets, t_fail))
         self.reuse.invalidate_clocks()
         resident = self.cache.resident()

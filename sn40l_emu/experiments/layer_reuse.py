@@ -295,7 +295,7 @@ class LayerReuseNode(Node):
 
     def reset(self) -> None:
         self.inner.reset()
-        self.reuse = CostReuse(self.inner)
+        self.reuse.forget_clocks()  # a pristine node: measured layer costs stay valid (version 0)
 
     def close(self) -> None:
         """Nothing to release: the inner node belongs to whoever opened it."""

@@ -10,11 +10,18 @@ rank and comparing the ops) only rank 0 is built and shared.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from sn40l_emu.socket_actor.program import Program
 from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step, build_program
 from sn40l_emu.workload.placement import HBM_ONLY, Placement
+
+
+class GroupPrograms(Protocol):
+    """Anything that hands out a plan's group programs for a step (a book, a layer-canonical book)."""
+
+    def group(self, model: ModelConfig, plan: ShardPlan, step: Step, mode: ExecMode) -> dict[int, Program]:
+        ...
 
 
 class ProgramBook:

@@ -161,14 +161,16 @@ class ScenarioRunner:
                     res = coord.run_batch(batch)
                 except SocketDeadError as exc:
                     coord.cache.unpin_all()
-                    coord.reuse.invalidate_clocks()
+                    seen = coord.reuse.known_clocks()
+                    t_seen = max(seen.values()) if seen else 0
+                    coord.reuse.forget_clocks()  # a dead socket cannot take pushed clocks
                     if self.manual_dead or attempt >= MAX_ATTEMPTS:
                         self._fail(batch, k, exc, attempt)
                         break
                     self.report.retried += len(batch)
                     if self._recovering is not None:
                         self._recovering.retried += len(batch)
-                    self._recover(coord.reload_after_failure)
+                    self._recover(lambda back, t=t_seen: coord.reload_after_failure(back, t))
                     continue
                 done += len(batch)
                 self.report.completed += len(batch)
