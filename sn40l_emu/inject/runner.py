@@ -139,10 +139,14 @@ class ScenarioRunner:
         from sn40l_emu.coe.workload import batches, parse_workload
         from sn40l_emu.workload import load_model
 
+        from sn40l_emu.experiments.layer_reuse import LayerPrograms, LayerReuseNode
+        from sn40l_emu.experiments.program_book import ProgramBook
+
         w = self.sc.workload
         model = load_model(w.model)
+        self.node = LayerReuseNode(self.node)  # identical layers reuse their cost; faults pass through
         coord = CoECoordinator(self.node, CoESetup(model, w.experts, w.batch, w.prompt_len, w.tokens,
-                                                   CachePolicy(w.policy)))
+                                                   CachePolicy(w.policy)), book=LayerPrograms(ProgramBook()))
         coord.load()
         work = batches(parse_workload(w.workload), w.experts, w.batch, w.batches, w.prompt_len, w.tokens, w.seed)
         self.report.submitted = sum(len(b) for b in work)
