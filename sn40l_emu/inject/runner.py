@@ -137,10 +137,9 @@ class ScenarioRunner:
         from sn40l_emu.coe.cache import CachePolicy
         from sn40l_emu.coe.coordinator import CoECoordinator, CoESetup
         from sn40l_emu.coe.workload import batches, parse_workload
-        from sn40l_emu.workload import load_model
-
         from sn40l_emu.experiments.layer_reuse import LayerPrograms, LayerReuseNode
         from sn40l_emu.experiments.program_book import ProgramBook
+        from sn40l_emu.workload import load_model
 
         w = self.sc.workload
         model = load_model(w.model)
