@@ -38,6 +38,7 @@ class RayNode(Node):
 
     detached = False  # actors outlive the driver (``sn40l-emu up``); recovery recreates them alike
     trace = True
+    last_recovery: Any = None  # the RecoveryReport of the latest recover()
 
     def __init__(self, profile: NodeProfile, actors: Sequence[Any], *, name: str = "",
                  placement_group: Any = None, owned: bool = True) -> None:
@@ -115,11 +116,17 @@ class RayNode(Node):
         node.detached = True
         return node
 
-    def recover(self, timeout_s: float = 60.0) -> Any:
-        """Recreate dead sockets on the capacity left (see :mod:`sn40l_emu.cluster.recovery`)."""
+    def recover(self, timeout_s: float = 60.0) -> list[int]:
+        """Recreate dead sockets (fresh: clock 0, empty memory) on the capacity left; returns them.
+
+        Raises ``NoCapacityError`` when too few ``sn40l_socket`` slots are left; the full
+        report (which Ray node each went to) is kept in ``last_recovery``. See
+        :mod:`sn40l_emu.cluster.recovery`.
+        """
         from sn40l_emu.cluster.recovery import recover
 
-        return recover(self, timeout_s=timeout_s)
+        self.last_recovery = recover(self, timeout_s=timeout_s)
+        return list(self.last_recovery.recreated)
 
     def connect(self, timeout_s: float = 120.0, *, fast_p2p: bool = True) -> list[int]:
         """Wire the sockets to each other; returns their pids.

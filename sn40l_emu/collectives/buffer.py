@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sn40l_emu.collectives.readymap import ReadyMap
-from sn40l_emu.collectives.reduction import combine
+from sn40l_emu.collectives.reduction import combine_into
 from sn40l_emu.errors import FrameError
 from sn40l_emu.p2p.frame import ALLOWED_DTYPES, dtype_name
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
@@ -122,5 +122,5 @@ async def recv_range(
         if op is None:
             buf.values[lo:hi] = values
         else:
-            buf.values[lo:hi] = combine(op, buf.values[lo:hi], values)
+            combine_into(op, buf.values[lo:hi], values)
     buf.ready.update(lo, hi, chunks, arrive)

@@ -28,35 +28,94 @@ class SocketActorImpl:
         self.n_sockets = n_sockets
         self.trace = trace
         self.peers: dict[int, Any] = {}
+        self.endpoints: dict[int, Any] | None = None  # socket -> p2p.endpoint.Endpoint
         self.transport: Any = None
+        self.server: Any = None  # p2p.endpoint.LocalServer, opened by listen()
+        self.cpu: int | None = None  # the CPU this actor is pinned to (oversubscribed hosts only)
+        self._cpus: tuple[int, ...] | None = None
         self._fresh_state()
 
     def _fresh_state(self) -> None:
-        from sn40l_emu.p2p.mailbox import Mailbox
+        from sn40l_emu.p2p.fast_transport import PeerMailbox
         from sn40l_emu.p2p.network import NetworkView
         from sn40l_emu.p2p.topology import make_topology
 
         self.model = SocketModel(self.index, self.profile, trace=self.trace)
-        self.mailbox = Mailbox(self.index)
+        self.mailbox = PeerMailbox(self.index)
         params = self.profile.p2p.params()
         self.network = NetworkView(self.index, make_topology(params.topology, self.n_sockets), params)
 
     async def reset(self) -> int:
         """Power-cycle the socket: clock 0, empty tiers and store, idle links (the process stays)."""
+        await self._close_transport()
         self._fresh_state()
         if self.peers:
-            await self.connect(self.peers)
+            await self.connect(self.peers, self.endpoints)
         return os.getpid()
 
-    async def connect(self, peers: dict[int, Any]) -> int:
-        """Learn the peers' actor handles; returns this actor's pid."""
+    async def listen(self) -> Any:
+        """Open (once) this socket's same-host endpoint; returns its ``Endpoint`` (path, Ray node)."""
+        from sn40l_emu.p2p.endpoint import Endpoint, LocalServer
+
+        if self.server is None:
+            server = LocalServer(self.index, self.n_sockets, self.profile.p2p.max_frame_bytes,
+                                 lambda: self.mailbox, lambda src, why: self.mailbox.fail(src, why),
+                                 self._peer_dir)
+            await server.start()
+            self.server = server
+        return Endpoint(self.index, self.server.path, _ray_node_id())
+
+    async def connect(self, peers: dict[int, Any], endpoints: dict[int, Any] | None = None) -> int:
+        """Learn the peers' actor handles (and endpoints: same-host peers then get a direct
+        connection, the others the Ray path); returns this actor's pid."""
+        from sn40l_emu.p2p.fast_transport import FastTransport, same_host_peers
         from sn40l_emu.p2p.ray_transport import RayTransport
 
+        await self._close_transport()
+        self.mailbox.clear_dead()
         self.peers = dict(peers)
+        self.endpoints = None if endpoints is None else dict(endpoints)
         p = self.model.profile.p2p
-        self.transport = RayTransport(self.model.index, peers, self.mailbox, self.network,
-                                      p.max_frame_bytes, p.timeout_s)
+        if self.endpoints is None:
+            self.transport = RayTransport(self.model.index, peers, self.mailbox, self.network,
+                                          p.max_frame_bytes, p.timeout_s)
+            return os.getpid()
+        transport = FastTransport(self.model.index, peers, self.mailbox, self.network, p.max_frame_bytes,
+                                  p.timeout_s, same_host_peers(self.index, self.endpoints),
+                                  arena_dir=self.server.dir if self.server is not None else None)
+        self.transport = transport
+        await transport.open()
+        self._spread_over_cpus()
         return os.getpid()
+
+    def _spread_over_cpus(self) -> None:
+        """More socket actors than CPUs on this host: pin this one to a CPU (p2p.affinity)."""
+        from sn40l_emu.p2p.affinity import allowed_cpus, cpu_for, pin_process
+
+        if self._cpus is None:
+            self._cpus = allowed_cpus()  # before any pinning of ours
+        cpu = cpu_for(self.index, self.endpoints or {}, self._cpus)
+        if cpu is not None and cpu != self.cpu:
+            pin_process(cpu)
+            self.cpu = cpu
+
+    def _peer_dir(self, src: int) -> str | None:
+        """Endpoint directory of socket ``src`` as the node told us (where its arenas live)."""
+        endpoint = (self.endpoints or {}).get(src)
+        return os.path.dirname(endpoint.path) if endpoint is not None else None
+
+    async def _close_transport(self) -> None:
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            await close()
+        self.transport = None
+
+    async def p2p_status(self) -> dict[str, Any]:
+        """Which peers this socket reaches over its direct connection, and frames it refused."""
+        local = getattr(self.transport, "local_peers", [])
+        return {"socket": self.index, "local_peers": list(local), "cpu": self.cpu,
+                "endpoint": self.server.path if self.server is not None else "",
+                "rejected_frames": self.server.rejected if self.server is not None else 0}
 
     async def deliver(self, header: bytes, payload: np.ndarray | None) -> None:
         """A peer's frame: validated (never unpickled), then queued by (src, tag, seq)."""
@@ -70,7 +129,7 @@ class SocketActorImpl:
     async def status(self) -> dict[str, Any]:
         st = self.model.status()
         st["pid"] = os.getpid()
-        st["ray_node"] = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        st["ray_node"] = _ray_node_id()
         return st
 
     async def load_tensors(self, tensors: dict[str, np.ndarray]) -> int:
@@ -108,6 +167,10 @@ class SocketActorImpl:
 
     async def ping(self) -> int:
         return os.getpid()
+
+
+def _ray_node_id() -> str:
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 SocketActor = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(SocketActorImpl)

@@ -1,0 +1,151 @@
+"""Wall time of a real 64 MiB float32 ring all-reduce over 8 socket actors, next to baselines.
+
+Measured in one run, interleaved round by round (so a busy host slows all
+alike), medians reported:
+
+* ring K=8 / K=64: ``node.run_programs`` of one ring ``CollectiveOp`` per socket
+  (chunks per ring segment 8 or 64) over the socket actors' P2P path
+  (same-host fast path);
+* gather baseline: a coordinator ``ray.get``s the 8 arrays from the 8 actors,
+  sums them with numpy and broadcasts the sum back with one ``ray.put``
+  (each actor copies it into its store, as the ring leaves its result there);
+* memcpy: ``np.copyto`` of the same 64 MiB in this process;
+* ring K=8 over the Ray actor-task path (``fast_p2p=False``), for reference.
+
+Targets: ring wall <= 1.5x the gather baseline; K=64 <= 1.2x K=8.
+Prints a table and writes ``bench/results/allreduce_wall.json``.
+
+    .venv/bin/python bench/allreduce_wall.py [--rounds 7] [--mib 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NAME = "wallbench"
+
+
+def _ring_programs(n: int, count: int, chunks: int) -> dict[int, Any]:
+    from sn40l_emu.socket_actor.program import Algo, CollectiveKind, CollectiveOp, Program
+
+    op = CollectiveOp(f"ring-k{chunks}", CollectiveKind.ALL_REDUCE, tuple(range(n)), (count,), "float32",
+                      algo=Algo.RING, chunks=chunks, buffer=NAME)
+    return {s: Program.of(f"ring k={chunks}", [op]) for s in range(n)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (after 2 warm-up rounds)")
+    parser.add_argument("--mib", type=int, default=64, help="all-reduce size in MiB (float32)")
+    parser.add_argument("--no-ray-path", action="store_true", help="skip the Ray actor-task path reference")
+    parser.add_argument("--json", default=str(RESULTS / "allreduce_wall.json"))
+    args = parser.parse_args()
+
+    from sn40l_emu.cluster.bringup import prepare_env, start_local_ray
+
+    prepare_env()
+    import numpy as np
+    import ray
+
+    from sn40l_emu.cluster.ray_node import RayNode
+    from sn40l_emu.config import load_profile
+
+    profile = load_profile("sn40l")
+    n = profile.sockets
+    count = args.mib * 1024**2 // 4
+    size = count * 4
+    handle = start_local_ray(num_cpus=2)
+    node = RayNode.create(profile, trace=False)
+    try:
+        inputs = {s: np.random.default_rng(s).standard_normal(count, dtype=np.float32) for s in range(n)}
+        expected = np.sum([inputs[s].astype(np.float64) for s in range(n)], axis=0)
+        node.load_tensors({s: {NAME: inputs[s]} for s in range(n)})
+        programs = {k: _ring_programs(n, count, k) for k in (8, 64)}
+
+        # correctness once, on fresh inputs
+        node.run_programs(programs[8])
+        got = node.get_tensors(0, [NAME])[NAME].astype(np.float64)
+        tol = n * np.finfo(np.float32).eps * np.sum([np.abs(inputs[s]) for s in range(n)], axis=0)
+        wrong = int(np.count_nonzero(np.abs(got - expected) > tol))
+        del got, tol, expected
+
+        def ring(k: int) -> float:
+            began = time.perf_counter()
+            node.run_programs(programs[k])
+            return time.perf_counter() - began
+
+        def gather() -> float:
+            began = time.perf_counter()
+            arrays = ray.get([a.get_tensors.remote([NAME]) for a in node.actors])
+            acc = arrays[0][NAME].copy()
+            for part in arrays[1:]:
+                acc += part[NAME]
+            ref = ray.put({NAME: acc})
+            ray.get([a.load_tensors.remote(ref) for a in node.actors])
+            return time.perf_counter() - began
+
+        src = inputs[0]
+        dst = np.empty_like(src)
+
+        def memcpy() -> float:
+            began = time.perf_counter()
+            np.copyto(dst, src)
+            return time.perf_counter() - began
+
+        cases = {"ring K=8": lambda: ring(8), "ring K=64": lambda: ring(64), "gather-sum-scatter": gather,
+                 "numpy memcpy": memcpy}
+        samples: dict[str, list[float]] = {k: [] for k in cases}
+        for r in range(2 + args.rounds):
+            for label, fn in cases.items():
+                t = fn()
+                if r >= 2:
+                    samples[label].append(t)
+
+        if not args.no_ray_path:  # the actor-task path, for reference (fewer rounds: it is slow)
+            node.connect(fast_p2p=False)
+            ray_path = [ring(8) for _ in range(1 + max(2, args.rounds // 2))][1:]
+            samples["ring K=8, Ray actor-task path"] = ray_path
+            node.connect(fast_p2p=True)
+    finally:
+        node.close()
+        handle.shutdown()
+
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ring8, ring64, base = med["ring K=8"], med["ring K=64"], med["gather-sum-scatter"]
+    checks = {
+        "ring K=8 <= 1.5 x gather": ring8 <= 1.5 * base,
+        "ring K=64 <= 1.2 x ring K=8": ring64 <= 1.2 * ring8,
+        "ring result correct": wrong == 0,
+    }
+    print(f"# {args.mib} MiB float32 all-reduce, {n} socket actors, {os.cpu_count()} CPUs, "
+          f"load avg {os.getloadavg()[0]:.2f}; medians of {args.rounds} rounds")
+    print(f"{'case':34s} {'wall (ms)':>10s} {'min':>8s} {'max':>8s} {'x gather':>9s} {'GB/s':>7s}")
+    for label, vals in samples.items():
+        print(f"{label:34s} {1e3 * med[label]:10.1f} {1e3 * min(vals):8.1f} {1e3 * max(vals):8.1f} "
+              f"{med[label] / base:9.2f} {size / med[label] / 1e9:7.2f}")
+    for what, ok in checks.items():
+        print(f"# {what}: {'PASS' if ok else 'FAIL'}")
+    out = {
+        "size_bytes": size, "dtype": "float32", "sockets": n, "rounds": args.rounds,
+        "host": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "python": platform.python_version()},
+        "wall_s": {k: {"median": med[k], "min": min(v), "max": max(v), "samples": v} for k, v in samples.items()},
+        "ratios": {"ring8_over_gather": ring8 / base, "ring64_over_ring8": ring64 / ring8},
+        "checks": checks, "wrong": wrong,
+    }
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"# wrote {path}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,314 @@
+"""`sn40l-emu allreduce-bench`: nccl-tests' ``all_reduce_perf`` for the emulated node.
+
+Every size runs as a real collective through the node: each socket of the
+group (sockets ``0..N-1``) runs a one-op :class:`Program` whose
+:class:`CollectiveOp` reduces a tensor loaded into its store, over the P2P
+layer of the backend (Ray actors by default, or in-process). Before every
+call the group's clocks are aligned to the latest clock (and to the time its
+links are idle again), so every call starts at one virtual time ``t0``:
+
+* time  = max over the group of (the socket's end - t0), in us of virtual time;
+* algbw = S / time, busbw = algbw * 2(n-1)/n (the nccl-tests definitions for
+  all-reduce; busbw is what each link of a ring would have to carry);
+* #wrong = elements (over all sockets) outside the tolerance of a numpy
+  reference, with ``--check``; wall = host wall time per call (us).
+
+Data: seeded standard-normal values per socket, rounded to the dtype. The
+reference sums them in float64; the tolerance per element is
+``n * eps(dtype) * sum_i |x_i|`` for sum (float16/bfloat16 accumulate in
+float32 and round once per hop on a ring: see
+:mod:`sn40l_emu.collectives.reduction`), exact equality for max and min.
+
+``--algo auto`` lets the selector choose per size (the ``algo``/``chunks``
+columns show its choice). On the default full mesh it picks one-shot at every
+size: each socket has 7 independent links, so sending the whole buffer to all
+7 peers at once takes ~S/B, while a ring moves 2(n-1)/n * S = 1.75 S over a
+single outgoing link (~1.75 S/B) and a tree pays log2(n) latency steps plus
+the ring's volume. One-shot's busbw therefore exceeds the link rate (~1.75x
+at large sizes): busbw is defined for ring-like traffic. Use ``--algo ring``
+to see a single link's bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sn40l_emu.errors import ConfigError
+from sn40l_emu.socket_actor.program import Algo, ReduceOp
+
+DTYPES = ("float32", "float16", "bfloat16")
+BUFFER = "allreduce_bench"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    min_bytes: int = 8
+    max_bytes: int = 64 * 1024**2
+    step_factor: int = 2
+    algo: Algo = Algo.AUTO
+    chunks: int = 0  # 0: the selector's (or the profile's default ring) chunk count
+    sockets: int = 8
+    dtype: str = "float32"
+    op: ReduceOp = ReduceOp.SUM
+    check: bool = True
+    timing_only: bool = False
+    iters: int = 3
+    warmup: int = 1
+    seed: int = 0
+
+    def validate(self, n_node_sockets: int) -> None:
+        if self.min_bytes < 1 or self.max_bytes < self.min_bytes:
+            raise ConfigError("-b/-e", f"{self.min_bytes}..{self.max_bytes}", "1 <= minbytes <= maxbytes")
+        if self.step_factor < 2:
+            raise ConfigError("-f", self.step_factor, "an integer factor >= 2")
+        if not 1 <= self.sockets <= n_node_sockets:
+            raise ConfigError("--sockets", self.sockets, f"1..{n_node_sockets} (the node's sockets)")
+        if self.dtype not in DTYPES:
+            raise ConfigError("--dtype", self.dtype, ", ".join(DTYPES))
+        if self.chunks < 0:
+            raise ConfigError("--chunks", self.chunks, "0 (tuned) or a positive chunk count")
+        if self.iters < 1 or self.warmup < 0:
+            raise ConfigError("-n/-w", f"{self.iters}/{self.warmup}", "iters >= 1, warmup >= 0")
+
+
+@dataclass(frozen=True)
+class Row:
+    size_bytes: int
+    count: int
+    dtype: str
+    algo: str  # the algorithm that ran (the selector's choice for auto)
+    chunks: int
+    time_us: float
+    algbw_gbps: float
+    busbw_gbps: float
+    wrong: int | None  # None: not checked
+    wall_us: float
+
+
+def sizes_bytes(min_bytes: int, max_bytes: int, factor: int) -> list[int]:
+    """nccl-tests' sweep: min, min*f, ... up to max."""
+    out, size = [], min_bytes
+    while size <= max_bytes:
+        out.append(size)
+        size *= factor
+    return out
+
+
+def bus_factor(n: int) -> float:
+    """busbw / algbw for all-reduce (nccl-tests PERFORMANCE.md): 2(n-1)/n."""
+    return 2 * (n - 1) / n if n > 0 else 0.0
+
+
+def chosen_algo(cfg: BenchConfig, size_bytes: int, profile: Any, n_node_sockets: int) -> tuple[Algo, int]:
+    """The (algorithm, chunks) a call of this size runs with, as the collective resolves it:
+    the selector for auto, else the profile's ring chunks or the tuner's best for ``chunks=0``."""
+    from sn40l_emu.collectives.selector import best_chunks, select_algo
+    from sn40l_emu.p2p.topology import make_topology
+    from sn40l_emu.socket_actor.program import CollectiveKind
+
+    params = profile.p2p.params()
+    topo = make_topology(params.topology, n_node_sockets)
+    group = tuple(range(cfg.sockets))
+    kind = CollectiveKind.ALL_REDUCE
+    if cfg.sockets == 1:
+        return (cfg.algo, max(cfg.chunks, 1))
+    if cfg.algo is Algo.AUTO:
+        algo, k = select_algo(kind, size_bytes, group, topo, params)
+        return algo, cfg.chunks or k
+    if cfg.chunks:
+        return cfg.algo, cfg.chunks
+    if cfg.algo is Algo.RING and params.default_chunks > 0:
+        return cfg.algo, params.default_chunks
+    return cfg.algo, best_chunks(kind, cfg.algo, size_bytes, group, topo, params)[0]
+
+
+def _inputs(cfg: BenchConfig, count: int) -> dict[int, np.ndarray]:
+    from sn40l_emu.socket_actor.program import np_dtype
+
+    dt = np_dtype(cfg.dtype)
+    return {s: np.random.default_rng(cfg.seed + s).standard_normal(count, dtype=np.float32).astype(dt)
+            for s in range(cfg.sockets)}
+
+
+def count_wrong(got: np.ndarray, inputs: list[np.ndarray], op: ReduceOp, dtype: str) -> int:
+    """Elements of ``got`` outside the documented tolerance of the float64 reference."""
+    from sn40l_emu.socket_actor.program import np_dtype
+
+    xs = [x.astype(np.float64) for x in inputs]
+    g = np.asarray(got).reshape(-1).astype(np.float64)
+    if op is ReduceOp.SUM:
+        ref = np.sum(xs, axis=0)
+        eps = float(np.finfo(np_dtype(dtype)).eps) if dtype != "bfloat16" else 2.0**-7
+        tol = len(xs) * eps * np.sum(np.abs(xs), axis=0)
+        ok = np.abs(g - ref) <= tol
+    else:
+        ref = np.max(xs, axis=0) if op is ReduceOp.MAX else np.min(xs, axis=0)
+        ok = g == ref
+    return int(g.size - np.count_nonzero(ok))
+
+
+def _align(node: Any, group: tuple[int, ...], busy_ns: int) -> int:
+    """Move the group's clocks to one start time at which its links are idle; returns it."""
+    clocks = node.clocks()
+    t0 = max(max(clocks[s] for s in group), busy_ns)
+    node.advance_clocks({s: t0 for s in group})
+    return t0
+
+
+def run_bench(node: Any, cfg: BenchConfig) -> Iterator[Row]:
+    """Yield one row per size (runs as the rows are consumed)."""
+    from sn40l_emu.socket_actor.program import CollectiveKind, CollectiveOp, Program, np_dtype
+
+    cfg.validate(node.n_sockets)
+    group = tuple(range(cfg.sockets))
+    itemsize = np_dtype(cfg.dtype).itemsize
+    real = not cfg.timing_only
+    busy_ns = 0
+    for size in sizes_bytes(cfg.min_bytes, cfg.max_bytes, cfg.step_factor):
+        count = max(1, size // itemsize)
+        nbytes = count * itemsize
+        op = CollectiveOp(f"allreduce-{nbytes}B", CollectiveKind.ALL_REDUCE, group, (count,), cfg.dtype,
+                          op=cfg.op, algo=cfg.algo, chunks=cfg.chunks, buffer=BUFFER if real else "")
+        programs = {s: Program.of(f"allreduce-bench {nbytes} B", [op]) for s in group}
+        inputs = _inputs(cfg, count) if real else {}
+        if real:
+            node.load_tensors({s: {BUFFER: inputs[s]} for s in group})
+        times_ns: list[int] = []
+        walls_s: list[float] = []
+        total = cfg.warmup + cfg.iters
+        for it in range(total):
+            if real and cfg.check and it == total - 1 and it > 0:
+                node.load_tensors({s: {BUFFER: inputs[s]} for s in group})  # the checked call
+            t0 = _align(node, group, busy_ns)
+            began = time.perf_counter()  # wall-clock ok: the bench reports host wall time
+            results = node.run_programs(programs)
+            wall = time.perf_counter() - began  # wall-clock ok
+            busy_ns = max(max(r.end_ns, r.link_free_ns) for r in results.values())
+            if it >= cfg.warmup:
+                times_ns.append(max(r.end_ns for r in results.values()) - t0)
+                walls_s.append(wall)
+        wrong: int | None = None
+        if real and cfg.check:
+            parts = [inputs[s] for s in group]
+            wrong = sum(count_wrong(node.get_tensors(s, [BUFFER])[BUFFER], parts, cfg.op, cfg.dtype)
+                        for s in group)
+        if real:
+            node.load_tensors({s: {BUFFER: np.zeros(0, np_dtype(cfg.dtype))} for s in group})  # free it
+        t_ns = sorted(times_ns)[len(times_ns) // 2]
+        algo, chunks = chosen_algo(cfg, nbytes, node.profile, node.n_sockets)
+        algbw = nbytes / t_ns if t_ns > 0 else 0.0  # B/ns == GB/s
+        yield Row(nbytes, count, cfg.dtype, algo.value, chunks, t_ns / 1e3, algbw,
+                  algbw * bus_factor(cfg.sockets), wrong, 1e6 * sum(walls_s) / len(walls_s))
+
+
+HEADER = (f"#{'size':>12} {'count':>12} {'type':>9} {'redop':>6} {'algo':>8} {'chunks':>6} "
+          f"{'time':>10} {'algbw':>8} {'busbw':>8} {'#wrong':>7} {'wall':>10}\n"
+          f"#{'(B)':>12} {'(elements)':>12} {'':>9} {'':>6} {'':>8} {'':>6} "
+          f"{'(us)':>10} {'(GB/s)':>8} {'(GB/s)':>8} {'':>7} {'(us)':>10}")
+
+
+def format_row(row: Row, op: ReduceOp) -> str:
+    wrong = "N/A" if row.wrong is None else str(row.wrong)
+    return (f" {row.size_bytes:>12d} {row.count:>12d} {row.dtype:>9} {op.value:>6} {row.algo:>8} "
+            f"{row.chunks:>6d} {row.time_us:>10.2f} {row.algbw_gbps:>8.2f} {row.busbw_gbps:>8.2f} "
+            f"{wrong:>7} {row.wall_us:>10.0f}")
+
+
+def _preamble(cfg: BenchConfig, profile: Any, backend: str) -> list[str]:
+    p = profile.p2p
+    lines = [
+        f"# sn40l-emu allreduce-bench: group = sockets 0..{cfg.sockets - 1}, profile {profile.name}, "
+        f"backend {backend}",
+        f"# topology {p.topology.value}, link {p.link_bw_bytes_per_s / 1e9:g} GB/s per direction, "
+        f"latency {p.link_latency_ns / 1e3:g} us, chunk overhead {p.chunk_overhead_ns} ns",
+        f"# algo {cfg.algo.value}, chunks {cfg.chunks or 'tuned'}, dtype {cfg.dtype}, op {cfg.op.value}, "
+        f"{'timing only (symbolic payloads)' if cfg.timing_only else 'real data'}, "
+        f"check {'on' if cfg.check and not cfg.timing_only else 'off'}, iters {cfg.iters}, warmup {cfg.warmup}",
+        "# time: virtual time from a common start to the last socket's result (median of iters);",
+        "# busbw = algbw * 2(n-1)/n; wall: host wall time per call (mean)",
+    ]
+    if cfg.algo is Algo.AUTO and p.topology.value == "full_mesh":
+        lines.append("# auto on a full mesh: one-shot at every size (7 links per socket carry S each at once, "
+                     "~S/B, vs ~1.75 S/B for a ring), so its busbw exceeds the link rate")
+    return lines
+
+
+def cmd_allreduce_bench(args: argparse.Namespace) -> int:
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.experiments.session import Backend, open_node
+    from sn40l_emu.units import parse_size_bytes
+
+    try:
+        lo, hi = parse_size_bytes(args.minbytes), parse_size_bytes(args.maxbytes)
+    except ValueError as exc:
+        raise ConfigError("-b/-e", f"{args.minbytes}/{args.maxbytes}", f"sizes like 8, 64K, 1M, 1G ({exc})") from None
+    profile = load_profile(args.profile, args.overrides)
+    cfg = BenchConfig(lo, hi, args.stepfactor, Algo(args.algo), args.chunks, args.sockets or profile.sockets,
+                      args.dtype, ReduceOp(args.op), bool(args.check) and not args.timing_only, args.timing_only,
+                      args.iters, args.warmup, args.seed)
+    cfg.validate(profile.sockets)
+    if not cfg.timing_only:
+        need = 3 * cfg.sockets * cfg.max_bytes
+        phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if need > phys // 2:
+            raise ConfigError("-e", args.maxbytes, f"real data of {cfg.sockets} x {cfg.max_bytes} B does not fit "
+                              "this host; use --timing-only for sizes beyond memory")
+    rows: list[Row] = []
+    with open_node(profile, backend=Backend(args.backend), address=args.address, trace=False) as node:
+        for line in _preamble(cfg, profile, args.backend):
+            print(line)
+        print(HEADER, flush=True)
+        for row in run_bench(node, cfg):
+            rows.append(row)
+            print(format_row(row, cfg.op), flush=True)
+    wrong = sum(r.wrong or 0 for r in rows)
+    print(f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}")
+    print(f"# Avg bus bandwidth    : {sum(r.busbw_gbps for r in rows) / max(1, len(rows)):.4g} GB/s")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cfg_json = {**asdict(cfg), "algo": cfg.algo.value, "op": cfg.op.value, "backend": args.backend,
+                    "profile": profile.name, "overrides": list(args.overrides)}
+        out.write_text(json.dumps({"config": cfg_json, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    return 0 if wrong == 0 else 1
+
+
+def register(sub: Any) -> None:
+    from sn40l_emu.cli import _profile_args
+
+    body = (__doc__ or "").split("\n\n", 1)[-1]
+    p = sub.add_parser("allreduce-bench", help="all-reduce bandwidth sweep, shaped like nccl-tests all_reduce_perf",
+                       description=re.sub(r":\w+:`([^`]+)`", r"\1", body).replace("``", ""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-b", "--minbytes", default="8", help="smallest size (B; K/M/G suffixes are binary)")
+    p.add_argument("-e", "--maxbytes", default="64M", help="largest size")
+    p.add_argument("-f", "--stepfactor", type=int, default=2, help="multiply the size by this between rows")
+    p.add_argument("--algo", default="auto", choices=[a.value for a in Algo],
+                   help="collective algorithm; auto = the selector's choice per size (one-shot on a full mesh)")
+    p.add_argument("--chunks", type=int, default=0, help="chunks per frame / ring segment (0 = tuned)")
+    p.add_argument("--sockets", type=int, default=0, help="group = sockets 0..N-1 of the node (default: all)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--op", default="sum", choices=[o.value for o in ReduceOp])
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare every socket's result with numpy (default on; off with --timing-only)")
+    p.add_argument("--timing-only", action="store_true",
+                   help="symbolic payloads (shapes only): sizes far beyond this host's memory, e.g. -e 16G")
+    p.add_argument("-n", "--iters", type=int, default=3, help="timed calls per size")
+    p.add_argument("-w", "--warmup", type=int, default=1, help="untimed calls per size first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="ray", choices=["ray", "local"],
+                   help="ray: one actor per socket (the distributed emulator); local: in-process")
+    p.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS or a private local Ray)")
+    _profile_args(p)
+    p.add_argument("--json", default="", metavar="PATH", help="write {config, rows} here")
+    p.set_defaults(func=cmd_allreduce_bench)

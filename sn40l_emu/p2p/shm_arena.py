@@ -1,0 +1,181 @@
+"""Shared-memory arenas for large same-host frames: one copy instead of two.
+
+Over the Unix socket a payload is copied twice (into the kernel, out of it).
+For large frames the sender instead copies the payload once into an arena --
+a sparse file in its private /dev/shm directory, mapped read-write by the
+sender and read-only by the receiver -- and sends only the header and the
+offset (``SHM_FRAME``). The receiver hands the collective a read-only view
+straight into the arena (no copy) and sends ``RELEASE offset`` back when the
+last reference to that view is gone (``weakref.finalize``), so the block can
+be reused. Blocks are handed out first-fit from the low end of the arena, so
+the pages that get touched (and stay resident) are about the largest number
+of bytes in flight on the link, not the arena's size; above ``KEEP_BYTES``
+they are given back once the link has had nothing in flight for a moment.
+
+One arena per connection: it lives as long as the connection, and when the
+connection ends the sender drops it without reusing a byte of it, so a view
+the receiver still holds can never be overwritten. The file is unlinked as
+soon as the receiver has it mapped; the memory goes when both mappings do.
+
+Trust: the receiver opens the arena only by a strict file name inside the
+sender's own endpoint directory (which it learned over Ray, not from the
+wire), as a regular file of its own user with the announced size, and every
+offset is bounds-checked against the header's validated payload size. (A
+process of the same user could still shrink the file under the mapping and
+crash the reader with SIGBUS; that user can signal the actor anyway.)
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import mmap
+import os
+import re
+import secrets
+import stat
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+
+from sn40l_emu.errors import FrameError
+from sn40l_emu.p2p.wire import PayloadSpec
+
+#: Virtual size of one link's arena (sparse: only pages written are allocated). A frame
+#: that does not fit in its free space goes inline on the socket.
+ARENA_BYTES = 64 * 1024 * 1024
+#: Pages an idle arena keeps (warm for the next frames); above this they are given back
+#: (MADV_REMOVE) once nothing has been in flight for TRIM_DELAY_S, so a burst of huge
+#: frames does not pin memory, while a stream of them does not pay page faults again.
+KEEP_BYTES = 16 * 1024 * 1024
+TRIM_DELAY_S = 1.0
+#: Largest arena a receiver maps.
+MAX_ARENA_BYTES = 1024 * 1024 * 1024
+_ALIGN = 64
+_NAME = re.compile(r"arena-[0-9a-f]{16}")
+
+
+def _round_up(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+class SendArena:
+    """The sender's side: a file mapped read-write, carved first-fit into blocks."""
+
+    def __init__(self, directory: str, size: int = ARENA_BYTES) -> None:
+        self.name = f"arena-{secrets.token_hex(8)}"
+        self.path = os.path.join(directory, self.name)
+        self.size = size
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self._mm = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
+        except BaseException:
+            os.close(fd)
+            os.unlink(self.path)
+            raise
+        os.close(fd)
+        self._free: list[tuple[int, int]] = [(0, size)]  # (offset, bytes), sorted by offset
+        self._used: dict[int, int] = {}
+        self._high = 0  # end of the highest block handed out since the last trim (pages touched)
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(self._used.values())
+
+    def put(self, payload: np.ndarray) -> int | None:
+        """Copy ``payload`` into a free block; its offset, or None when no block fits."""
+        nbytes = int(payload.nbytes)
+        want = _round_up(max(nbytes, 1))
+        for i, (off, size) in enumerate(self._free):
+            if size >= want:
+                if size == want:
+                    del self._free[i]
+                else:
+                    self._free[i] = (off + want, size - want)
+                self._used[off] = want
+                self._high = max(self._high, off + want)
+                dst = np.frombuffer(self._mm, np.uint8, nbytes, off)
+                np.copyto(dst, payload.reshape(-1).view(np.uint8))
+                return off
+        return None
+
+    def release(self, offset: int) -> bool:
+        """Give a block back (the receiver dropped its view); False for an unknown offset."""
+        size = self._used.pop(offset, None)
+        if size is None:
+            return False
+        i = bisect.bisect_left(self._free, (offset, 0))
+        self._free.insert(i, (offset, size))
+        if i + 1 < len(self._free) and offset + size == self._free[i + 1][0]:  # merge right
+            self._free[i] = (offset, size + self._free[i + 1][1])
+            del self._free[i + 1]
+        if i > 0 and self._free[i - 1][0] + self._free[i - 1][1] == offset:  # merge left
+            self._free[i - 1] = (self._free[i - 1][0], self._free[i - 1][1] + self._free[i][1])
+            del self._free[i]
+        return True
+
+    @property
+    def trimmable(self) -> bool:
+        """Nothing in flight and pages above KEEP_BYTES touched."""
+        return not self._used and self._high > KEEP_BYTES
+
+    def trim(self) -> None:
+        """Give the pages above KEEP_BYTES back to the system (only while nothing is in flight)."""
+        if not self.trimmable:
+            return
+        end = -(-self._high // mmap.PAGESIZE) * mmap.PAGESIZE
+        madv = getattr(mmap, "MADV_REMOVE", None)
+        if madv is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._mm.madvise(madv, KEEP_BYTES, min(end, self.size) - KEEP_BYTES)
+        self._high = KEEP_BYTES
+
+    def close(self) -> None:
+        """Drop the sender's mapping (and the file, if the receiver never took it)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        with contextlib.suppress(BufferError, ValueError):
+            self._mm.close()
+
+
+class RecvArena:
+    """The receiver's side: the peer's arena mapped read-only; views released when dropped."""
+
+    def __init__(self, mm: mmap.mmap, size: int, release: Callable[[int], None]) -> None:
+        self._mm = mm
+        self.size = size
+        self._release = release
+
+    @classmethod
+    def open(cls, directory: str, name: str, size: int, release: Callable[[int], None]) -> RecvArena:
+        """Map arena ``name`` of the peer whose endpoint directory is ``directory``."""
+        if not _NAME.fullmatch(name):
+            raise FrameError(f"arena name {name!r} is not of the form arena-<16 hex digits>")
+        if not 0 < size <= MAX_ARENA_BYTES:
+            raise FrameError(f"arena of {size} B is outside (0, {MAX_ARENA_BYTES}]")
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise FrameError(f"cannot open the peer's arena: {exc}") from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size != size:
+                raise FrameError(f"the peer's arena {name} is not a {size} B file of ours")
+            mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # mapped: the name is no longer needed
+        return cls(mm, size, release)
+
+    def view(self, offset: int, spec: PayloadSpec) -> np.ndarray:
+        """The payload at ``offset`` as a flat read-only array (no copy); RELEASE on its death."""
+        if not 0 <= offset <= self.size - spec.nbytes or offset % _ALIGN:
+            raise FrameError(f"payload of {spec.nbytes} B at offset {offset} is outside the arena")
+        region = np.frombuffer(self._mm, np.uint8, spec.nbytes, offset)
+        fin = weakref.finalize(region, self._release, offset)
+        fin.atexit = False
+        return np.frombuffer(region, spec.dtype)

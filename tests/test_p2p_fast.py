@@ -1,0 +1,335 @@
+"""Tier 1: the same-host fast path (Unix-domain endpoints) without Ray.
+
+Eight FastTransports and their LocalServers share one event loop here; the
+socket actors do the same across processes. Same nanoseconds and numbers as
+the in-process transport; corrupt frames refused with FrameError while the
+server keeps serving; a peer whose connection dies fails receives at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import ml_dtypes
+import msgpack
+import numpy as np
+import pytest
+
+from sn40l_emu.collectives import all_gather, all_reduce
+from sn40l_emu.errors import FrameError, SocketDeadError
+from sn40l_emu.p2p import wire
+from sn40l_emu.p2p.endpoint import Endpoint, LocalServer, send_raw, sweep_stale_dirs
+from sn40l_emu.p2p.fast_transport import FastTransport, PeerMailbox, same_host_peers
+from sn40l_emu.p2p.frame import encode_frame
+from sn40l_emu.p2p.inproc import gather_transports, run_group
+from sn40l_emu.p2p.network import NetworkView
+from sn40l_emu.p2p.params import LinkParams, P2PParams, TopologyKind
+from sn40l_emu.p2p.shm_arena import KEEP_BYTES, TRIM_DELAY_S
+from sn40l_emu.p2p.topology import make_topology
+from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
+from sn40l_emu.socket_actor.program import Algo, ReduceOp
+from sn40l_emu.units import GB, MiB
+
+T = TypeVar("T")
+PARAMS = P2PParams(TopologyKind.FULL_MESH, LinkParams(50 * GB, 1_000), 100, 256 * MiB, 8, 5.0,
+                   LinkParams(25 * GB, 5_000))
+GROUP = tuple(range(8))
+
+
+class FastGroup:
+    """Servers and transports of ``ranks`` in the running loop (what the actors hold)."""
+
+    def __init__(self, ranks: tuple[int, ...], params: P2PParams = PARAMS, shm_min_bytes: int | None = 4096) -> None:
+        self.ranks, self.params, self.shm_min_bytes = ranks, params, shm_min_bytes
+        topo = make_topology(params.topology, 8)
+        self.mailboxes = {r: PeerMailbox(r) for r in ranks}
+        self.servers = {
+            r: LocalServer(r, 8, params.max_frame_bytes, self._mailbox_of(r), self.mailboxes[r].fail,
+                           self._peer_dir)
+            for r in ranks
+        }
+        self.networks = {r: NetworkView(r, topo, params) for r in ranks}
+        self.transports: dict[int, FastTransport] = {}
+
+    def _peer_dir(self, src: int) -> str | None:
+        return self.servers[src].dir if src in self.servers else None
+
+    def _mailbox_of(self, r: int) -> Callable[[], PeerMailbox]:
+        return lambda: self.mailboxes[r]
+
+    async def start(self) -> FastGroup:
+        for s in self.servers.values():
+            await s.start()
+        endpoints = {r: Endpoint(r, s.path, "node-a") for r, s in self.servers.items()}
+        for r in self.ranks:
+            t = FastTransport(r, {}, self.mailboxes[r], self.networks[r], self.params.max_frame_bytes,
+                              self.params.timeout_s, same_host_peers(r, endpoints), arena_dir=self.servers[r].dir,
+                              shm_min_bytes=self.shm_min_bytes)
+            await t.open()
+            self.transports[r] = t
+        return self
+
+    async def close(self) -> None:
+        for t in self.transports.values():
+            await t.close()
+        await asyncio.sleep(0)
+        for s in self.servers.values():
+            s.close()
+
+
+def _loop_run(make: Callable[[], Awaitable[T]]) -> T:
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(make())
+    finally:
+        loop.close()
+
+
+def _fast_all_reduce(group: tuple[int, ...], data: dict[int, Tensor], shm_min_bytes: int | None = 4096,
+                     **kw: Any) -> list[tuple[Tensor, int]]:
+    async def main() -> list[tuple[Tensor, int]]:
+        g = await FastGroup(group, shm_min_bytes=shm_min_bytes).start()
+        try:
+            async def body(t: Transport) -> tuple[Tensor, int]:
+                return await all_reduce(t, group, data[t.rank], 1_000, **kw)
+
+            return await gather_transports(g.transports, body)
+        finally:
+            await g.close()
+
+    return _loop_run(main)
+
+
+def _inproc_all_reduce(group: tuple[int, ...], data: dict[int, Tensor], **kw: Any) -> list[tuple[Tensor, int]]:
+    async def body(t: Transport) -> tuple[Tensor, int]:
+        return await all_reduce(t, group, data[t.rank], 1_000, **kw)
+
+    return run_group(group, body, PARAMS)
+
+
+@pytest.mark.parametrize(
+    ("algo", "chunks", "dtype", "op", "size", "shm_min"),
+    [
+        (Algo.RING, 4, np.float32, ReduceOp.SUM, 100_003, 4096),  # 50 KB frames via the arenas
+        (Algo.RING, 4, np.float32, ReduceOp.SUM, 100_003, None),  # ... and inline on the socket
+        (Algo.ONESHOT, 1, ml_dtypes.bfloat16, ReduceOp.MAX, 4096, 4096),
+        (Algo.TREE, 1, np.float16, ReduceOp.SUM, 3000, None),
+        (Algo.AUTO, 0, np.float32, ReduceOp.MIN, 1 << 18, None),  # 1 MiB inline: read straight into place
+    ],
+)
+def test_same_ns_and_bits_as_in_process(
+    algo: Algo, chunks: int, dtype: type, op: ReduceOp, size: int, shm_min: int | None
+) -> None:
+    rng = np.random.default_rng(3)
+    data: dict[int, Tensor] = {r: rng.standard_normal(size).astype(dtype) for r in GROUP}
+    fast = _fast_all_reduce(GROUP, data, algo=algo, chunks=chunks, op=op, shm_min_bytes=shm_min)
+    ref = _inproc_all_reduce(GROUP, data, algo=algo, chunks=chunks, op=op)
+    for (f_res, f_end), (r_res, r_end) in zip(fast, ref, strict=True):
+        assert f_end == r_end
+        assert isinstance(f_res, np.ndarray) and isinstance(r_res, np.ndarray)
+        assert f_res.tobytes() == r_res.tobytes()
+
+
+def test_symbolic_and_subgroup() -> None:
+    sym: dict[int, Tensor] = {r: SymbolicTensor((1 << 28,), "bfloat16") for r in GROUP}  # 512 MiB, never allocated
+    fast = _fast_all_reduce(GROUP, sym, algo=Algo.RING, chunks=16)
+    ref = _inproc_all_reduce(GROUP, sym, algo=Algo.RING, chunks=16)
+    assert [e for _, e in fast] == [e for _, e in ref]
+    assert fast[0][0] == SymbolicTensor((1 << 28,), "bfloat16")
+
+    sub = (1, 3, 6)
+    shards: dict[int, Tensor] = {r: np.full((2, 3), r, np.int64) for r in sub}
+
+    async def main() -> list[tuple[Tensor, int]]:
+        g = await FastGroup(sub).start()
+        try:
+            async def body(t: Transport) -> tuple[Tensor, int]:
+                return await all_gather(t, sub, shards[t.rank], 0, algo=Algo.RING, chunks=2)
+
+            return await gather_transports(g.transports, body)
+        finally:
+            await g.close()
+
+    out = _loop_run(main)
+    assert all(np.array_equal(res, np.concatenate([shards[r] for r in sub])) for res, _ in out)  # type: ignore[arg-type]
+
+
+def _frame(src: int, dst: int, payload: np.ndarray, seq: int = 0, tag: int = 7) -> bytes:
+    header, flat = encode_frame(src, dst, tag, seq, payload, np.array([5]))
+    assert flat is not None
+    return wire.frame_prefix(header) + flat.tobytes()
+
+
+def _header(**fields: Any) -> bytes:
+    base = {"version": 1, "src": 0, "dst": 1, "tag": 7, "seq": 0, "dtype": "float32", "shape": [4],
+            "payload_bytes": 16, "symbolic": False, "chunks": 1, "arrive_ns": [5]}
+    base.update(fields)
+    return msgpack.packb(base)
+
+
+def test_corrupt_frames_are_refused_and_the_server_keeps_serving() -> None:
+    async def main() -> None:
+        g = await FastGroup((0, 1)).start()
+        path = g.servers[1].path
+        bad = {
+            "garbage header": wire.KIND_U32.pack(wire.Kind.FRAME, 2) + b"\x93\x01",
+            "header over the limit": wire.KIND_U32.pack(wire.Kind.FRAME, 1 << 21),
+            "huge payload": wire.frame_prefix(_header(shape=[1 << 40], payload_bytes=1 << 42)),
+            "payload size != shape": wire.frame_prefix(_header(shape=[5])) + bytes(16),
+            "bad dtype": wire.frame_prefix(_header(dtype="object")) + bytes(16),
+            "src != HELLO": _frame(2, 1, np.zeros(4, np.float32)),
+            "dst != server": _frame(0, 3, np.zeros(4, np.float32)),
+            "unknown kind": b"\x63",
+        }
+        for what, data in bad.items():
+            began = time.monotonic()
+            with pytest.raises(FrameError):
+                await asyncio.to_thread(send_raw, path, 0, data)
+            assert time.monotonic() - began < 2, what  # refused from the header, nothing awaited
+        with pytest.raises(FrameError, match="not a peer"):
+            await asyncio.to_thread(send_raw, path, 1, b"")  # HELLO as itself
+        assert g.servers[1].rejected == len(bad) + 1
+        assert len(g.mailboxes[1]) == 0 and not g.mailboxes[1].is_dead(0)
+        # a good frame over a raw connection is accepted; then the transports still work
+        await asyncio.to_thread(send_raw, path, 0, _frame(0, 1, np.arange(4, dtype=np.float32), tag=99))
+        got = await g.mailboxes[1].get(0, 99, 0, 1.0)
+        assert got.payload is not None and got.payload.tolist() == [0, 1, 2, 3]
+        await g.transports[0].send(1, 5, np.ones(3, np.float32), np.array([0]))
+        payload, _ = await g.transports[1].recv(0, 5)
+        assert np.array_equal(payload, np.ones(3, np.float32))  # type: ignore[arg-type]
+        await g.close()
+
+    _loop_run(main)
+
+
+def test_rejected_frame_surfaces_at_the_sender_then_it_reconnects() -> None:
+    async def main() -> None:
+        g = await FastGroup((0, 1)).start()
+        t0 = g.transports[0]
+        # a frame the receiver refuses: a duplicate (src, tag, seq) key
+        await t0.send(1, 5, np.ones(2, np.float32), np.array([0]))
+        t0._send_seq[(1, 5)] = 0
+        await t0.send(1, 5, np.ones(2, np.float32), np.array([0]))
+        with pytest.raises(FrameError, match="rejected a frame: duplicate"):
+            await t0.sync()
+        await t0.send(1, 6, np.full(2, 3, np.float32), np.array([0]))  # a fresh connection
+        payload, _ = await g.transports[1].recv(0, 6)
+        assert payload.tolist() == [3, 3]  # type: ignore[union-attr]
+        await t0.flush()
+        await g.close()
+
+    _loop_run(main)
+
+
+def test_lost_connection_fails_receives_at_once() -> None:
+    async def main() -> None:
+        g = await FastGroup((0, 1)).start()
+        waiting = asyncio.ensure_future(g.transports[0].recv(1, 3))
+        await asyncio.sleep(0.05)
+        link = g.transports[1]._links[0]
+        began = time.monotonic()
+        link._shut()  # socket 1 "dies": its connection ends without BYE
+        with pytest.raises(SocketDeadError) as info:
+            await waiting
+        assert info.value.socket == 1 and time.monotonic() - began < 1  # not the 5 s timeout
+        with pytest.raises(SocketDeadError):
+            await g.transports[0].recv(1, 3)
+        await g.close()
+
+    _loop_run(main)
+
+
+def test_graceful_close_is_not_a_death_and_sweep_keeps_live_dirs() -> None:
+    async def main() -> None:
+        g = await FastGroup((0, 1)).start()
+        d = g.servers[0].dir
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+        await g.transports[1].close()
+        await asyncio.sleep(0.05)
+        assert not g.mailboxes[0].is_dead(1)
+        assert sweep_stale_dirs(os.path.dirname(d)) >= 0 and os.path.isdir(d)  # ours is alive
+        await g.close()
+        assert not os.path.exists(d)
+
+    _loop_run(main)
+
+
+def test_wire_prefix_layout() -> None:
+    header = _header()
+    msg = wire.frame_prefix(header)
+    assert msg[0] == wire.Kind.FRAME and struct.unpack_from("<I", msg, 1)[0] == len(header)
+    spec = wire.peek_header(header, 1 << 20)
+    assert (spec.symbolic, spec.nbytes, spec.dtype) == (False, 16, np.dtype(np.float32))
+    with pytest.raises(FrameError, match="max_frame_bytes"):
+        wire.peek_header(header, len(header) + 15)
+
+
+async def _until(cond: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_arena_blocks_come_back_when_the_views_die() -> None:
+    async def main() -> None:
+        g = await FastGroup((0, 1)).start()
+        t0, t1 = g.transports[0], g.transports[1]
+        for i in range(6):  # blocks are reused from the low end: the footprint stays one frame
+            await t0.send(1, 9, np.full(1 << 16, i, np.float32), np.array([0]))
+            payload, _ = await t1.recv(0, 9)
+            assert isinstance(payload, np.ndarray) and not payload.flags.writeable
+            assert payload[0] == i
+            arena = t0._links[1].arena
+            assert arena is not None and arena.used_bytes == 1 << 18
+            del payload
+            await _until(lambda: arena.used_bytes == 0)  # noqa: B023
+        assert arena._free == [(0, arena.size)]
+        big = np.arange(5 << 20, dtype=np.float32)  # 20 MiB: the arena's pages above 16 MiB go back after it
+        await t0.send(1, 9, big, np.array([0]))
+        payload, _ = await t1.recv(0, 9)
+        assert np.array_equal(payload, big)  # type: ignore[arg-type]
+        del payload
+        await _until(lambda: arena.used_bytes == 0)
+        assert arena._high > KEEP_BYTES  # kept warm for a moment ...
+        await _until(lambda: arena._high == KEEP_BYTES, TRIM_DELAY_S + 2)  # ... then given back
+        await t0.send(1, 9, big[: 1 << 16], np.array([0]))
+        payload, _ = await t1.recv(0, 9)
+        assert np.array_equal(payload, big[: 1 << 16])  # type: ignore[arg-type]
+        await g.close()
+
+    _loop_run(main)
+
+
+def test_corrupt_arena_messages_are_refused() -> None:
+    from sn40l_emu.p2p.shm_arena import SendArena
+
+    async def main() -> None:
+        g = await FastGroup((0, 1)).start()
+        path = g.servers[1].path
+        header, _ = encode_frame(0, 1, 7, 0, np.zeros(1024, np.float32), np.array([5]))
+        real = SendArena(g.servers[0].dir, 1 << 20)
+        cases = {
+            "bad name": wire.arena("arena-../../etc/passwd", 1 << 20),
+            "no such arena": wire.arena("arena-0123456789abcdef", 1 << 20),
+            "wrong size": wire.arena(real.name, 1 << 21),
+            "SHM_FRAME before ARENA": wire.shm_frame(header, 0),
+            "offset outside": wire.arena(real.name, 1 << 20) + wire.shm_frame(header, (1 << 20) - 64),
+        }
+        for what, data in cases.items():
+            with pytest.raises(FrameError):
+                await asyncio.to_thread(send_raw, path, 0, data)
+            assert not g.mailboxes[1].is_dead(0), what
+        real.close()
+        await g.transports[0].send(1, 5, np.ones(1 << 12, np.float32), np.array([0]))  # still serving
+        payload, _ = await g.transports[1].recv(0, 5)
+        assert float(np.sum(payload)) == 4096  # type: ignore[arg-type]
+        await g.close()
+
+    _loop_run(main)
