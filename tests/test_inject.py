@@ -165,3 +165,22 @@ def test_cli_writes_report_and_trace(tmp_path: Path) -> None:
     assert doc["requests"] == {"submitted": 3, "completed": 3, "failed": 0, "retried": 0}
     trace = json.loads((out / "inject_trace.json").read_text())
     assert any(e.get("name", "").startswith("#0 link_degrade") for e in trace["traceEvents"])
+
+
+@pytest.mark.ray
+def test_socket_process_killed_for_real_during_a_coe_run(ray_session: None) -> None:
+    from sn40l_emu.cluster.ray_node import RayNode
+
+    node = RayNode.create(PROFILE)
+    try:
+        pid_before = node.pids()[4]
+        sc = parse_scenario({"events": [{"after_requests": 2, "kind": "kill_socket", "socket": 4, "mode": "process"}],
+                             "workload": {"kind": "coe", "model": "tiny-llama", "experts": 6, "batch": 2,
+                                          "tokens": 2, "prompt_len": 4, "batches": 3, "workload": "uniform"}})
+        rep = ScenarioRunner(sc, node).run()
+        assert rep.submitted == rep.completed + rep.failed == 6
+        assert rep.completed == 6 and rep.retried == 2
+        assert rep.events[0].recovery_ns > 0
+        assert node.pids()[4] != pid_before  # a new process serves socket 4
+    finally:
+        node.close()

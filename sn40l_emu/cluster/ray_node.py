@@ -50,6 +50,7 @@ class RayNode(Node):
         self.placement_group = placement_group
         self.owned = owned
         self._degradations = [Degradation() for _ in self.actors]
+        self.virtually_dead: set[int] = set()
 
     # ---- construction -----------------------------------------------------
     @classmethod
@@ -116,17 +117,46 @@ class RayNode(Node):
         node.detached = True
         return node
 
+    def kill(self, socket: int, *, process: bool = False) -> None:
+        """Fault injection. ``process``: SIGKILL the socket's actor process (``ray.kill`` when it
+        runs on another machine); otherwise the socket is dead in the model only (virtual)."""
+        import os
+        import signal
+
+        import ray
+
+        if not process:
+            self.virtually_dead.add(socket)
+            self.version += 1
+            return
+        st = self._get([self.actors[socket].status.remote()], 60)[0]
+        if st["ray_node"] == ray.get_runtime_context().get_node_id():
+            os.kill(int(st["pid"]), signal.SIGKILL)
+        else:
+            ray.kill(self.actors[socket], no_restart=True)
+        self.version += 1
+
     def recover(self, timeout_s: float = 60.0) -> list[int]:
         """Recreate dead sockets (fresh: clock 0, empty memory) on the capacity left; returns them.
 
         Raises ``NoCapacityError`` when too few ``sn40l_socket`` slots are left; the full
         report (which Ray node each went to) is kept in ``last_recovery``. See
-        :mod:`sn40l_emu.cluster.recovery`.
+        :mod:`sn40l_emu.cluster.recovery`. Virtually killed sockets are power-cycled in place.
         """
         from sn40l_emu.cluster.recovery import recover
 
         self.last_recovery = recover(self, timeout_s=timeout_s)
-        return list(self.last_recovery.recreated)
+        back = set(self.last_recovery.recreated)
+        virtual = sorted(self.virtually_dead)
+        if virtual:
+            self._get([self.actors[i].reset.remote() for i in virtual], timeout_s)
+            self.connect(timeout_s)  # everyone re-learns the power-cycled sockets' endpoints
+            self.virtually_dead.clear()
+            back |= set(virtual)
+        for i in back:
+            self._degradations[i] = Degradation()
+        self.version += 1
+        return sorted(back)
 
     def connect(self, timeout_s: float = 120.0, *, fast_p2p: bool = True) -> list[int]:
         """Wire the sockets to each other; returns their pids.
@@ -176,6 +206,9 @@ class RayNode(Node):
         return -1
 
     def run_programs(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
+        dead = sorted(set(programs) & self.virtually_dead)
+        if dead:
+            raise SocketDeadError(dead[0], "killed (virtual fault)")
         timeout = self.profile.p2p.timeout_s * 2 + 60
         results = self._get([self.actors[i].run_program.remote(p) for i, p in programs.items()], timeout)
         return {r.socket: r for r in results}
@@ -216,6 +249,7 @@ class RayNode(Node):
 
     def reset(self) -> None:
         self._get([a.reset.remote() for a in self.actors], 120)
+        self.virtually_dead.clear()
         self._degradations = [Degradation() for _ in self.actors]
         self.version = 0
 

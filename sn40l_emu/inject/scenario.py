@@ -81,7 +81,7 @@ class Event:
 
     @property
     def label(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.params)
+        args = ", ".join(f"{k}={v.value if isinstance(v, Enum) else v}" for k, v in self.params)
         when = f"at {units.fmt_ns(self.at_ns)}" if self.at_ns is not None else f"after {self.after_requests} requests"
         return f"#{self.index} {self.kind.value}({args}) {when}"
 
