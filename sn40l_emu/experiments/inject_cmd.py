@@ -42,7 +42,7 @@ def _plot(report: Any, out: Path) -> Path:
     ax.set_ylabel("latency (ms)")
     ax.set_title(f"{report.scenario}")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(bottom=0.14, top=0.9, left=0.1, right=0.97)
     p = out / "inject_timeline.png"
     fig.savefig(p, dpi=110)
     plt.close(fig)
