@@ -170,3 +170,17 @@ def test_serving_reports_percentiles_per_policy() -> None:
         assert 0 <= r["hit_rate"] <= 1 and r["throughput_per_s"] > 0
     assert by["opt"]["hit_rate"] >= by["lru"]["hit_rate"]
     assert by["opt"]["hit_rate"] > 0
+
+
+def test_composition_spread_over_two_emulated_nodes() -> None:
+    """16 sockets = two SN40L nodes joined by the scale-out link: twice the DDR, TP16 experts."""
+    cfg = SweepConfig(platforms=("sn40l",), experts=(4,), batches=(2,), tokens=(2,), model="llama2-7b",
+                      prompt_len=4, backend="local", overrides=("node.sockets=16",))
+    (row16,) = run_sweep(cfg, progress=False)
+    (row8,) = run_sweep(SweepConfig(platforms=("sn40l",), experts=(4,), batches=(2,), tokens=(2,),
+                                    model="llama2-7b", prompt_len=4, backend="local"), progress=False)
+    assert row16["experts_per_node"] >= 2 * row8["experts_per_node"] - 1
+    assert not row16["oom"] and row16["total_ns"] > 0
+    # each socket holds a 1/16 shard: a cold switch moves half the bytes per socket
+    assert row16["hbm_misses"] == row8["hbm_misses"] > 0
+    assert abs(2 * row16["switch_ns"] - row8["switch_ns"]) <= 2 * row8["hbm_misses"]

@@ -51,7 +51,7 @@ def latency_vs_experts(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_title(f"CoE batch latency: batch {batch}, {tokens} output tokens per prompt")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
+        fig.subplots_adjust(bottom=0.13, top=0.9, left=0.1, right=0.97)
         p = out_dir / f"coe_latency_b{batch}_t{tokens}.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
