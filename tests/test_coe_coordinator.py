@@ -20,6 +20,7 @@ from sn40l_emu.coe.workload import batches, parse_workload
 from sn40l_emu.config import load_profile
 from sn40l_emu.errors import OutOfMemory
 from sn40l_emu.experiments.coe_sweep import SweepConfig, run_sweep
+from sn40l_emu.socket_actor.program import Tier
 from sn40l_emu.workload import load_model
 from sn40l_emu.workload.reference import ReferenceModel, make_weights
 
@@ -92,9 +93,8 @@ def test_lru_across_batches_and_eviction_copies_nothing(tmp_path: Path) -> None:
     assert coord.cache.evictions == 2
     events = [e for r in results for e in r.events]
     assert not [e for e in events if e.track.startswith("dma hbm->")]  # nothing copied back
-    ddr = coord.node.models[0].memory.tiers  # type: ignore[attr-defined]
-    assert all(f"expert{e}" in ddr[__import__("sn40l_emu.socket_actor.program", fromlist=["Tier"]).Tier.DDR]
-               for e in range(4))
+    ddr = coord.node.models[0].memory[Tier.DDR]  # type: ignore[attr-defined]
+    assert all(f"expert{e}" in ddr for e in range(4))  # DDR copies untouched by evictions
 
 
 def test_sweep_reports_oom_and_goes_on() -> None:

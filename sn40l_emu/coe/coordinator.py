@@ -192,7 +192,6 @@ class CoECoordinator:
         events.append(TraceEvent(t0, t1 - t0, -1, "coe", f"router (batch {b})", {}))
 
         experts = [r.expert for r in requests]
-        hits_of: dict[int, bool] = {}
         if self.all_in_hbm:
             hits, misses, loads, evicted = b, 0, [], []
             hit_flags = [True] * b
@@ -219,7 +218,6 @@ class CoECoordinator:
 
         done: list[RequestResult] = []
         for r, hit in zip(requests, hit_flags, strict=True):
-            hits_of[r.id] = hit
             rs = self._now()
             tokens = None
             if self.store is not None:
