@@ -53,10 +53,15 @@ if [[ -n "$left" ]]; then
     [[ -z "$left" ]] && break
     sleep 0.1
   done
-  if [[ -n "$left" ]]; then
+  # SIGKILL whatever is left, again and again: a member may have forked during the grace
+  # period, and a killed process takes a moment to vanish on a loaded machine
+  for _ in $(seq 100); do
+    [[ -z "$left" ]] && break
     # shellcheck disable=SC2086
     kill -KILL $left 2>/dev/null || true
-  fi
+    sleep 0.1
+    left="$(session_pids "${sessions[@]}")"
+  done
 fi
 
 for i in "${!stopping[@]}"; do
