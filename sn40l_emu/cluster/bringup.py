@@ -221,6 +221,12 @@ def stop_pid(pid: int, timeout_s: float = 5.0) -> None:
             _reap(pid)
             time.sleep(0.1)  # wall-clock ok
             left = members()
+            if sig == signal.SIGKILL:  # a member may have forked during the grace period
+                for p in left:
+                    try:
+                        os.kill(p, sig)
+                    except (ProcessLookupError, PermissionError):
+                        pass
         if not left:
             break
     _reap(pid)
