@@ -40,9 +40,9 @@ def open_node(profile: NodeProfile, *, backend: Backend = Backend.RAY, address: 
     from sn40l_emu.cluster.bringup import connect, start_local_ray
     from sn40l_emu.cluster.ray_node import RayNode
 
-    state = named.NodeState.load(attach_name) if attach_name else None
-    if state is not None and state.profile == profile.name and (n_sockets in (None, state.n_sockets)):
-        node = named.attach(attach_name)
+    state = named.NodeState.load(attach_name or named.DEFAULT_NAME)
+    if state is not None and _same_profile(state, profile) and n_sockets in (None, state.n_sockets):
+        node = named.attach(state.name)
         try:
             yield node
         finally:
@@ -67,3 +67,13 @@ def open_node(profile: NodeProfile, *, backend: Backend = Backend.RAY, address: 
             import ray
 
             ray.shutdown()
+
+
+def _same_profile(state: object, profile: NodeProfile) -> bool:
+    """Attach only to a node built from exactly this resolved profile (overrides included)."""
+    from sn40l_emu.config import load_profile
+
+    try:
+        return load_profile(state.profile, state.overrides) == profile  # type: ignore[attr-defined]
+    except Exception:
+        return False
