@@ -49,6 +49,14 @@ def test_up_status_down(tmp_path: Path) -> None:
         assert s0["tiers"]["hbm"]["capacity_bytes"] == 64 * 2**30
         assert {"index", "ray_node", "clock_ns", "tiers"} <= set(s0)
         assert {"sram", "hbm", "ddr"} <= set(s0["tiers"])
+        # an experiment attaches to the node that is up (no Ray of its own) and leaves its state there
+        run = _cli("coe", "--platforms", "sn40l", "--experts", "2", "--batch", "1", "--tokens", "2",
+                   "--model", "tiny-llama", "--prompt-len", "4", "--no-progress",
+                   "--out", str(tmp_path / "out"), "--json", str(tmp_path / "out" / "c.json"),
+                   env={**env, "SN40L_EMU_NODE": "t-updown"})
+        assert run.returncode == 0, run.stderr
+        after = json.loads(_cli("status", "--name", "t-updown", "--json", env=env).stdout)
+        assert after["sockets"][0]["clock_ns"] > 0
     finally:
         dn = _cli("down", "--name", "t-updown", env=env)
     assert dn.returncode == 0, dn.stderr

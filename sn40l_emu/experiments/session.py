@@ -40,7 +40,7 @@ def open_node(profile: NodeProfile, *, backend: Backend = Backend.RAY, address: 
     from sn40l_emu.cluster.bringup import connect, start_local_ray
     from sn40l_emu.cluster.ray_node import RayNode
 
-    state = named.NodeState.load(attach_name or named.DEFAULT_NAME)
+    state = named.NodeState.load(attach_name or os.environ.get("SN40L_EMU_NODE", named.DEFAULT_NAME))
     if state is not None and _same_profile(state, profile) and n_sockets in (None, state.n_sockets):
         node = named.attach(state.name)
         try:
