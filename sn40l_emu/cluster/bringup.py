@@ -4,7 +4,7 @@
   must be in the environment before ``import ray``; we also pass the address),
   keeps its session files in a temp dir it owns, has no dashboard, and keeps
   Ray's token authentication on (``RAY_AUTH_MODE=token``).
-* Nothing here ever runs ``ray stop`` (it kills every Ray process on the
+* We never run ``ray stop`` (it kills every Ray process on the
   machine): a Ray started in-process is stopped with ``ray.shutdown()``, a head
   started with ``ray start --block`` by signalling the pid we started.
 """
