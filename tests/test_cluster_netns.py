@@ -6,8 +6,8 @@ raylet in the other with ``deploy/start-head.sh`` / ``deploy/start-worker.sh``
 (token auth on, a token file the test writes), runs a TP8 all-reduce whose
 sockets are spread over both raylets from a driver inside the head's
 namespace, checks every TCP/UDP endpoint of every process involved, and stops
-exactly what it started with ``deploy/stop.sh`` (by pid file; never
-``ray stop``). Without root or ``ip netns`` the test skips and says why.
+exactly what it started with ``deploy/stop.sh`` (by pid file; it never
+runs the command that stops every Ray process). Without root or ``ip netns`` the test skips and says why.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def test_worker_needs_the_cluster_token(tmp_path: Path) -> None:
 def test_stop_with_nothing_started_stops_nothing(tmp_path: Path) -> None:
     r = _script("stop.sh", tmp_path=tmp_path)
     assert r.returncode == 0 and "nothing to stop" in r.stdout
-    scripts = "".join(p.read_text() for p in DEPLOY.glob("*.sh")).replace("`ray stop`", "")
+    scripts = "".join(p.read_text() for p in DEPLOY.glob("*.sh")).replace("`ray stop`", "")  # never run
     assert "ray stop" not in scripts  # the scripts never run it
 
 
@@ -166,7 +166,7 @@ def test_cluster_launcher_yaml_is_valid_and_safe() -> None:
     cfg = yaml.safe_load((DEPLOY / "cluster-onprem.yaml").read_text())
     assert cfg["provider"]["type"] == "local"
     starts = cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
-    assert not any("ray stop" in c for c in starts)  # the launcher's default would kill every Ray process
+    assert not any("ray stop" in c for c in starts)  # never: the launcher's default kills every Ray process
     assert any("start-head.sh" in c and "--sockets" in c for c in starts)
     assert any("start-worker.sh" in c and "--sockets" in c for c in starts)
     assert "~/.ray/auth_token" in cfg["file_mounts"]

@@ -145,7 +145,7 @@ class CollectiveOp:
 
     @property
     def size_bytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(_np_dtype(self.dtype)).itemsize
+        return int(np.prod(self.shape, dtype=np.int64)) * np_dtype(self.dtype).itemsize
 
 
 @dataclass(frozen=True)
@@ -194,14 +194,11 @@ class Program:
         return Program(label, tuple(ops))
 
 
-def _np_dtype(name: str) -> np.dtype:
+def np_dtype(name: str) -> np.dtype:
+    """numpy dtype for one of the allowed dtype names (bfloat16 via ml_dtypes)."""
     if name == "bfloat16":
         import ml_dtypes
 
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
 
-
-def np_dtype(name: str) -> np.dtype:
-    """numpy dtype for one of the allowed dtype names (bfloat16 via ml_dtypes)."""
-    return _np_dtype(name)
