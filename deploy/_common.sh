@@ -6,7 +6,7 @@
 #
 # Each start runs `ray start --block` in its own session and writes its pid
 # to $SN40L_DEPLOY_DIR/NAME.pid (default ~/.sn40l-emu/deploy); stop.sh stops
-# exactly those pids. Nothing here ever runs `ray stop`, which kills every Ray
+# exactly those pids. We never run `ray stop`, which kills every Ray
 # process on the machine.
 
 set -euo pipefail
