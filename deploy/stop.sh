@@ -8,7 +8,7 @@
 # process of that session (the Ray processes it spawned) get SIGTERM at once,
 # and whatever still runs $STOP_GRACE_S seconds later (default 5: Ray's own
 # graceful shutdown can take far longer on a busy machine) gets SIGKILL.
-# Never `ray stop`: that kills every Ray process on the machine, other users' included.
+# We never run `ray stop`: it kills every Ray process on the machine, other users' included.
 set -euo pipefail
 STATE_DIR="${SN40L_DEPLOY_DIR:-$HOME/.sn40l-emu/deploy}"
 GRACE="${STOP_GRACE_S:-5}"
