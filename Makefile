@@ -22,11 +22,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check sn40l_emu tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check sn40l_emu tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/ring_chunks.py

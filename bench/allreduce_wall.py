@@ -34,7 +34,7 @@ NAME = "wallbench"
 
 
 def _ring_programs(n: int, count: int, chunks: int) -> dict[int, Any]:
-    from sn40l_emu.socket_actor.program import Algo, CollectiveKind, CollectiveOp, Program
+    from sn40l_emu.program import Algo, CollectiveKind, CollectiveOp, Program
 
     op = CollectiveOp(f"ring-k{chunks}", CollectiveKind.ALL_REDUCE, tuple(range(n)), (count,), "float32",
                       algo=Algo.RING, chunks=chunks, buffer=NAME)

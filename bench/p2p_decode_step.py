@@ -36,7 +36,7 @@ def main() -> int:
     from sn40l_emu.cluster.node import LocalNode
     from sn40l_emu.cluster.ray_node import RayNode
     from sn40l_emu.config import load_profile
-    from sn40l_emu.experiments.program_book import ProgramBook
+    from sn40l_emu.engine.program_book import ProgramBook
     from sn40l_emu.workload import ExecMode, Step, load_model, make_plan
 
     profile = load_profile("sn40l")

@@ -6,7 +6,7 @@ receives each one and copies it into its own buffer (as a collective that
 gathers it would; an arena frame is read straight from shared memory, an
 inline one from the private buffer it was received into), then answers with a
 small frame. Reported: wall time per frame and GB/s, per path; the crossover
-sets ``SHM_MIN_BYTES`` in :mod:`sn40l_emu.p2p.fast_transport`.
+sets ``SHM_MIN_BYTES`` in :mod:`sn40l_emu.p2p.wire.fast_transport`.
 
     .venv/bin/python bench/p2p_paths.py [--frames 40]
 
@@ -34,11 +34,11 @@ PATHS = {"inline": None, "shm": 0}  # shm_min_bytes per path
 async def _run(rank: int, conn: Connection, frames: int, rounds: int) -> dict[str, Any]:
     import numpy as np
 
-    from sn40l_emu.p2p.endpoint import LocalServer
-    from sn40l_emu.p2p.fast_transport import FastTransport, PeerMailbox
-    from sn40l_emu.p2p.network import NetworkView
-    from sn40l_emu.p2p.params import LinkParams, P2PParams, TopologyKind
-    from sn40l_emu.p2p.topology import make_topology
+    from sn40l_emu.fabric.network import NetworkView
+    from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
+    from sn40l_emu.fabric.topology import make_topology
+    from sn40l_emu.p2p.wire.endpoint import LocalServer
+    from sn40l_emu.p2p.wire.fast_transport import FastTransport, PeerMailbox
 
     params = P2PParams(TopologyKind.FULL_MESH, LinkParams(50 * 10**9, 1000), 100, 1 << 30, 8, 60.0,
                        LinkParams(25 * 10**9, 5000))

@@ -29,7 +29,7 @@ def main() -> int:
     from sn40l_emu.cluster.node import LocalNode
     from sn40l_emu.config import load_profile
     from sn40l_emu.experiments.allreduce_bench import BenchConfig, run_bench
-    from sn40l_emu.socket_actor.program import Algo
+    from sn40l_emu.program import Algo
 
     profile = load_profile("sn40l")
     node = LocalNode(profile, trace=False)

@@ -46,10 +46,11 @@ def _git_rev() -> str:
 
 def measure(node: Any, tokens: int) -> dict[str, Any]:
     """One round on ``node`` (power-cycled first, cold program book)."""
-    from sn40l_emu.experiments.layer_reuse import LayerPrograms
-    from sn40l_emu.experiments.program_book import ProgramBook
-    from sn40l_emu.experiments.tp_scaling import Runner, fit_in_hbm
+    from sn40l_emu.engine.layer_reuse import LayerPrograms
+    from sn40l_emu.engine.program_book import ProgramBook
+    from sn40l_emu.experiments.tp_scaling import Runner
     from sn40l_emu.workload import ExecMode, Step, load_model, make_plan
+    from sn40l_emu.workload.memory_plan import fit_in_hbm
 
     model = load_model(MODEL)
     plan = make_plan(model, TP)
@@ -95,8 +96,8 @@ def measure(node: Any, tokens: int) -> dict[str, Any]:
 
 
 def run_backend(backend: str, rounds: int, tokens: int) -> dict[str, Any]:
+    from sn40l_emu.cluster.session import Backend, open_node
     from sn40l_emu.config import load_profile
-    from sn40l_emu.experiments.session import Backend, open_node
 
     profile = load_profile("sn40l")
     t0 = time.perf_counter()

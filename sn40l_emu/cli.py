@@ -13,14 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sn40l_emu.errors import ConfigError, EmuError
+from sn40l_emu.experiments.options import profile_args
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _profile_args(p: argparse.ArgumentParser, default: str = "sn40l") -> None:
-    p.add_argument("--profile", default=default, help="shipped profile name or path to a YAML profile")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
-                   help="override one profile field, e.g. --set p2p.link_bw_gbps=25 (repeatable)")
 
 
 def cmd_profile_list(args: argparse.Namespace) -> int:
@@ -105,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--placement", default="pack", metavar="pack|spread|map:FILE.json",
                     help="where the sockets go on the Ray nodes; map:FILE.json names a Ray node id "
                          'or machine IP per socket, e.g. {"0-7": "10.0.0.1", "8-15": "10.0.0.2"}')
-    _profile_args(up)
+    profile_args(up)
     up.set_defaults(func=cmd_up)
 
     st = sub.add_parser("status", help="show each socket's Ray node, clock and memory use")

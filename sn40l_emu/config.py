@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from sn40l_emu.errors import ConfigError
-from sn40l_emu.p2p.params import LinkParams, P2PParams, TopologyKind
+from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.schema import Unit, build_section, q, split_leaf, to_base_dict
 
 
@@ -139,7 +139,7 @@ class NodeProfile:
     launch: LaunchSpec
     p2p: P2PSpec
     sources: tuple[tuple[str, str], ...]  # (yaml path, source note)
-    knobs: tuple[str, ...]  # yaml paths of the fields SPEC.md marks as knobs
+    knobs: tuple[str, ...]  # yaml paths of the fields docs/model.md marks as knobs
 
     @property
     def platform(self) -> Platform:

@@ -1,7 +1,7 @@
 """Units: the only place where quantities are converted.
 
 Capacities are binary (KiB, MiB, GiB, TiB), bandwidths and rates decimal
-(GB/s = 1e9 B/s), time is an integer number of nanoseconds (SPEC.md §7).
+(GB/s = 1e9 B/s), time is an integer number of nanoseconds (docs/model.md §7).
 Bandwidths are held as integer bytes per second so that every duration is an
 exact integer ceiling division: the same inputs give the same nanoseconds on
 every machine.

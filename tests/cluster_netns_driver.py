@@ -20,9 +20,10 @@ import numpy as np
 def main(address: str, head_pid: int, worker_pid: int) -> int:
     from sn40l_emu.cluster.bringup import connect
     from sn40l_emu.cluster.netcheck import endpoints, foreign, namespace_addresses, process_tree
-    from sn40l_emu.cluster.placement import create_node, parse_placement
+    from sn40l_emu.cluster.placement import parse_placement
+    from sn40l_emu.cluster.ray_node import create_node
     from sn40l_emu.config import load_profile
-    from sn40l_emu.socket_actor.program import CollectiveKind, CollectiveOp, Program
+    from sn40l_emu.program import CollectiveKind, CollectiveOp, Program
 
     connect(address)
     import ray

@@ -115,7 +115,7 @@ def _align(node: Any) -> None:
 def _all_reduce(node: Any, group: tuple[int, ...], *, functional: bool = False) -> dict[str, Any]:
     import numpy as np
 
-    from sn40l_emu.socket_actor.program import CollectiveKind, CollectiveOp, Program
+    from sn40l_emu.program import CollectiveKind, CollectiveOp, Program
 
     _align(node)
     if functional:
@@ -133,7 +133,8 @@ def _all_reduce(node: Any, group: tuple[int, ...], *, functional: bool = False) 
 def scenario_placement(state: dict[str, Any]) -> dict[str, Any]:
     import ray
 
-    from sn40l_emu.cluster.placement import create_node, parse_placement
+    from sn40l_emu.cluster.placement import parse_placement
+    from sn40l_emu.cluster.ray_node import create_node
     from sn40l_emu.errors import ConfigError, NoCapacityError, SocketDeadError
 
     prof, ids = _profile(), state["ids"]
@@ -189,11 +190,12 @@ def scenario_placement(state: dict[str, Any]) -> dict[str, Any]:
 
 def scenario_tp16(state: dict[str, Any]) -> dict[str, Any]:
     from sn40l_emu.cluster.node import LocalNode
-    from sn40l_emu.cluster.placement import create_node, parse_placement
+    from sn40l_emu.cluster.placement import parse_placement
+    from sn40l_emu.cluster.ray_node import create_node
     from sn40l_emu.collectives.selector import predict_ns, select_algo
-    from sn40l_emu.experiments.program_book import ProgramBook
-    from sn40l_emu.p2p.topology import make_topology
-    from sn40l_emu.socket_actor.program import CollectiveKind, CollectiveOp
+    from sn40l_emu.engine.program_book import ProgramBook
+    from sn40l_emu.fabric.topology import make_topology
+    from sn40l_emu.program import CollectiveKind, CollectiveOp
     from sn40l_emu.workload import ExecMode, Step, load_model, make_plan
 
     prof = _profile()

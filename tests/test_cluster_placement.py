@@ -16,13 +16,13 @@ import pytest
 import yaml
 
 from sn40l_emu.cluster.placement import (
+    Placement,
     PlacementSpec,
     check_capacity,
     parse_placement,
     resolve_node_ids,
     socket_map_from_json,
 )
-from sn40l_emu.cluster.ray_node import Placement
 from sn40l_emu.errors import ConfigError, NoCapacityError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,3 +207,24 @@ def test_yaml_only_through_the_safe_loader_and_no_pickle_on_the_wire() -> None:
                     k.arg == "allow_pickle" and isinstance(k.value, ast.Constant) and k.value.value
                     for k in node.keywords):
                 raise AssertionError(f"{path}:{node.lineno}: allow_pickle=True")
+
+
+def test_capacity_waits_for_slots_being_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sn40l_emu.cluster import placement as pl
+
+    free_seq = iter([{"a": 7, "b": 8}, {"a": 7, "b": 8}, {"a": 8, "b": 8}])
+    monkeypatch.setattr(pl, "free_sockets_per_node", lambda: next(free_seq))
+    monkeypatch.setattr(pl, "total_sockets_per_node", lambda: {"a": 8, "b": 8})
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    pl.check_capacity(16, None, wait_s=60.0)  # a slot still held is released on the third look
+
+
+def test_capacity_does_not_wait_when_the_cluster_is_too_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sn40l_emu.cluster import placement as pl
+
+    looks = []
+    monkeypatch.setattr(pl, "free_sockets_per_node", lambda: looks.append(1) or {"a": 7, "b": 8})
+    monkeypatch.setattr(pl, "total_sockets_per_node", lambda: {"a": 7, "b": 8})
+    with pytest.raises(NoCapacityError, match="16 socket"):
+        pl.check_capacity(16, None, wait_s=60.0)
+    assert len(looks) == 1

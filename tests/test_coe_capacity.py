@@ -16,9 +16,9 @@ from sn40l_emu.config import NodeProfile, load_profile, with_changes
 from sn40l_emu.errors import ConfigError, OutOfMemory
 from sn40l_emu.units import GiB, TiB
 
-EXPERT = 13_480_000_000  # Llama2-7B: 6.74e9 params x 2 B (SPEC.md §6)
+EXPERT = 13_480_000_000  # Llama2-7B: 6.74e9 params x 2 B (docs/model.md §6)
 SHARD = EXPERT // 8  # 1_685_000_000, TP8
-ROUTER = EXPERT  # the router has the experts' shape (SPEC.md §4)
+ROUTER = EXPERT  # the router has the experts' shape (docs/model.md §4)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_sn40l_holds_far_more_than_dgx(sn40l: NodeProfile, dgx: NodeProfile) -> 
 
 
 def test_kv_reservation_shrinks_the_region(sn40l: NodeProfile) -> None:
-    kv = 8 * 4096 * 512 * 1024  # batch 8 x 4096 tokens x 512 KiB (Llama2-7B, SPEC.md §6)
+    kv = 8 * 4096 * 512 * 1024  # batch 8 x 4096 tokens x 512 KiB (Llama2-7B, docs/model.md §6)
     cap = experts_per_node(sn40l, EXPERT, ROUTER, kv)
     assert cap.reserved_hbm_bytes == SHARD + kv // 8
     assert cap.hbm_experts == (64 * GiB - SHARD - kv // 8) // SHARD == 38

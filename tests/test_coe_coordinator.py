@@ -20,7 +20,7 @@ from sn40l_emu.coe.workload import batches, parse_workload
 from sn40l_emu.config import load_profile
 from sn40l_emu.errors import OutOfMemory
 from sn40l_emu.experiments.coe_sweep import SweepConfig, run_sweep
-from sn40l_emu.socket_actor.program import Tier
+from sn40l_emu.program import Tier
 from sn40l_emu.workload import load_model
 from sn40l_emu.workload.reference import ReferenceModel, make_weights
 

@@ -14,10 +14,10 @@ import pytest
 
 from sn40l_emu.collectives import all_gather, all_reduce, broadcast, reduce_scatter
 from sn40l_emu.errors import FrameError
+from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.p2p.inproc import run_group
-from sn40l_emu.p2p.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
-from sn40l_emu.socket_actor.program import Algo, ReduceOp
+from sn40l_emu.program import Algo, ReduceOp
 from sn40l_emu.units import GB
 
 PARAMS = P2PParams(

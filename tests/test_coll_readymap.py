@@ -11,7 +11,7 @@ import pytest
 from sn40l_emu.collectives.readymap import ReadyMap
 from sn40l_emu.collectives.reduction import combine, reduce_ordered
 from sn40l_emu.p2p.transport import chunk_bounds
-from sn40l_emu.socket_actor.program import ReduceOp
+from sn40l_emu.program import ReduceOp
 
 
 def _ref_chunk_ready(elems: np.ndarray, lo: int, hi: int, k: int) -> list[int]:

@@ -10,12 +10,12 @@ import pytest
 from sn40l_emu.collectives import all_reduce, predict_ns, select_algo
 from sn40l_emu.collectives.closed_form import RouteCost, ring_all_reduce_ns
 from sn40l_emu.errors import LinkDownError, P2PTimeoutError
+from sn40l_emu.fabric.network import NetworkView
+from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
+from sn40l_emu.fabric.topology import make_topology
 from sn40l_emu.p2p.inproc import make_inproc_transports, run_group
-from sn40l_emu.p2p.network import NetworkView
-from sn40l_emu.p2p.params import LinkParams, P2PParams, TopologyKind
-from sn40l_emu.p2p.topology import make_topology
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
-from sn40l_emu.socket_actor.program import Algo, CollectiveKind
+from sn40l_emu.program import Algo, CollectiveKind
 from sn40l_emu.units import GB, KiB, MiB, transfer_ns
 
 LINK = LinkParams(50 * GB, 1_000)

@@ -19,7 +19,7 @@ from sn40l_emu.errors import ConfigError
 from sn40l_emu.inject.changes import changes_for
 from sn40l_emu.inject.runner import ScenarioRunner
 from sn40l_emu.inject.scenario import parse_scenario
-from sn40l_emu.socket_actor.program import (
+from sn40l_emu.program import (
     CopyOp,
     KernelOp,
     Launch,

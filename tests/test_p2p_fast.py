@@ -23,17 +23,17 @@ import pytest
 
 from sn40l_emu.collectives import all_gather, all_reduce
 from sn40l_emu.errors import FrameError, SocketDeadError
-from sn40l_emu.p2p import wire
-from sn40l_emu.p2p.endpoint import Endpoint, LocalServer, send_raw, sweep_stale_dirs
-from sn40l_emu.p2p.fast_transport import FastTransport, PeerMailbox, same_host_peers
+from sn40l_emu.fabric.network import NetworkView
+from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
+from sn40l_emu.fabric.topology import make_topology
 from sn40l_emu.p2p.frame import encode_frame
 from sn40l_emu.p2p.inproc import gather_transports, run_group
-from sn40l_emu.p2p.network import NetworkView
-from sn40l_emu.p2p.params import LinkParams, P2PParams, TopologyKind
-from sn40l_emu.p2p.shm_arena import KEEP_BYTES, TRIM_DELAY_S
-from sn40l_emu.p2p.topology import make_topology
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
-from sn40l_emu.socket_actor.program import Algo, ReduceOp
+from sn40l_emu.p2p.wire import codec as wire
+from sn40l_emu.p2p.wire.endpoint import Endpoint, LocalServer, send_raw, sweep_stale_dirs
+from sn40l_emu.p2p.wire.fast_transport import FastTransport, PeerMailbox, same_host_peers
+from sn40l_emu.p2p.wire.shm_arena import KEEP_BYTES, TRIM_DELAY_S
+from sn40l_emu.program import Algo, ReduceOp
 from sn40l_emu.units import GB, MiB
 
 T = TypeVar("T")
@@ -308,7 +308,7 @@ def test_arena_blocks_come_back_when_the_views_die() -> None:
 
 
 def test_corrupt_arena_messages_are_refused() -> None:
-    from sn40l_emu.p2p.shm_arena import SendArena
+    from sn40l_emu.p2p.wire.shm_arena import SendArena
 
     async def main() -> None:
         g = await FastGroup((0, 1)).start()

@@ -19,10 +19,10 @@ import pytest
 from sn40l_emu.cluster.node import LocalNode
 from sn40l_emu.config import load_profile
 from sn40l_emu.errors import FrameError, SocketDeadError
-from sn40l_emu.p2p import wire
-from sn40l_emu.p2p.endpoint import send_raw
 from sn40l_emu.p2p.frame import encode_frame
-from sn40l_emu.socket_actor.program import Algo, CollectiveKind, CollectiveOp, Program, ReduceOp
+from sn40l_emu.p2p.wire import codec as wire
+from sn40l_emu.p2p.wire.endpoint import send_raw
+from sn40l_emu.program import Algo, CollectiveKind, CollectiveOp, Program, ReduceOp
 
 pytestmark = pytest.mark.ray
 PROFILE = load_profile("sn40l")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sn40l_emu.p2p.link import Link, fifo_serve, serialization_ns
-from sn40l_emu.p2p.params import LinkParams
+from sn40l_emu.fabric.link import Link, fifo_serve, serialization_ns
+from sn40l_emu.fabric.params import LinkParams
 from sn40l_emu.units import GB, transfer_ns
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from sn40l_emu.errors import FrameError, P2PTimeoutError
+from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.p2p.delivery import handle_delivery
 from sn40l_emu.p2p.frame import Frame, decode_frame, encode_frame
 from sn40l_emu.p2p.inproc import make_inproc_transports, run_group
 from sn40l_emu.p2p.mailbox import Mailbox
-from sn40l_emu.p2p.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.p2p.transport import SymbolicTensor, Transport
 from sn40l_emu.units import GB
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from sn40l_emu.errors import LinkDownError
-from sn40l_emu.p2p.network import NetworkView
-from sn40l_emu.p2p.params import LinkParams, P2PParams, TopologyKind
-from sn40l_emu.p2p.topology import make_topology
+from sn40l_emu.fabric.network import NetworkView
+from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
+from sn40l_emu.fabric.topology import make_topology
 from sn40l_emu.units import GB
 
 

@@ -16,10 +16,10 @@ import pytest
 
 from sn40l_emu.collectives import all_reduce
 from sn40l_emu.errors import FrameError, SocketDeadError
+from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.p2p.inproc import run_group
-from sn40l_emu.p2p.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
-from sn40l_emu.socket_actor.program import Algo
+from sn40l_emu.program import Algo
 from sn40l_emu.units import GB
 
 pytestmark = pytest.mark.ray
@@ -41,11 +41,11 @@ def _peer_socket_class(**options: Any) -> Any:
     import ray
 
     from sn40l_emu.collectives import all_reduce as coll_all_reduce
+    from sn40l_emu.fabric.network import NetworkView
+    from sn40l_emu.fabric.topology import make_topology
     from sn40l_emu.p2p.delivery import handle_delivery
     from sn40l_emu.p2p.mailbox import Mailbox
-    from sn40l_emu.p2p.network import NetworkView
     from sn40l_emu.p2p.ray_transport import RayTransport
-    from sn40l_emu.p2p.topology import make_topology
 
     @ray.remote(num_cpus=0, **options)
     class PeerSocket:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sn40l_emu.errors import LinkDownError
-from sn40l_emu.p2p.params import TopologyKind
-from sn40l_emu.p2p.topology import TOPOLOGIES, MultiNode, make_topology, torus_dims
+from sn40l_emu.fabric.params import TopologyKind
+from sn40l_emu.fabric.topology import TOPOLOGIES, MultiNode, make_topology, torus_dims
 
 
 def _both(a: int, b: int) -> frozenset[tuple[int, int]]:

@@ -10,7 +10,7 @@ from sn40l_emu import units
 from sn40l_emu.cluster.node import LocalNode
 from sn40l_emu.config import load_profile
 from sn40l_emu.errors import OutOfMemory, SocketDeadError
-from sn40l_emu.socket_actor.program import (
+from sn40l_emu.program import (
     AllocOp,
     CopyOp,
     KernelOp,

@@ -9,8 +9,7 @@ import pytest
 from sn40l_emu import units
 from sn40l_emu.config import load_profile
 from sn40l_emu.errors import OutOfMemory
-from sn40l_emu.socket_actor.dma import Engine, FifoEngine
-from sn40l_emu.socket_actor.program import (
+from sn40l_emu.program import (
     AllocOp,
     CopyOp,
     DmaFenceOp,
@@ -22,6 +21,7 @@ from sn40l_emu.socket_actor.program import (
     StreamKind,
     Tier,
 )
+from sn40l_emu.socket_actor.dma import Engine, FifoEngine
 from sn40l_emu.socket_actor.socket_model import SocketModel
 from sn40l_emu.socket_actor.tile import Degradation, kernel_cost, share_units
 

@@ -17,13 +17,15 @@ import pytest
 
 from sn40l_emu.cli import main
 from sn40l_emu.cluster.node import LocalNode
-from sn40l_emu.cluster.reuse import CostReuse
 from sn40l_emu.config import load_profile
-from sn40l_emu.experiments.layer_reuse import LayerPrograms, LayerReuseNode, canonical_program, layer_of
-from sn40l_emu.experiments.program_book import ProgramBook
-from sn40l_emu.experiments.tp_scaling import ROW_BREAKDOWN_KEYS, ScalingConfig, fit_in_hbm, run_scaling
-from sn40l_emu.socket_actor.program import Program, Tier
+from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode, canonical_program, layer_of
+from sn40l_emu.engine.program_book import ProgramBook
+from sn40l_emu.engine.reuse import CostReuse
+from sn40l_emu.experiments.rows import ROW_BREAKDOWN_KEYS
+from sn40l_emu.experiments.tp_scaling import ScalingConfig, run_scaling
+from sn40l_emu.program import Program, Tier
 from sn40l_emu.workload import ExecMode, Step, build_program, load_model, make_plan, shipped_models
+from sn40l_emu.workload.memory_plan import fit_in_hbm
 from sn40l_emu.workload.placement import Placement
 
 SN40L = load_profile("sn40l")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sn40l_emu.socket_actor.program import CollectiveKind, CollectiveOp, KernelOp, Program
+from sn40l_emu.program import CollectiveKind, CollectiveOp, KernelOp, Program
 from sn40l_emu.workload import ExecMode, Step, build_group_programs, load_model, make_plan
 from sn40l_emu.workload.functional import shard_weights
 from sn40l_emu.workload.model_config import ModelConfig

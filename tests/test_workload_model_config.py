@@ -1,4 +1,4 @@
-"""Model configs: shipped shapes match SPEC.md §6; bad configs name the field."""
+"""Model configs: shipped shapes match docs/model.md §6; bad configs name the field."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sn40l_emu.workload.model_config import (
     shipped_models,
 )
 
-# SPEC.md §6: params (billions) and KV cache per token.
+# docs/model.md §6: params (billions) and KV cache per token.
 SPEC_SHAPES = {
     "llama2-7b": (6.74, 512 * KiB),
     "llama3.1-8b": (8.03, 128 * KiB),
@@ -43,7 +43,7 @@ def test_param_count_and_kv_bytes_match_spec(name: str) -> None:
 
 
 def test_spec_bf16_bytes() -> None:
-    # SPEC.md §6 "BF16 bytes" column, in GB.
+    # docs/model.md §6 "BF16 bytes" column, in GB.
     for name, gb in (("llama2-7b", 13.48), ("llama3.1-8b", 16.06), ("llama3.1-70b", 141.1),
                      ("llama3.1-405b", 811.7)):
         assert load_model(name).weight_bytes / 1e9 == pytest.approx(gb, rel=0.005)

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from sn40l_emu.errors import ConfigError, ShardingError
-from sn40l_emu.socket_actor.program import (
+from sn40l_emu.program import (
     AllocOp,
     CollectiveKind,
     CollectiveOp,
@@ -31,7 +31,7 @@ from sn40l_emu.workload import (
     memory_plan,
 )
 
-SRAM_BYTES = 520 * MiB  # SPEC.md §1
+SRAM_BYTES = 520 * MiB  # docs/model.md §1
 DECODE = Step.decode(8, 1024)
 PREFILL = Step.prefill(8, 2048)
 

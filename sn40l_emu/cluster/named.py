@@ -62,7 +62,8 @@ def up(name: str = DEFAULT_NAME, *, address: str = "", profile: str = "sn40l",
     a head bound to all interfaces (0.0.0.0) needs ``allow_open``.
     """
     from sn40l_emu.cluster.bringup import check_bind
-    from sn40l_emu.cluster.placement import create_node, parse_placement
+    from sn40l_emu.cluster.placement import parse_placement
+    from sn40l_emu.cluster.ray_node import create_node
 
     check_bind(bind_address, allow_open)
     if NodeState.load(name) is not None:
@@ -125,7 +126,7 @@ def down(name: str = DEFAULT_NAME) -> NodeState:
     """Kill the node's actors and placement group; stop the Ray head if `up` started it."""
     import ray
 
-    from sn40l_emu.cluster.ray_node import actor_name
+    from sn40l_emu.cluster.placement import actor_name
 
     state = NodeState.load(name)
     if state is None:

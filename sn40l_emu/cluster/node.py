@@ -17,7 +17,7 @@ import numpy as np
 
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import EmuError, SocketDeadError
-from sn40l_emu.socket_actor.program import Program
+from sn40l_emu.program import Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
 from sn40l_emu.socket_actor.tile import Degradation
@@ -181,12 +181,12 @@ class LocalNode(Node):
             self.models[i].clock.advance_to(t_ns)
 
     def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
-        from sn40l_emu.socket_actor.program import Tier
+        from sn40l_emu.program import Tier
 
         self.models[socket].memory[Tier(tier)].alloc(name, size_bytes, read_only=read_only)
 
     def free(self, socket: int, tier: str, name: str) -> None:
-        from sn40l_emu.socket_actor.program import Tier
+        from sn40l_emu.program import Tier
 
         self.models[socket].memory[Tier(tier)].free(name)
 

@@ -21,12 +21,24 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from sn40l_emu.cluster.bringup import SOCKET_RESOURCE
-from sn40l_emu.cluster.ray_node import Placement
 from sn40l_emu.errors import ConfigError, NoCapacityError
+
+
+class Placement(str, Enum):
+    """How a node's sockets are spread over the Ray nodes of a cluster."""
+    PACK = "pack"
+    SPREAD = "spread"
+
+
+def actor_name(node_name: str, index: int) -> str:
+    """The Ray actor name of socket ``index`` of the emulated node ``node_name``."""
+    return f"{node_name}:socket{index}"
+
 
 PLACEMENT_HELP = "pack | spread | map:FILE.json (socket -> Ray node id or machine IP)"
 
@@ -138,10 +150,39 @@ def resolve_node_ids(socket_map: Sequence[str], nodes: Sequence[Mapping[str, Any
     return out
 
 
+def total_sockets_per_node() -> dict[str, int]:
+    """All ``sn40l_socket`` slots per alive Ray node id, free or held."""
+    return {n["NodeID"]: int(n["Resources"].get(SOCKET_RESOURCE, 0)) for n in alive_nodes()}
+
+
 def check_capacity(n_sockets: int, node_ids: Sequence[str] | None = None,
-                   free: Mapping[str, int] | None = None) -> None:
-    """Raise :class:`NoCapacityError` when the sockets cannot all get a ``sn40l_socket`` slot."""
-    free = dict(free_sockets_per_node() if free is None else free)
+                   free: Mapping[str, int] | None = None, *, wait_s: float = 0.0) -> None:
+    """Raise :class:`NoCapacityError` when the sockets cannot all get a ``sn40l_socket`` slot.
+
+    Why ``wait_s``: Ray releases an actor's resources a moment after the actor is
+    killed, later still on a loaded machine, so a node built right after another
+    was removed can find slots still held. When the cluster *has* enough slots in
+    total but not enough are free yet, wait up to ``wait_s`` seconds for them to be
+    released (polling), then fail with the same clear error.
+    """
+    import time
+
+    deadline = time.monotonic() + wait_s  # wall-clock ok: waiting on Ray, not a model
+    while True:
+        try:
+            _check_free(n_sockets, node_ids, dict(free_sockets_per_node() if free is None else free))
+            return
+        except NoCapacityError:
+            if free is not None or time.monotonic() >= deadline:  # wall-clock ok
+                raise
+            try:
+                _check_free(n_sockets, node_ids, total_sockets_per_node())
+            except NoCapacityError:
+                raise  # not enough slots even when every one is released: waiting cannot help
+            time.sleep(0.25)  # wall-clock ok
+
+
+def _check_free(n_sockets: int, node_ids: Sequence[str] | None, free: Mapping[str, int]) -> None:
     total = sum(free.values())
     where = ", ".join(f"{nid[:12]}: {k}" for nid, k in sorted(free.items())) or "no alive Ray node"
     if node_ids is None:
@@ -157,14 +198,3 @@ def check_capacity(n_sockets: int, node_ids: Sequence[str] | None = None,
 def node_ids_for(spec: PlacementSpec) -> list[str] | None:
     """The explicit per-socket Ray node ids of a map placement (None for PACK / SPREAD)."""
     return resolve_node_ids(spec.socket_map) if spec.kind is None else None
-
-
-def create_node(profile: Any, spec: PlacementSpec, *, n_sockets: int | None = None, **kwargs: Any) -> Any:
-    """``RayNode.create`` with a parsed placement (map entries resolved against the live cluster)."""
-    from sn40l_emu.cluster.ray_node import RayNode
-
-    n = n_sockets or profile.sockets
-    if spec.kind is None and len(spec.socket_map) != n:
-        raise ConfigError("placement map", len(spec.socket_map), f"{n} entries, one per socket")
-    return RayNode.create(profile, n_sockets=n, placement=spec.kind or Placement.PACK,
-                          node_ids=node_ids_for(spec), **kwargs)

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from enum import Enum
 from typing import Any
 
 import numpy as np
 
 from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
 from sn40l_emu.cluster.node import Node
+from sn40l_emu.cluster.placement import Placement, PlacementSpec, actor_name, check_capacity, node_ids_for
 from sn40l_emu.config import NodeProfile
-from sn40l_emu.errors import SocketDeadError
-from sn40l_emu.socket_actor.program import Program
+from sn40l_emu.errors import ConfigError, SocketDeadError
+from sn40l_emu.program import Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.socket_actor.state_changes import SetDegradation, StateChange
 from sn40l_emu.socket_actor.tile import Degradation
 
-
-class Placement(str, Enum):
-    PACK = "pack"
-    SPREAD = "spread"
-
-
-def actor_name(node_name: str, index: int) -> str:
-    return f"{node_name}:socket{index}"
+# How long a new node waits for slots that Ray has not yet released from removed actors.
+CAPACITY_WAIT_S = 30.0
 
 
 def _cluster_has_socket_resource() -> bool:
@@ -74,10 +68,8 @@ class RayNode(Node):
 
         n = n_sockets or profile.sockets
         use_res = _cluster_has_socket_resource()
-        if use_res:  # fail at once, not after a placement-group timeout
-            from sn40l_emu.cluster.placement import check_capacity
-
-            check_capacity(n, node_ids)
+        if use_res:  # fail clearly, not after a placement-group timeout; wait for slots still held
+            check_capacity(n, node_ids, wait_s=CAPACITY_WAIT_S)
         bundle = {SOCKET_RESOURCE: 1} if use_res else {"CPU": 0.001}
         lifetime = "detached" if detached else None
         pg = None
@@ -164,7 +156,7 @@ class RayNode(Node):
         With ``fast_p2p`` every actor opens its same-host endpoint first and
         learns everyone's: peers on the same Ray node then exchange frames over
         a direct Unix-domain connection, the others over Ray actor tasks
-        (:mod:`sn40l_emu.p2p.fast_transport`). ``fast_p2p=False``: Ray for all.
+        (:mod:`sn40l_emu.p2p.wire.fast_transport`). ``fast_p2p=False``: Ray for all.
         """
         peers = dict(enumerate(self.actors))
         endpoints = None
@@ -274,3 +266,12 @@ class RayNode(Node):
             except Exception:
                 pass
         self.actors = []
+
+
+def create_node(profile: Any, spec: PlacementSpec, *, n_sockets: int | None = None, **kwargs: Any) -> RayNode:
+    """``RayNode.create`` with a parsed placement (map entries resolved against the live cluster)."""
+    n = n_sockets or profile.sockets
+    if spec.kind is None and len(spec.socket_map) != n:
+        raise ConfigError("placement map", len(spec.socket_map), f"{n} entries, one per socket")
+    return RayNode.create(profile, n_sockets=n, placement=spec.kind or Placement.PACK,
+                          node_ids=node_ids_for(spec), **kwargs)

@@ -105,7 +105,7 @@ def recover(node: Any, *, timeout_s: float = 60.0, ping_timeout_s: float = 5.0,
         PlacementGroupSchedulingStrategy,
     )
 
-    from sn40l_emu.cluster.ray_node import actor_name
+    from sn40l_emu.cluster.placement import actor_name
     from sn40l_emu.socket_actor.actor import SocketActor
     from sn40l_emu.socket_actor.tile import Degradation
 

@@ -1,4 +1,4 @@
-"""Composition of Experts (SPEC.md §4): routing workload, HBM expert cache, capacity, serving.
+"""Composition of Experts (docs/model.md §4): routing workload, HBM expert cache, capacity, serving.
 
 The modules here are pure (no Ray, no node): ``workload`` says which expert each
 prompt goes to, ``cache`` decides which experts stay in HBM, ``capacity`` says

@@ -1,6 +1,6 @@
 """The HBM expert cache: which experts sit in the HBM region set aside for them.
 
-SPEC.md §4: keep as many experts active in HBM as fit, evict the least
+docs/model.md §4: keep as many experts active in HBM as fit, evict the least
 recently used, start at once on a hit. Every expert is TP8-sharded, so each
 socket holds 1/8 of it and all sockets hold the same set; the cache therefore
 works in *per-socket shard bytes* and one cache stands for every socket.
@@ -9,7 +9,7 @@ Weights are read-only: an eviction drops the HBM copy and copies nothing back
 to DDR. ``AccessResult.writeback_bytes`` is kept (always 0) so that a report
 shows this instead of leaving it implied.
 
-A batch of B prompts may need up to B experts at once (SPEC.md §4: copy them
+A batch of B prompts may need up to B experts at once (docs/model.md §4: copy them
 all in, then run the pairs one after another). The batch pins them so that
 loading the fifth cannot evict the first before it has run. Pins are counted
 per access, so a batch can release an expert prompt by prompt and it stays

@@ -1,8 +1,8 @@
 """How many experts one node can hold and serve: pure capacity arithmetic.
 
 All inputs are whole-model bytes for the node; every model is TP-sharded over
-all ``S = profile.sockets`` sockets (SPEC.md §2: experts are mapped TP8 over
-the eight sockets; SPEC.md §5: the DGX maps them TP8 over its eight GPUs), so
+all ``S = profile.sockets`` sockets (docs/model.md §2: experts are mapped TP8 over
+the eight sockets; docs/model.md §5: the DGX maps them TP8 over its eight GPUs), so
 each socket holds one shard of each and all sockets hold the same set:
 
     shard_bytes      = ceil(expert_bytes / S)
@@ -10,18 +10,18 @@ each socket holds one shard of each and all sockets hold the same set:
     region_bytes     = max(0, hbm_bytes - reserved_bytes)     # per socket
     hbm_experts      = region_bytes // shard_bytes            # at once, in HBM
 
-Router and KV caches stay in HBM on both platforms (SPEC.md §4, §5); what is
+Router and KV caches stay in HBM on both platforms (docs/model.md §4, §5); what is
 left is the active-expert region, the HBM cache's capacity. A node that
 cannot fit even one expert shard there cannot serve at all (total 0, HBM is
 the tier that runs out).
 
-SN40L (SPEC.md §4: "all expert weights live in DDR; a region of HBM is set
-aside for the currently active expert(s)"; SPEC.md §1: 1.5 TiB DDR/socket):
+SN40L (docs/model.md §4: "all expert weights live in DDR; a region of HBM is set
+aside for the currently active expert(s)"; docs/model.md §1: 1.5 TiB DDR/socket):
 
     total_experts    = ddr_bytes // shard_bytes    (per socket = per node, TP8)
     served from DDR, limited by DDR
 
-GPU / DGX (SPEC.md §5: "experts in GPU HBM while they fit, otherwise in host
+GPU / DGX (docs/model.md §5: "experts in GPU HBM while they fit, otherwise in host
 DRAM and copied in over PCIe"). Host DRAM is one pool for the node, so a host
 copy is the whole expert:
 

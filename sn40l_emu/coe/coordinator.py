@@ -1,4 +1,4 @@
-"""The Composition-of-Experts coordinator: route, swap, run, explain (SPEC.md §4-5).
+"""The Composition-of-Experts coordinator: route, swap, run, explain (docs/model.md §4-5).
 
 One batch of B prompts:
   1. the router runs once (a batch-B prefill, TP over every socket);
@@ -26,16 +26,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sn40l_emu.cluster.node import Node
-from sn40l_emu.cluster.reuse import CostReuse
 from sn40l_emu.coe.cache import CachePolicy, ExpertCache
 from sn40l_emu.coe.capacity import expert_region_bytes, expert_shard_bytes, experts_per_node
 from sn40l_emu.coe.weight_store import WeightStore
 from sn40l_emu.coe.workload import Request
 from sn40l_emu.config import Platform
+from sn40l_emu.engine.functional_tp import TPGenerator
+from sn40l_emu.engine.program_book import GroupPrograms, ProgramBook
+from sn40l_emu.engine.reuse import CostReuse
 from sn40l_emu.errors import OutOfMemory
-from sn40l_emu.experiments.functional_tp import TPGenerator
-from sn40l_emu.experiments.program_book import GroupPrograms, ProgramBook
-from sn40l_emu.socket_actor.program import AllocOp, CopyOp, DmaFenceOp, FreeOp, Program, Tier
+from sn40l_emu.program import AllocOp, CopyOp, DmaFenceOp, FreeOp, Program, Tier
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.trace import TraceEvent
 from sn40l_emu.units import ceil_div

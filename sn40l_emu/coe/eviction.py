@@ -1,6 +1,6 @@
 """Eviction policies of the HBM expert cache, chosen through an Enum registry.
 
-SPEC.md §4 asks for least-recently-used eviction. LFU is offered as a
+docs/model.md §4 asks for least-recently-used eviction. LFU is offered as a
 comparison, and OPT (Belady's offline optimum) as a lower bound on misses: it
 is not a runnable policy (it needs the future), it tells how far LRU is from
 the best any policy could do on the same access sequence.
@@ -51,7 +51,7 @@ class EvictionPolicy(ABC):
 
 
 class LruPolicy(EvictionPolicy):
-    """Least recently used (SPEC.md §4); ties (same sequence number) -> lowest id."""
+    """Least recently used (docs/model.md §4); ties (same sequence number) -> lowest id."""
 
     def __init__(self) -> None:
         self._last_seq: dict[int, int] = {}

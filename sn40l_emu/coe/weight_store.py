@@ -3,7 +3,7 @@
 Functional mode keeps real (small) expert weights here, one ``.npz`` per
 expert and socket, written once from a seed; loading the composition and
 switching an expert in read from these files — as the real CoE runtime links
-independently compiled experts from host storage (SPEC.md §4 "Runtime").
+independently compiled experts from host storage (docs/model.md §4 "Runtime").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which expert each prompt goes to, and when it arrives.
 
-The router of SPEC.md §4 picks one expert per prompt. The emulator does not
+The router of docs/model.md §4 picks one expert per prompt. The emulator does not
 model the router's judgement, only its outcome, taken from a workload:
 
 - ``uniform``: every expert equally likely.

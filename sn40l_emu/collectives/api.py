@@ -29,7 +29,7 @@ from sn40l_emu.collectives.call import CollCall, wire_tag
 from sn40l_emu.collectives.registry import implementation
 from sn40l_emu.collectives.selector import best_chunks, select_algo, uses_ring
 from sn40l_emu.p2p.transport import Tensor, Transport
-from sn40l_emu.socket_actor.program import Algo, CollectiveKind, ReduceOp, np_dtype
+from sn40l_emu.program import Algo, CollectiveKind, ReduceOp, np_dtype
 
 
 def _resolve(

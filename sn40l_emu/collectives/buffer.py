@@ -17,7 +17,7 @@ from sn40l_emu.collectives.reduction import combine_into
 from sn40l_emu.errors import FrameError
 from sn40l_emu.p2p.frame import ALLOWED_DTYPES, dtype_name
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
-from sn40l_emu.socket_actor.program import ReduceOp
+from sn40l_emu.program import ReduceOp
 
 
 def tensor_dtype(data: Tensor) -> str:

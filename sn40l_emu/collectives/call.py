@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sn40l_emu.p2p.topology import DirectedLink
+from sn40l_emu.fabric.topology import DirectedLink
 from sn40l_emu.p2p.transport import Transport
-from sn40l_emu.socket_actor.program import Algo, CollectiveKind, ReduceOp
+from sn40l_emu.program import Algo, CollectiveKind, ReduceOp
 
 _TAG_MASK = (1 << 63) - 1
 

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sn40l_emu.p2p.params import LinkParams
+from sn40l_emu.fabric.params import LinkParams
 from sn40l_emu.units import ceil_div, transfer_ns
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sn40l_emu.collectives.api import all_gather, all_reduce, broadcast, reduce_scatter
 from sn40l_emu.p2p.transport import Tensor, Transport
-from sn40l_emu.socket_actor.program import CollectiveKind, CollectiveOp
+from sn40l_emu.program import CollectiveKind, CollectiveOp
 
 _Runner = Callable[[Transport, CollectiveOp, Tensor, int, int], Awaitable[tuple[Tensor, int]]]
 

@@ -1,7 +1,7 @@
 """When each element of a collective's buffer is ready on this rank, piecewise constant.
 
 Why: a pipelined collective forwards chunk k as soon as chunk k arrived
-(DESIGN.md "Virtual time"), and different algorithms cut the same buffer into
+(docs/architecture.md "Virtual time"), and different algorithms cut the same buffer into
 different pieces (a ring segment, a halving step's half, a broadcast frame).
 Keeping readiness per element range lets any algorithm ask "when is every
 element of this chunk here?" and record "these chunks arrived then" without

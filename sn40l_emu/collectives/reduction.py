@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sn40l_emu.socket_actor.program import ReduceOp
+from sn40l_emu.program import ReduceOp
 
 _UFUNCS: dict[ReduceOp, Callable[..., np.ndarray]] = {
     ReduceOp.SUM: np.add,

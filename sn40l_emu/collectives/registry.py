@@ -24,7 +24,7 @@ from sn40l_emu.collectives.tree import (
     tree_reduce_scatter,
 )
 from sn40l_emu.p2p.transport import Tensor
-from sn40l_emu.socket_actor.program import Algo, CollectiveKind
+from sn40l_emu.program import Algo, CollectiveKind
 
 Impl = Callable[[CollCall, Tensor], Awaitable[tuple[Tensor, int]]]
 

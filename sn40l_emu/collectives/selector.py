@@ -23,9 +23,9 @@ from sn40l_emu.collectives.closed_form import (
     ring_ns,
 )
 from sn40l_emu.collectives.tree import binomial_depth, halving_distances, is_power_of_two
-from sn40l_emu.p2p.params import LinkParams, P2PParams
-from sn40l_emu.p2p.topology import NO_DOWN, DirectedLink, Topology
-from sn40l_emu.socket_actor.program import Algo, CollectiveKind
+from sn40l_emu.fabric.params import LinkParams, P2PParams
+from sn40l_emu.fabric.topology import NO_DOWN, DirectedLink, Topology
+from sn40l_emu.program import Algo, CollectiveKind
 
 #: Deterministic tie-break between algorithms of equal predicted time.
 ALGO_PREFERENCE: tuple[Algo, ...] = (Algo.ONESHOT, Algo.TREE, Algo.RING)

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from sn40l_emu.errors import ConfigError
-from sn40l_emu.socket_actor.program import Algo, ReduceOp
+from sn40l_emu.program import Algo, ReduceOp
 
 DTYPES = ("float32", "float16", "bfloat16")
 BUFFER = "allreduce_bench"
@@ -113,8 +113,8 @@ def chosen_algo(cfg: BenchConfig, size_bytes: int, profile: Any, n_node_sockets:
     """The (algorithm, chunks) a call of this size runs with, as the collective resolves it:
     the selector for auto, else the profile's ring chunks or the tuner's best for ``chunks=0``."""
     from sn40l_emu.collectives.selector import best_chunks, select_algo
-    from sn40l_emu.p2p.topology import make_topology
-    from sn40l_emu.socket_actor.program import CollectiveKind
+    from sn40l_emu.fabric.topology import make_topology
+    from sn40l_emu.program import CollectiveKind
 
     params = profile.p2p.params()
     topo = make_topology(params.topology, n_node_sockets)
@@ -133,7 +133,7 @@ def chosen_algo(cfg: BenchConfig, size_bytes: int, profile: Any, n_node_sockets:
 
 
 def _inputs(cfg: BenchConfig, count: int) -> dict[int, np.ndarray]:
-    from sn40l_emu.socket_actor.program import np_dtype
+    from sn40l_emu.program import np_dtype
 
     dt = np_dtype(cfg.dtype)
     return {s: np.random.default_rng(cfg.seed + s).standard_normal(count, dtype=np.float32).astype(dt)
@@ -142,7 +142,7 @@ def _inputs(cfg: BenchConfig, count: int) -> dict[int, np.ndarray]:
 
 def count_wrong(got: np.ndarray, inputs: list[np.ndarray], op: ReduceOp, dtype: str) -> int:
     """Elements of ``got`` outside the documented tolerance of the float64 reference."""
-    from sn40l_emu.socket_actor.program import np_dtype
+    from sn40l_emu.program import np_dtype
 
     xs = [x.astype(np.float64) for x in inputs]
     g = np.asarray(got).reshape(-1).astype(np.float64)
@@ -167,7 +167,7 @@ def _align(node: Any, group: tuple[int, ...], busy_ns: int) -> int:
 
 def run_bench(node: Any, cfg: BenchConfig) -> Iterator[Row]:
     """Yield one row per size (runs as the rows are consumed)."""
-    from sn40l_emu.socket_actor.program import CollectiveKind, CollectiveOp, Program, np_dtype
+    from sn40l_emu.program import CollectiveKind, CollectiveOp, Program, np_dtype
 
     cfg.validate(node.n_sockets)
     group = tuple(range(cfg.sockets))
@@ -244,8 +244,8 @@ def _preamble(cfg: BenchConfig, profile: Any, backend: str) -> list[str]:
 
 
 def cmd_allreduce_bench(args: argparse.Namespace) -> int:
+    from sn40l_emu.cluster.session import Backend, open_node
     from sn40l_emu.config import load_profile
-    from sn40l_emu.experiments.session import Backend, open_node
     from sn40l_emu.units import parse_size_bytes
 
     try:
@@ -284,7 +284,7 @@ def cmd_allreduce_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from sn40l_emu.cli import _profile_args
+    from sn40l_emu.experiments.options import profile_args
 
     body = (__doc__ or "").split("\n\n", 1)[-1]
     p = sub.add_parser("allreduce-bench", help="all-reduce bandwidth sweep, shaped like nccl-tests all_reduce_perf",
@@ -309,6 +309,6 @@ def register(sub: Any) -> None:
     p.add_argument("--backend", default="ray", choices=["ray", "local"],
                    help="ray: one actor per socket (the distributed emulator); local: in-process")
     p.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS or a private local Ray)")
-    _profile_args(p)
+    profile_args(p)
     p.add_argument("--json", default="", metavar="PATH", help="write {config, rows} here")
     p.set_defaults(func=cmd_allreduce_bench)

@@ -20,15 +20,15 @@ def run_serving(platform: str, model_name: str, n_experts: int, batch: int, rate
                 progress: bool = True) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
-    from sn40l_emu.cluster.reuse import CostReuse
+    from sn40l_emu.cluster.session import Backend, open_node
     from sn40l_emu.coe.cache import CachePolicy
     from sn40l_emu.coe.coordinator import CoECoordinator, CoESetup
     from sn40l_emu.coe.serving import BatchTiming, simulate_serving
     from sn40l_emu.coe.workload import Request, parse_workload, poisson_arrivals, requests
     from sn40l_emu.config import load_profile
-    from sn40l_emu.experiments.layer_reuse import LayerPrograms, LayerReuseNode
-    from sn40l_emu.experiments.program_book import ProgramBook
-    from sn40l_emu.experiments.session import Backend, open_node
+    from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
+    from sn40l_emu.engine.program_book import ProgramBook
+    from sn40l_emu.engine.reuse import CostReuse
     from sn40l_emu.workload import load_model
 
     model = load_model(model_name)

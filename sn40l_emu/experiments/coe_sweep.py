@@ -1,4 +1,4 @@
-"""`sn40l-emu coe`: the CoE serving sweep (SPEC.md §4-5), and `sn40l-emu capacity`.
+"""`sn40l-emu coe`: the CoE serving sweep (docs/model.md §4-5), and `sn40l-emu capacity`.
 
 For every platform, one node is built once and power-cycled between rows, so
 every row starts from the same pristine node (a cold HBM cache holding only
@@ -49,15 +49,15 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     """Run every (platform, experts, batch, tokens) row; returns JSON-able rows."""
     from tqdm import tqdm
 
-    from sn40l_emu.cluster.reuse import CostReuse
+    from sn40l_emu.cluster.session import Backend, open_node
     from sn40l_emu.coe.cache import CachePolicy
     from sn40l_emu.coe.coordinator import CoECoordinator, CoESetup
     from sn40l_emu.coe.workload import batches as make_batches
     from sn40l_emu.coe.workload import expert_sequence, parse_workload
     from sn40l_emu.config import load_profile
-    from sn40l_emu.experiments.layer_reuse import LayerPrograms, LayerReuseNode
-    from sn40l_emu.experiments.program_book import ProgramBook
-    from sn40l_emu.experiments.session import Backend, open_node
+    from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
+    from sn40l_emu.engine.program_book import ProgramBook
+    from sn40l_emu.engine.reuse import CostReuse
     from sn40l_emu.trace import write_chrome_trace
     from sn40l_emu.workload import load_model
 
@@ -201,7 +201,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from sn40l_emu.cli import _profile_args
+    from sn40l_emu.experiments.options import profile_args
 
     p = sub.add_parser("coe", help="CoE serving sweep: latency and footprint vs number of experts")
     p.add_argument("--platforms", default="sn40l,dgx-a100,dgx-h100")
@@ -230,6 +230,6 @@ def register(sub: Any) -> None:
     c.add_argument("--prompt-len", type=int, default=128)
     c.add_argument("--tokens", type=int, default=200)
     c.add_argument("--json", default="")
-    _ = _profile_args
+    _ = profile_args
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     c.set_defaults(func=cmd_capacity)

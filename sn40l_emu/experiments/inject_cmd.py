@@ -9,8 +9,8 @@ from typing import Any
 
 
 def run_scenario_file(path: str, backend: str | None = None) -> Any:
+    from sn40l_emu.cluster.session import Backend, open_node
     from sn40l_emu.config import load_profile
-    from sn40l_emu.experiments.session import Backend, open_node
     from sn40l_emu.inject.runner import ScenarioRunner
     from sn40l_emu.inject.scenario import WorkloadKind, load_scenario
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sn40l_emu.experiments.tp_scaling import ROW_BREAKDOWN_KEYS, per_token_ns
+from sn40l_emu.experiments.rows import ROW_BREAKDOWN_KEYS, per_token_ns
 
 _MODE_STYLE = {
     "unfused": ("#1f77b4", "o"),

@@ -13,7 +13,7 @@ Phases:
 * ``decode``: one step with ``context_len`` tokens already cached.
 * ``generate`` (``--tokens N``): the whole request, prefill (which yields
   output token 1) then N-1 decode steps at context ``prompt_len .. prompt_len+N-2``,
-  with step-level :class:`~sn40l_emu.cluster.reuse.CostReuse` so only the
+  with step-level :class:`~sn40l_emu.engine.reuse.CostReuse` so only the
   first decode step of a shape runs; ``context_len`` = the KV-cache length at
   the end (``prompt_len + N - 1``).
 
@@ -36,7 +36,7 @@ Each row reports:
   activations, spills) / (latency x peak HBM bandwidth).
 * ``spilled_layers`` / ``spill_tier``: decoder layers whose weights do not fit
   in HBM (weights + KV cache + activation scratch, the static memory plan) and
-  stream from DDR (SN40L, SPEC.md §1: weights spill last, so whole layers
+  stream from DDR (SN40L, docs/model.md §1: weights spill last, so whole layers
   spill only when nothing else is left) or from host DRAM over PCIe (GPU).
 
 Execution modes: on a GPU platform every row runs :data:`ExecMode.GPU`
@@ -44,11 +44,11 @@ Execution modes: on a GPU platform every row runs :data:`ExecMode.GPU`
 
 Speed, without approximation (each step is checked against a full run in
 ``tests/test_tp_scaling.py``): programs are assembled from a one-layer build
-(:class:`~sn40l_emu.experiments.layer_reuse.LayerPrograms`), a step runs
+(:class:`~sn40l_emu.engine.layer_reuse.LayerPrograms`), a step runs
 layer by layer with the cost of identical layers reused
-(:class:`~sn40l_emu.experiments.layer_reuse.LayerReuseNode`), and every
+(:class:`~sn40l_emu.engine.layer_reuse.LayerReuseNode`), and every
 decode step after the first reuses the first one's cost shifted by the extra
-KV-cache reads (:class:`~sn40l_emu.cluster.reuse.CostReuse`).
+KV-cache reads (:class:`~sn40l_emu.engine.reuse.CostReuse`).
 """
 
 from __future__ import annotations
@@ -63,14 +63,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sn40l_emu.errors import ConfigError, ShardingError
-from sn40l_emu.socket_actor.program import KernelOp, Program, Tier
+from sn40l_emu.experiments.rows import ROW_BREAKDOWN_KEYS, per_token_ns
+from sn40l_emu.program import KernelOp, Program, Tier
 from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step
+from sn40l_emu.workload.memory_plan import Fit, fit_in_hbm
 from sn40l_emu.workload.placement import Placement
 
 if TYPE_CHECKING:
     from sn40l_emu.cluster.node import Node
     from sn40l_emu.config import NodeProfile
-    from sn40l_emu.experiments.program_book import ProgramBook
+    from sn40l_emu.engine.program_book import ProgramBook
     from sn40l_emu.socket_actor.socket_model import ProgramResult
 
 PLATFORMS = ("sn40l", "dgx-a100", "dgx-h100")
@@ -81,7 +83,6 @@ MODE_NAMES: Mapping[str, ExecMode] = {
     "fused-ho": ExecMode.FUSED_HO,
     "gpu": ExecMode.GPU,
 }
-ROW_BREAKDOWN_KEYS = ("compute", "weights", "kv", "collectives", "launch", "other")
 # socket breakdown term -> row term (see the module docstring)
 _FOLD = {"compute": "compute", "weights": "weights", "kv": "kv", "collectives": "collectives",
          "launch": "launch", "activations": "other", "copies": "other", "other": "other"}
@@ -133,47 +134,6 @@ class ScalingConfig:
         """Requested phases, plus ``generate`` when ``tokens`` is given."""
         extra = ("generate",) if self.tokens and "generate" not in self.phases else ()
         return tuple(p for p in PHASES if p in (*self.phases, *extra))
-
-
-# ---- placement: what fits in HBM -------------------------------------------------
-@dataclass(frozen=True)
-class Fit:
-    """How many decoder layers' weights stay in HBM; the rest stream from ``spill_tier``."""
-
-    hbm_layers: int
-    layers: int
-    spill_tier: Tier
-
-    @property
-    def spilled_layers(self) -> int:
-        return self.layers - self.hbm_layers
-
-
-def fit_in_hbm(profile: NodeProfile, plan: ShardPlan, batch: int, max_context_len: int,
-               prefill_len: int) -> Fit:
-    """Keep as many decoder layers' weights in HBM as the static memory plan leaves room for.
-
-    The KV cache, the activation scratch and the embedding / LM head stay in
-    HBM; what is left holds whole layers (SPEC.md §1: weights have the highest
-    bandwidth need, so they are the last to spill).
-    """
-    from sn40l_emu.config import Platform
-    from sn40l_emu.workload import memory_plan
-
-    model = plan.model
-    allocs = {a.segment.rsplit(".", 1)[-1]: a.size_bytes for a in memory_plan(
-        model, plan, batch, max_context_len, max_prefill_len=prefill_len)[plan.group[0]]}
-    layers_bytes = model.num_hidden_layers * plan.layer_weight_bytes_per_socket
-    fixed = allocs["kv_cache"] + allocs["activations"] + allocs["weights"] - layers_bytes
-    room = profile.socket.hbm_bytes - fixed
-    spill = Tier.DDR if profile.platform is Platform.SN40L else Tier.HOST
-    if room < 0:
-        raise ConfigError(
-            "model", model.name,
-            f"a model whose KV cache, activations and embeddings fit in one socket's HBM at tp={plan.tp} "
-            f"(they need {fixed} B of {profile.socket.hbm_bytes} B)")
-    hbm_layers = min(model.num_hidden_layers, room // plan.layer_weight_bytes_per_socket)
-    return Fit(hbm_layers, model.num_hidden_layers, spill)
 
 
 # ---- running one row ------------------------------------------------------------------
@@ -235,8 +195,8 @@ class Runner:
     """Runs rows on one node: power-cycle, then the row's steps through layer and step reuse."""
 
     def __init__(self, node: Node, book: ProgramBook) -> None:
-        from sn40l_emu.cluster.reuse import CostReuse
-        from sn40l_emu.experiments.layer_reuse import LayerPrograms, LayerReuseNode
+        from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
+        from sn40l_emu.engine.reuse import CostReuse
 
         self.node = LayerReuseNode(node)
         self.programs = LayerPrograms(book)
@@ -244,7 +204,7 @@ class Runner:
         self.reuse = CostReuse(self.node)
 
     def fresh(self) -> None:
-        from sn40l_emu.cluster.reuse import CostReuse
+        from sn40l_emu.engine.reuse import CostReuse
 
         self.node.reset()
         self.reuse = CostReuse(self.node)
@@ -335,7 +295,7 @@ def _steps(cfg: ScalingConfig, phase: str) -> tuple[list[Step], int, int, int]:
 
 @contextmanager
 def _nodes(cfg: ScalingConfig, profile: NodeProfile, n_sockets: int) -> Iterator[Node]:
-    from sn40l_emu.experiments.session import Backend, open_node
+    from sn40l_emu.cluster.session import Backend, open_node
 
     with open_node(profile, backend=Backend(cfg.backend), address=cfg.address, n_sockets=n_sockets,
                    trace=False) as node:
@@ -352,7 +312,7 @@ def run_scaling(cfg: ScalingConfig, *, progress: bool = False,
     from tqdm import tqdm
 
     from sn40l_emu.config import load_profile
-    from sn40l_emu.experiments.program_book import ProgramBook
+    from sn40l_emu.engine.program_book import ProgramBook
     from sn40l_emu.workload import load_model, make_plan
 
     profile = load_profile(cfg.profile, list(cfg.overrides))
@@ -387,14 +347,6 @@ _COLUMNS = (
     ("compute", "compute"), ("weights", "weights"), ("kv", "kv"), ("collectives", "coll"),
     ("launch", "launch"), ("other", "other"), ("hbm", "HBM util"), ("spill", "spill"),
 )
-
-
-def per_token_ns(row: Mapping[str, Any]) -> float:
-    """Latency per token of one sequence: per prompt token (prefill), per step, per output token."""
-    per = {"prefill": row["prompt_len"], "decode": 1}.get(row["phase"])
-    if per is None:
-        per = row["context_len"] - row["prompt_len"] + 1  # N output tokens
-    return float(row["latency_ns"]) / per
 
 
 def table_text(rows: list[dict[str, Any]]) -> str:
@@ -472,7 +424,7 @@ def cmd_tp_scaling(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from sn40l_emu.cli import _profile_args
+    from sn40l_emu.experiments.options import profile_args
 
     p = sub.add_parser("tp-scaling", help="prefill/decode latency vs tensor-parallel degree, per execution mode")
     p.add_argument("--model", default="llama2-7b", help="shipped model name or path to a config.json")
@@ -490,7 +442,7 @@ def register(sub: Any) -> None:
     p.add_argument("--backend", default="ray", choices=["ray", "local"],
                    help="ray: one actor per socket (the distributed emulator); local: in-process")
     p.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS or a private local Ray)")
-    _profile_args(p, default="")
+    profile_args(p, default="")
     p.add_argument("--json", default="out/tp_scaling.json")
     p.add_argument("--out", default="out")
     p.add_argument("--no-progress", action="store_true")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sn40l_emu.config import NodeProfile
+from sn40l_emu.fabric.params import LinkParams
 from sn40l_emu.inject.scenario import Event, EventKind
-from sn40l_emu.p2p.params import LinkParams
 from sn40l_emu.socket_actor.dma import Engine
 from sn40l_emu.socket_actor.socket_model import host_rate_per_socket
 from sn40l_emu.socket_actor.state_changes import LinkState, SetDegradation, SetEngineRate, SetLink, StateChange

@@ -137,8 +137,8 @@ class ScenarioRunner:
         from sn40l_emu.coe.cache import CachePolicy
         from sn40l_emu.coe.coordinator import CoECoordinator, CoESetup
         from sn40l_emu.coe.workload import batches, parse_workload
-        from sn40l_emu.experiments.layer_reuse import LayerPrograms, LayerReuseNode
-        from sn40l_emu.experiments.program_book import ProgramBook
+        from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
+        from sn40l_emu.engine.program_book import ProgramBook
         from sn40l_emu.workload import load_model
 
         w = self.sc.workload
@@ -195,7 +195,7 @@ class ScenarioRunner:
                                  "requests": [r.id for r in batch]})
 
     def _run_allreduce(self) -> None:
-        from sn40l_emu.socket_actor.program import Algo, CollectiveKind, CollectiveOp, Program
+        from sn40l_emu.program import Algo, CollectiveKind, CollectiveOp, Program
 
         w = self.sc.workload
         group = tuple(range(w.sockets))

@@ -8,7 +8,7 @@ A symbolic frame (timing mode) carries no payload at all, only the shape and
 dtype it stands for, so a full-size model's activations never exist.
 
 The header also carries the per-chunk arrival times computed by the sender's
-network view (:mod:`sn40l_emu.p2p.network`): the receiver only has to take the
+network view (:mod:`sn40l_emu.fabric.network`): the receiver only has to take the
 maximum with its own clock, which keeps timing independent of wall-clock order.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from sn40l_emu.errors import FrameError
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor
-from sn40l_emu.socket_actor.program import np_dtype
+from sn40l_emu.program import np_dtype
 
 FRAME_VERSION = 1
 

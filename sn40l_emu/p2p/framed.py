@@ -14,11 +14,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from sn40l_emu.fabric.network import NetworkView
 from sn40l_emu.p2p.frame import Frame, encode_frame
 from sn40l_emu.p2p.mailbox import Mailbox
-from sn40l_emu.p2p.network import NetworkView
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport, chunk_bounds
-from sn40l_emu.socket_actor.program import np_dtype
+from sn40l_emu.program import np_dtype
 
 
 @lru_cache(maxsize=4096)

@@ -14,12 +14,12 @@ from typing import TypeVar
 
 import numpy as np
 
+from sn40l_emu.fabric.network import NetworkView
+from sn40l_emu.fabric.params import P2PParams
+from sn40l_emu.fabric.topology import Topology, make_topology
 from sn40l_emu.p2p.frame import decode_frame
 from sn40l_emu.p2p.framed import FramedTransport
 from sn40l_emu.p2p.mailbox import Mailbox
-from sn40l_emu.p2p.network import NetworkView
-from sn40l_emu.p2p.params import P2PParams
-from sn40l_emu.p2p.topology import Topology, make_topology
 from sn40l_emu.p2p.transport import Transport
 
 T = TypeVar("T")

@@ -28,10 +28,10 @@ import ray
 from ray.exceptions import RayActorError
 
 from sn40l_emu.errors import FrameError, P2PTimeoutError, SocketDeadError
+from sn40l_emu.fabric.network import NetworkView
 from sn40l_emu.p2p.frame import Frame
 from sn40l_emu.p2p.framed import FramedTransport
 from sn40l_emu.p2p.mailbox import Mailbox
-from sn40l_emu.p2p.network import NetworkView
 
 
 class RayTransport(FramedTransport):

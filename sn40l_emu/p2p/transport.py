@@ -5,7 +5,7 @@ carry their own virtual time: chunk ``i`` may leave the sender at
 ``ready_ns[i]``. The transport asks the sender's network view when each chunk
 arrives and hands the receiver the payload with that arrival vector. One
 physical message carries all chunks, so wall-clock cost does not grow with the
-number of chunks (DESIGN.md "Virtual time").
+number of chunks (docs/architecture.md "Virtual time").
 
 Receives match on (source, tag, sequence); the sequence is counted per
 (peer, tag) on both sides in program order, never by arrival order.
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from sn40l_emu.p2p.network import NetworkView
-    from sn40l_emu.p2p.topology import Topology
+    from sn40l_emu.fabric.network import NetworkView
+    from sn40l_emu.fabric.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class SymbolicTensor:
 
     @property
     def nbytes(self) -> int:
-        from sn40l_emu.socket_actor.program import np_dtype
+        from sn40l_emu.program import np_dtype
 
         return int(np.prod(self.shape, dtype=np.int64)) * np_dtype(self.dtype).itemsize
 

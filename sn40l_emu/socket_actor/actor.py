@@ -14,7 +14,7 @@ import numpy as np
 import ray
 
 from sn40l_emu.config import NodeProfile
-from sn40l_emu.socket_actor.program import Program, Tier
+from sn40l_emu.program import Program, Tier
 from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
 
@@ -36,9 +36,9 @@ class SocketActorImpl:
         self._fresh_state()
 
     def _fresh_state(self) -> None:
-        from sn40l_emu.p2p.fast_transport import PeerMailbox
-        from sn40l_emu.p2p.network import NetworkView
-        from sn40l_emu.p2p.topology import make_topology
+        from sn40l_emu.fabric.network import NetworkView
+        from sn40l_emu.fabric.topology import make_topology
+        from sn40l_emu.p2p.wire.fast_transport import PeerMailbox
 
         self.model = SocketModel(self.index, self.profile, trace=self.trace)
         self.mailbox = PeerMailbox(self.index)
@@ -55,7 +55,7 @@ class SocketActorImpl:
 
     async def listen(self) -> Any:
         """Open (once) this socket's same-host endpoint; returns its ``Endpoint`` (path, Ray node)."""
-        from sn40l_emu.p2p.endpoint import Endpoint, LocalServer
+        from sn40l_emu.p2p.wire.endpoint import Endpoint, LocalServer
 
         if self.server is None:
             server = LocalServer(self.index, self.n_sockets, self.profile.p2p.max_frame_bytes,
@@ -68,8 +68,8 @@ class SocketActorImpl:
     async def connect(self, peers: dict[int, Any], endpoints: dict[int, Any] | None = None) -> int:
         """Learn the peers' actor handles (and endpoints: same-host peers then get a direct
         connection, the others the Ray path); returns this actor's pid."""
-        from sn40l_emu.p2p.fast_transport import FastTransport, same_host_peers
         from sn40l_emu.p2p.ray_transport import RayTransport
+        from sn40l_emu.p2p.wire.fast_transport import FastTransport, same_host_peers
 
         await self._close_transport()
         self.mailbox.clear_dead()
@@ -90,7 +90,7 @@ class SocketActorImpl:
 
     def _spread_over_cpus(self) -> None:
         """More socket actors than CPUs on this host: pin this one to a CPU (p2p.affinity)."""
-        from sn40l_emu.p2p.affinity import allowed_cpus, cpu_for, pin_process
+        from sn40l_emu.p2p.wire.affinity import allowed_cpus, cpu_for, pin_process
 
         if self._cpus is None:
             self._cpus = allowed_cpus()  # before any pinning of ours

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from sn40l_emu.errors import EmuError
-from sn40l_emu.socket_actor.program import Tier
+from sn40l_emu.program import Tier
 from sn40l_emu.units import transfer_ns
 
 

@@ -1,6 +1,6 @@
 """Memory tiers of one socket as allocators of named segments.
 
-SRAM, HBM and DDR are software managed (SPEC.md §1): the compiler/runtime
+SRAM, HBM and DDR are software managed (docs/model.md §1): the compiler/runtime
 places named symbols, so an allocator of named segments with a hard capacity
 is the faithful model. Capacity is enforced with :class:`OutOfMemory` that
 states the tier, the bytes requested and the bytes free.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sn40l_emu.errors import EmuError, OutOfMemory
-from sn40l_emu.socket_actor.program import Tier
+from sn40l_emu.program import Tier
 
 
 @dataclass

@@ -18,10 +18,7 @@ import numpy as np
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import EmuError
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
-from sn40l_emu.socket_actor.clock import VirtualClock
-from sn40l_emu.socket_actor.dma import DmaEngines, Engine
-from sn40l_emu.socket_actor.memory import MemoryTiers
-from sn40l_emu.socket_actor.program import (
+from sn40l_emu.program import (
     AllocOp,
     CollectiveOp,
     CopyOp,
@@ -32,6 +29,9 @@ from sn40l_emu.socket_actor.program import (
     Tier,
     WaitOp,
 )
+from sn40l_emu.socket_actor.clock import VirtualClock
+from sn40l_emu.socket_actor.dma import DmaEngines, Engine
+from sn40l_emu.socket_actor.memory import MemoryTiers
 from sn40l_emu.socket_actor.tile import Degradation, KernelCost, kernel_cost
 from sn40l_emu.trace import TraceEvent, TraceRecorder
 
@@ -61,7 +61,7 @@ def host_rate_per_socket(profile: NodeProfile) -> int:
     """Host-link bandwidth one socket gets when every socket copies at once.
 
     The SN40L has one host link per socket; the DGX baselines state one
-    node-level host->GPU rate shared by all GPUs (SPEC.md §5).
+    node-level host->GPU rate shared by all GPUs (docs/model.md §5).
     """
     return profile.host.link_bw_bytes_per_s * profile.host.links // profile.sockets
 

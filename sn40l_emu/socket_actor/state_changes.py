@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sn40l_emu.errors import EmuError
-from sn40l_emu.p2p.params import LinkParams
+from sn40l_emu.fabric.params import LinkParams
 from sn40l_emu.socket_actor.dma import Engine
 from sn40l_emu.socket_actor.socket_model import SocketModel
 from sn40l_emu.socket_actor.tile import Degradation

@@ -1,4 +1,4 @@
-"""The tile timing model: what one kernel costs on one socket (SPEC.md §1).
+"""The tile timing model: what one kernel costs on one socket (docs/model.md §1).
 
 A fused kernel is a coarse-grained pipeline: each operator is a stage, PCUs are
 shared out among stages in proportion to their FLOPs, PMUs hold the stage
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sn40l_emu.config import LaunchSpec, SocketSpec, TileSpec
-from sn40l_emu.socket_actor.program import KernelOp, Launch, Stage, StreamKind, Tier
+from sn40l_emu.program import KernelOp, Launch, Stage, StreamKind, Tier
 from sn40l_emu.units import compute_ns, scale_rate, transfer_ns
 
 

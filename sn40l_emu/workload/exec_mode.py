@@ -1,6 +1,6 @@
 """Execution modes: how the framework operators of a model become kernels.
 
-The modes are the comparison the SN40L paper makes (SPEC.md §1 "Kernel
+The modes are the comparison the SN40L paper makes (docs/model.md §1 "Kernel
 launch", §5): unfused vs fused decoders, software vs hardware orchestration,
 and the DGX GPU baselines. A registry keyed by the Enum gives each mode its
 traits, so builders never branch on names.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
 
-from sn40l_emu.socket_actor.program import Launch
+from sn40l_emu.program import Launch
 
 
 class ExecMode(str, Enum):

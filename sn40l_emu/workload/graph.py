@@ -1,6 +1,6 @@
 """The model as one socket sees it: sections of operators between collectives.
 
-A decoder layer is one kernel (SPEC.md §1 "Fused") cut into sections by its
+A decoder layer is one kernel (docs/model.md §1 "Fused") cut into sections by its
 two all-reduces, which run over P2P pipelined inside that kernel::
 
     kernel L{i}.decoder:  [attn]  --all-reduce attn_out-->  [ffn]  --all-reduce ffn_out-->  [out]
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sn40l_emu.socket_actor.program import CollectiveKind
+from sn40l_emu.program import CollectiveKind
 from sn40l_emu.workload import operators as ops
 from sn40l_emu.workload.operators import ACT_BYTES, TOKEN_ID_BYTES, OpSpec
 from sn40l_emu.workload.sharding import ShardPlan

@@ -1,11 +1,11 @@
-"""Transformer shapes, read from a Hugging Face ``config.json`` (SPEC.md §6).
+"""Transformer shapes, read from a Hugging Face ``config.json`` (docs/model.md §6).
 
 The shipped models live in ``sn40l_emu/profiles/models/<name>.json`` with the
 public field names, so a user can drop in any Llama-style ``config.json``.
 Only the fields that set shapes are read; everything else (``rope_scaling``,
 ``sliding_window``, token ids, ...) is recorded in the file but not modelled.
 Every derived quantity assumes BF16 storage: the emulator runs BF16 whatever
-``torch_dtype`` says, as the SN40L and the DGX baselines do (SPEC.md §1, §5).
+``torch_dtype`` says, as the SN40L and the DGX baselines do (docs/model.md §1, §5).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class ModelConfig:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        """K and V of one token over all layers, BF16 (SPEC.md §6: 128 KiB for Llama3.1-8B)."""
+        """K and V of one token over all layers, BF16 (docs/model.md §6: 128 KiB for Llama3.1-8B)."""
         return self.num_hidden_layers * self.kv_bytes_per_token_per_layer
 
 

@@ -6,7 +6,7 @@ The operator graph (:mod:`graph`) is lowered into kernels by the mode:
   (``fused=False``, one stage), launched by the host (``Launch.SO``) or as a
   CUDA kernel (``Launch.GPU``); every input and output goes through memory as
   an ``ACTIVATIONS`` stream. That is 12 kernels per decoder layer plus two
-  all-reduces, the "about a dozen" of SPEC.md §5.
+  all-reduces, the "about a dozen" of docs/model.md §5.
 * ``FUSED_SO`` / ``FUSED_HO``: the sections of one kernel that no collective
   separates are one ``KernelOp`` (``fused=True``) whose stages are the
   operators; only weights, KV cache and the kernel's own input and output
@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import replace
 
 from sn40l_emu.errors import ConfigError, ShardingError
-from sn40l_emu.socket_actor.program import (
+from sn40l_emu.program import (
     CollectiveOp,
     KernelOp,
     Launch,

@@ -1,6 +1,6 @@
 """Tensor-parallel (TP) sharding plan: which slice of every weight a socket holds.
 
-Megatron-style TP over a group of sockets (SPEC.md §2: experts run TP8 on one
+Megatron-style TP over a group of sockets (docs/model.md §2: experts run TP8 on one
 node, TP16 over two nodes)::
 
     x ─ RMSNorm ─ [Q K V  column-parallel] ─ RoPE ─ attention ─ [O row-parallel] ─ all-reduce ─ +x
@@ -31,7 +31,7 @@ from sn40l_emu.errors import ShardingError
 from sn40l_emu.units import ceil_div
 from sn40l_emu.workload.model_config import BF16_BYTES, ModelConfig
 
-ALLOWED_TP = (1, 2, 4, 8, 16)  # 16 = two nodes of eight sockets (SPEC.md §2)
+ALLOWED_TP = (1, 2, 4, 8, 16)  # 16 = two nodes of eight sockets (docs/model.md §2)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """What one program computes: a prefill of a prompt, or one decode step.
 
-A step is the unit the CoE runtime schedules (SPEC.md §4: prefill, then N
+A step is the unit the CoE runtime schedules (docs/model.md §4: prefill, then N
 decode steps per request). Every sequence of a batch has the same length, so
 one ``context_len`` describes the batch.
 """

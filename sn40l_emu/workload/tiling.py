@@ -1,6 +1,6 @@
 """Stage buffer sizes: the SRAM (PMU) bytes each operator holds as a pipeline stage.
 
-In a fused kernel the tensors stream through the tile in tiles (SPEC.md §1
+In a fused kernel the tensors stream through the tile in tiles (docs/model.md §1
 "The tile as a pipeline"); a stage buffers only the tiles in flight, never a
 whole weight matrix. The tile model shares PMUs among stages by these bytes
 and spills through HBM when their sum exceeds the 520 MiB of SRAM, so they
@@ -14,7 +14,7 @@ public; these are the choices, each a named constant:
   at K=4096, 8 MiB at K=16384.
 * ``KV_BLOCK_TOKENS``: keys per block of flash-style attention.
 * Everything that streams in is double-buffered (load the next tile while
-  computing this one), which is how weight loads overlap compute (SPEC.md §1).
+  computing this one), which is how weight loads overlap compute (docs/model.md §1).
 
 Row reductions (RMSNorm) hold whole rows; pointwise operators hold
 (rows x ``COL_TILE``) tiles. With these, a Llama3.1-8B decoder layer at TP8

@@ -10,7 +10,7 @@ Every message starts with a one-byte kind; integers are little-endian::
     ERROR     kind=5  u32 text_len  utf-8 text   receiver -> sender: a frame was rejected
     PONG      kind=6  u64 token                  receiver -> sender
     ARENA     kind=7  22 B name  u64 size        the sender's shared-memory arena for this
-                                                 connection (:mod:`sn40l_emu.p2p.shm_arena`)
+                                                 connection (:mod:`sn40l_emu.p2p.wire.shm_arena`)
     SHM_FRAME kind=8  u32 header_len  header  u64 offset   payload is in the arena
     RELEASE   kind=9  u64 offset                 receiver -> sender: arena block free again
 

@@ -1,7 +1,7 @@
 """Wiring of the P2P fabric: which directed links exist, routes, ring orders.
 
 Algorithms ask a topology for routes and ring orders and never look at the
-wiring themselves (DESIGN.md "Algorithms and topologies are separate"):
+wiring themselves (docs/architecture.md "Algorithms and topologies are separate"):
 adding a topology is one class and one registry entry.
 
 Nodes ``0 .. n_sockets-1`` are sockets; a node index ``>= n_sockets`` is a
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 
 from sn40l_emu.errors import LinkDownError
-from sn40l_emu.p2p.params import TopologyKind
+from sn40l_emu.fabric.params import TopologyKind
 
 DirectedLink = tuple[int, int]
 NO_DOWN: frozenset[DirectedLink] = frozenset()

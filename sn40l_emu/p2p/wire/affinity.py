@@ -15,7 +15,7 @@ import contextlib
 import os
 from collections.abc import Mapping, Sequence
 
-from sn40l_emu.p2p.endpoint import Endpoint
+from sn40l_emu.p2p.wire.endpoint import Endpoint
 
 
 def allowed_cpus() -> tuple[int, ...]:

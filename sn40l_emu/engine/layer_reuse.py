@@ -7,7 +7,7 @@ runs a timing-mode program as a sequence of segments::
 
     [embed, all-reduce] [L0 ...] [L1 ...] ... [L{n-1} ...] [lm_head, all-gather, unshard]
 
-each segment through a :class:`~sn40l_emu.cluster.reuse.CostReuse`, which runs
+each segment through a :class:`~sn40l_emu.engine.reuse.CostReuse`, which runs
 it for real the first time and reuses its measured cost afterwards while that
 is exact (its docstring lists the conditions it checks: same structure, same
 node version, same relative clock offsets, links idle at every collective).
@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sn40l_emu.cluster.node import Node
-from sn40l_emu.cluster.reuse import CostReuse
-from sn40l_emu.socket_actor.program import CollectiveOp, KernelOp, Op, Program
+from sn40l_emu.engine.reuse import CostReuse
+from sn40l_emu.program import CollectiveOp, KernelOp, Op, Program
 from sn40l_emu.socket_actor.socket_model import BREAKDOWN_KEYS, ProgramResult
 from sn40l_emu.socket_actor.state_changes import StateChange
 from sn40l_emu.socket_actor.tile import Degradation
@@ -48,7 +48,7 @@ from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step, make_plan
 from sn40l_emu.workload.placement import HBM_ONLY, Placement
 
 if TYPE_CHECKING:
-    from sn40l_emu.experiments.program_book import ProgramBook
+    from sn40l_emu.engine.program_book import ProgramBook
 
 # decoder-layer ops are named "L{i}.<op>" (sn40l_emu.workload.graph); "L*.<op>" once canonical
 _LAYER = re.compile(r"^L(\d+|\*)\.")

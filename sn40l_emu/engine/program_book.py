@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from sn40l_emu.socket_actor.program import Program
+from sn40l_emu.program import Program
 from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step, build_program
 from sn40l_emu.workload.placement import HBM_ONLY, Placement
 

@@ -14,16 +14,16 @@ the view of every socket, with the same ``from_ns``, so that all sockets agree
 on routes and ring orders.
 
 Scale-out (TP16): links between sockets of different nodes use
-``P2PParams.scale_out`` (see :class:`sn40l_emu.p2p.topology.MultiNode`).
+``P2PParams.scale_out`` (see :class:`sn40l_emu.fabric.topology.MultiNode`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sn40l_emu.p2p.link import Link
-from sn40l_emu.p2p.params import LinkParams, P2PParams
-from sn40l_emu.p2p.topology import DirectedLink, Topology
+from sn40l_emu.fabric.link import Link
+from sn40l_emu.fabric.params import LinkParams, P2PParams
+from sn40l_emu.fabric.topology import DirectedLink, Topology
 
 
 class NetworkView:

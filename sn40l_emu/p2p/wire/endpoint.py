@@ -5,7 +5,7 @@ returns an :class:`Endpoint` (the socket file and the actor's Ray node id);
 the node hands every actor the endpoints of all the others in ``connect()``,
 and a peer on the same Ray node then sends its frames over a direct
 connection to this server instead of as a Ray actor task (see
-:mod:`sn40l_emu.p2p.fast_transport`).
+:mod:`sn40l_emu.p2p.wire.fast_transport`).
 
 Security: the socket file lives in a fresh private directory (mode 0700,
 under /dev/shm when it exists), so only processes of the same user can
@@ -14,7 +14,7 @@ against the header limit before the header is read, the header is parsed
 with the frame module's bounded msgpack settings, and header + payload
 length is checked against ``max_frame_bytes`` before a payload buffer is
 allocated; the payload bytes become an array with ``np.frombuffer`` (or a
-view into the sender's shared-memory arena, :mod:`sn40l_emu.p2p.shm_arena`)
+view into the sender's shared-memory arena, :mod:`sn40l_emu.p2p.wire.shm_arena`)
 and :func:`~sn40l_emu.p2p.frame.decode_frame` validates the whole frame, as
 on the Ray path. A rejected frame is answered with an ERROR message and that
 connection is closed (the byte stream cannot be trusted after it); the
@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 
 from sn40l_emu.errors import FrameError, SocketDeadError
-from sn40l_emu.p2p import wire
 from sn40l_emu.p2p.frame import decode_frame
 from sn40l_emu.p2p.mailbox import Mailbox
-from sn40l_emu.p2p.shm_arena import RecvArena
+from sn40l_emu.p2p.wire import codec as wire
+from sn40l_emu.p2p.wire.shm_arena import RecvArena
 
 log = logging.getLogger(__name__)
 

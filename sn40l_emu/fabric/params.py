@@ -1,7 +1,7 @@
 """Parameters of the P2P fabric, in base units (bytes/s, ns).
 
 Built from the node profile by :mod:`sn40l_emu.config`; all are knobs
-(SPEC.md §3: link rate, latency and wiring of the SN40L are not public).
+(docs/model.md §3: link rate, latency and wiring of the SN40L are not public).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A socket program: a static list of operations, like the hardware-orchestrated
-schedule handed to the AGCUs of a real SN40L (SPEC.md §1, "Kernel launch").
+schedule handed to the AGCUs of a real SN40L (docs/model.md §1, "Kernel launch").
 
 The same program serves timing mode (tensors are shapes only) and functional
 mode (a kernel carries a numpy function and names the buffers it reads and
@@ -17,7 +17,7 @@ import numpy as np
 
 
 class Tier(str, Enum):
-    """Memory tiers of one socket (SPEC.md §1 "Memory tiers"); HOST is the x86 host's DRAM."""
+    """Memory tiers of one socket (docs/model.md §1 "Memory tiers"); HOST is the x86 host's DRAM."""
 
     SRAM = "sram"
     HBM = "hbm"
@@ -34,7 +34,7 @@ class StreamKind(str, Enum):
 
 
 class Launch(str, Enum):
-    """How a kernel is launched (SPEC.md §1): by the host per call, or from the static schedule."""
+    """How a kernel is launched (docs/model.md §1): by the host per call, or from the static schedule."""
 
     SO = "so"  # software orchestrated: host round trip per kernel call
     HO = "ho"  # hardware orchestrated: AGCUs run the schedule, ~zero overhead
@@ -76,7 +76,7 @@ class MemStream:
 
 @dataclass(frozen=True)
 class Stage:
-    """One operator as a stage of a fused kernel's pipeline (SPEC.md §1 "The tile as a pipeline")."""
+    """One operator as a stage of a fused kernel's pipeline (docs/model.md §1 "The tile as a pipeline")."""
 
     name: str
     flops: int

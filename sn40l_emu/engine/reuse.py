@@ -1,4 +1,4 @@
-"""Cost reuse: identical programs on an unchanged node cost the same (DESIGN.md).
+"""Cost reuse: identical programs on an unchanged node cost the same (docs/architecture.md).
 
 A decode step at context L+1 differs from the one at L only in the kernels
 that read the KV cache. Socket timelines are max-plus expressions of kernel
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sn40l_emu.cluster.node import Node
-from sn40l_emu.socket_actor.program import CollectiveOp, KernelOp, Program
+from sn40l_emu.program import CollectiveOp, KernelOp, Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.socket_actor.tile import Degradation, KernelCost, kernel_cost
 from sn40l_emu.trace import TraceEvent

@@ -9,13 +9,13 @@ call and one message parse on the receiver's event loop).
 
 Per peer (chosen once, in ``connect``):
 
-* same Ray node -> its :class:`~sn40l_emu.p2p.endpoint.LocalServer` over
-  one long-lived connection (:mod:`sn40l_emu.p2p.wire`): ``HELLO``, then per
+* same Ray node -> its :class:`~sn40l_emu.p2p.wire.endpoint.LocalServer` over
+  one long-lived connection (:mod:`sn40l_emu.p2p.wire.codec`): ``HELLO``, then per
   frame either ``FRAME`` (header + raw payload bytes on the socket: two
   copies, through the kernel) or, for payloads of ``SHM_MIN_BYTES`` and more,
   ``SHM_FRAME`` (header + offset; the payload is copied once into the link's
   shared-memory arena and the receiver reads it in place,
-  :mod:`sn40l_emu.p2p.shm_arena`). Threshold measured with
+  :mod:`sn40l_emu.p2p.wire.shm_arena`). Threshold measured with
   ``bench/p2p_paths.py``: below ~256 KiB the socket is faster (the arena
   costs a RELEASE message per frame), from 1 MiB the arena is about twice as
   fast. Ray's object store (the Ray path) measured slower at the sizes
@@ -48,13 +48,13 @@ from typing import Any
 import numpy as np
 
 from sn40l_emu.errors import FrameError, P2PTimeoutError, SocketDeadError
-from sn40l_emu.p2p import wire
-from sn40l_emu.p2p.endpoint import Endpoint
+from sn40l_emu.fabric.network import NetworkView
 from sn40l_emu.p2p.frame import Frame
 from sn40l_emu.p2p.mailbox import Mailbox
-from sn40l_emu.p2p.network import NetworkView
 from sn40l_emu.p2p.ray_transport import RayTransport
-from sn40l_emu.p2p.shm_arena import TRIM_DELAY_S, SendArena
+from sn40l_emu.p2p.wire import codec as wire
+from sn40l_emu.p2p.wire.endpoint import Endpoint
+from sn40l_emu.p2p.wire.shm_arena import TRIM_DELAY_S, SendArena
 
 #: Payloads of at least this many bytes go through the link's shared-memory arena (one copy)
 #: instead of the socket (two copies); measured with ``bench/p2p_paths.py``.

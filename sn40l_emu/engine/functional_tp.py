@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from sn40l_emu.cluster.node import Node
-from sn40l_emu.socket_actor.program import Program
+from sn40l_emu.program import Program
 from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step, build_group_programs
 from sn40l_emu.workload.functional import shard_weights
 

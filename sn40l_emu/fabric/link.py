@@ -1,4 +1,4 @@
-"""One directed link as a FIFO server (DESIGN.md "Contention").
+"""One directed link as a FIFO server (docs/architecture.md "Contention").
 
 A frame of K chunks is offered to the link with a ready time per chunk; the
 link serves chunks in order, one at a time, each for its serialization time
@@ -22,7 +22,7 @@ from bisect import bisect_right
 
 import numpy as np
 
-from sn40l_emu.p2p.params import LinkParams
+from sn40l_emu.fabric.params import LinkParams
 from sn40l_emu.units import transfer_ns
 
 

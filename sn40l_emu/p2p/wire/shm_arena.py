@@ -40,7 +40,7 @@ from collections.abc import Callable
 import numpy as np
 
 from sn40l_emu.errors import FrameError
-from sn40l_emu.p2p.wire import PayloadSpec
+from sn40l_emu.p2p.wire.codec import PayloadSpec
 
 #: Virtual size of one link's arena (sparse: only pages written are allocated). A frame
 #: that does not fit in its free space goes inline on the socket.
