@@ -62,24 +62,15 @@ def test_every_row_adds_up(platform: str, model: str, batch: int, prompt_len: in
             assert (alone[0]["latency_ns"], alone[0]["breakdown_ns"]) == (r["latency_ns"], r["breakdown_ns"])
 
 
-def test_a_prefill_after_a_decode_on_the_same_reuse_node_costs_what_it_costs_alone() -> None:
+def test_a_generate_row_after_prefill_and_decode_rows_costs_what_it_costs_alone() -> None:
     """The root cause of the rows that did not add up: at TP1 a prefill layer has the structure
-    of a decode layer, so the decode's reference replaced the prefill's and a shift memoised
-    against the prefill's reference was added to the decode's duration."""
-    from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
-    from sn40l_emu.engine.program_book import ProgramBook
-    from sn40l_emu.workload import ExecMode, Step, load_model, make_plan
-
-    model = load_model("llama2-7b")
-    plan = make_plan(model, 1)
-    programs = LayerPrograms(ProgramBook())
-    prefill = programs.group(model, plan, Step.prefill(1, 128), ExecMode.UNFUSED)
-    decode = programs.group(model, plan, Step.decode(1, 128), ExecMode.UNFUSED)
-    alone = LocalNode(load_profile("sn40l"), trace=False).run_programs(prefill)[0]
-    node = LayerReuseNode(LocalNode(load_profile("sn40l"), trace=False))
-    for progs in (prefill, decode):
-        node.run_programs(progs)
-        node.reset()
-    again = node.run_programs(prefill)[0]
-    assert (again.duration_ns, again.breakdown_ns) == (alone.duration_ns, alone.breakdown_ns)
-    assert sum(again.breakdown_ns.values()) == again.duration_ns
+    of a decode layer, so the decode row's reference replaced the prefill's, and a shift memoised
+    against the prefill's reference was added to the decode's duration (the generate row's
+    prefill came out shorter than its own breakdown)."""
+    cfg = ScalingConfig(tps=(1,), phases=("prefill", "decode"), modes=("unfused",), tokens=2)
+    rows = run_scaling(cfg, node_factory=_factory("sn40l"))
+    alone = run_scaling(dataclasses.replace(cfg, phases=("generate",)), node_factory=_factory("sn40l"))
+    gen = rows[-1]
+    assert gen["phase"] == "generate"
+    assert (gen["latency_ns"], gen["breakdown_ns"]) == (alone[0]["latency_ns"], alone[0]["breakdown_ns"])
+    assert sum(gen["breakdown_ns"].values()) == gen["latency_ns"]
