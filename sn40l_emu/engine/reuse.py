@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sn40l_emu.cluster.node import Node
@@ -69,10 +69,24 @@ def _reusable(program: Program) -> bool:
                for op in program.ops)
 
 
+_Shift = tuple[int, dict[int, dict[str, int]], dict[int, list[int]]]
+
+
 @dataclass
 class _Ref:
+    """A reference run and the shifts computed against it.
+
+    The shifts live in the reference itself: a later real run of the same
+    structure replaces the reference (a prefill and a decode layer can share a
+    structure), and a shift computed against the old one would add the new
+    one's duration to the old one's deltas.
+    """
+
     results: dict[int, ProgramResult]
     costs: dict[int, list[KernelCost]]
+    # program ids -> (the programs, kept alive so their ids stay theirs; the shift)
+    shifts: dict[tuple[tuple[int, int], ...], tuple[tuple[Program, ...], _Shift]] = field(
+        default_factory=dict)
 
 
 @dataclass
@@ -108,7 +122,6 @@ class CostReuse:
         self._keys: dict[tuple[tuple[int, int], ...], tuple[Any, tuple[Any, ...]]] = {}
         self._sids: dict[tuple[Any, ...], int] = {}  # program structure -> small id (never reused)
         self._sid_counter = itertools.count()
-        self._shifts: dict[tuple[Any, Any], tuple[int, dict[int, dict[str, int]], dict[int, list[int]]]] = {}
         self._segments: dict[int, tuple[Program, tuple[Program, ...]]] = {}
         self._intern: dict[tuple[Op, ...], Program] = {}
         self.stats = ReuseStats()  # whole programs
@@ -237,15 +250,15 @@ class CostReuse:
     def _shift(self, key: Any, ref: _Ref, programs: Mapping[int, Program],
                now: list[int]) -> dict[int, ProgramResult] | None:
         ident = tuple((s, id(programs[s])) for s in sorted(programs))
-        memo = self._shifts.get((key, ident))
-        if memo is None:
+        hit = ref.shifts.get(ident)
+        if hit is None:
             memo = self._compute_shift(ref, programs)
             if memo is None:
                 return None
-            if len(self._shifts) > 50_000:
-                self._shifts.clear()
-            self._shifts[(key, ident)] = memo
-        total, bds, kns = memo
+            if len(ref.shifts) > 10_000:
+                ref.shifts.clear()
+            hit = ref.shifts[ident] = (tuple(programs[s] for s in sorted(programs)), memo)
+        total, bds, kns = hit[1]
         out: dict[int, ProgramResult] = {}
         for s, prog in programs.items():
             r = ref.results[s]
@@ -257,8 +270,7 @@ class CostReuse:
                                    r.link_free_ns, r.links_idle)
         return out
 
-    def _compute_shift(self, ref: _Ref, programs: Mapping[int, Program]
-                       ) -> tuple[int, dict[int, dict[str, int]], dict[int, list[int]]] | None:
+    def _compute_shift(self, ref: _Ref, programs: Mapping[int, Program]) -> _Shift | None:
         deltas: list[int] | None = None
         bds: dict[int, dict[str, int]] = {}
         kns: dict[int, list[int]] = {}
