@@ -1,0 +1,69 @@
+"""The conclusion a CoE sweep ends with: a few sentences a researcher can quote.
+
+Read off the rows, nothing recomputed: each platform's latency at the largest
+swept composition (150 experts in the paper's sweep), the speedup of the first
+platform over the others, how many experts each platform holds in HBM at once
+(beyond that an expert is switched in from DDR or host memory), where a
+platform runs out of memory, and where the plots and the run directory are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _ms(ns: int) -> str:
+    ms = ns / 1e6
+    return f"{ms:,.0f} ms" if ms >= 100 else f"{ms:,.1f} ms" if ms >= 1 else f"{ms:,.3f} ms"
+
+
+def conclusion(rows: Sequence[dict[str, Any]], cfg: Any, *, plots: Sequence[Path] = (),
+               run_dir: Path | None = None) -> str:
+    """Plain-text conclusion of a sweep (``cfg``: its :class:`SweepConfig`)."""
+    if not rows:
+        return "No rows."
+    plats = list(dict.fromkeys(r["platform"] for r in rows))
+    n = 150 if any(r["experts"] == 150 for r in rows) else max(r["experts"] for r in rows)
+    combos = sorted({(r["batch"], r["tokens"]) for r in rows}, key=lambda c: (-c[0], c[1]))
+    by = {(r["platform"], r["experts"], r["batch"], r["tokens"]): r for r in rows}
+    lines = [f"Conclusion: {cfg.model} experts, prompt {cfg.prompt_len} tokens, workload {cfg.workload}, "
+             f"cache policy {cfg.policy}, seed {cfg.seed}, {cfg.n_batches} batch(es) per row; "
+             f"every row starts from a power-cycled node."]
+    base = plats[0]
+    for b, t in combos:
+        cells, speed = [], []
+        for p in plats:
+            r = by.get((p, n, b, t))
+            if r is None:
+                continue
+            cells.append(f"{p} {'OOM' if r['oom'] else _ms(r['total_ns'])}")
+            rb = by.get((base, n, b, t))
+            if p != base and rb is not None and not r["oom"] and not rb["oom"] and rb["total_ns"] > 0:
+                speed.append(f"{r['total_ns'] / rb['total_ns']:.1f}x vs {p}")
+        if cells:
+            line = f"- {n} experts, batch {b}, {t} output tokens: " + "; ".join(cells)
+            if speed:
+                line += f" ({base} speedup: " + ", ".join(speed) + ")"
+            lines.append(line)
+    b0, t0 = combos[0]
+    hbm = []
+    for p in plats:
+        prow = [r for r in rows if r["platform"] == p and (r["batch"], r["tokens"]) == (b0, t0)] or \
+               [r for r in rows if r["platform"] == p]
+        k = prow[0]["experts_in_hbm_at_once"]
+        beyond = sorted(r["experts"] for r in prow if r["experts"] > k)
+        oom = sorted(r["experts"] for r in prow if r["oom"])
+        text = f"{p} holds {k} experts in HBM at once"
+        text += f" (from {beyond[0]} swept experts on, experts switch in from outside HBM)" if beyond else \
+            " (every swept composition fits in HBM)"
+        if oom:
+            text += f"; out of memory from {oom[0]} experts"
+        hbm.append(text)
+    lines.append(f"- HBM (batch {b0}, {t0} tokens of KV reserved): " + "; ".join(hbm) + ".")
+    if plots:
+        lines.append("- plots: " + ", ".join(str(p) for p in plots))
+    if run_dir is not None:
+        lines.append(f"- run directory: {run_dir}/ (results.csv, results.json, summary.md, config.json)")
+    return "\n".join(lines)
