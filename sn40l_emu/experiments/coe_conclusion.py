@@ -3,7 +3,7 @@
 Read off the rows, nothing recomputed: each platform's latency at the largest
 swept composition (150 experts in the paper's sweep), the speedup of the first
 platform over the others, how many experts each platform holds in HBM at once
-(beyond that an expert is switched in from DDR or host memory), where a
+(a larger composition leaves HBM: its experts are switched in from DDR or host memory), where a
 platform runs out of memory, and where the plots and the run directory are.
 """
 
@@ -56,7 +56,7 @@ def conclusion(rows: Sequence[dict[str, Any]], cfg: Any, *, plots: Sequence[Path
         beyond = sorted(r["experts"] for r in prow if r["experts"] > k)
         oom = sorted(r["experts"] for r in prow if r["oom"])
         text = f"{p} holds {k} experts in HBM at once"
-        text += f" (from {beyond[0]} swept experts on, experts switch in from outside HBM)" if beyond else \
+        text += f", so from {beyond[0]} experts on the composition leaves HBM" if beyond else \
             " (every swept composition fits in HBM)"
         if oom:
             text += f"; out of memory from {oom[0]} experts"

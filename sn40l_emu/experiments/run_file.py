@@ -176,7 +176,7 @@ def run_experiment(ef: ExperimentFile, *, progress: bool = False) -> tuple[list[
     todo = [(i, pt, s, point_config(ef, pt, s)) for i, pt in enumerate(points(ef)) for s in seeds]
     rows: list[dict[str, Any]] = []
     resolved = []
-    for i, pt, s, cfg in tqdm(todo, disable=not progress, desc=f"run {ef.command}", unit="point"):
+    for i, pt, s, cfg in tqdm(todo, disable=None if progress else True, desc=f"run {ef.command}", unit="point"):
         resolved.append({"point": i, "seed": s, "grid": pt, "config": to_jsonable(cfg)})
         for r in exp.run(cfg, progress=False):
             tags: dict[str, Any] = {"point": i}
