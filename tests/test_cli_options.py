@@ -95,7 +95,7 @@ def test_one_name_per_concept_old_spellings_still_work() -> None:
     cfg = from_args(ScalingConfig, p.parse_args(["tp-scaling", "--platform", "dgx-h100", "--mode", "fused_so"]))
     assert cfg.profile == "dgx-h100" and cfg.modes == ("fused-so",) and cfg.backend == "ray"
     for cmd in ("coe", "capacity", "coe-serve", "tp-scaling", "allreduce-bench", "inject", "up"):
-        helptext = [s for n, s in _subparsers(p) if n == cmd][0].format_help()
+        helptext = next(s for n, s in _subparsers(p) if n == cmd).format_help()
         assert "--profile" in helptext and "--set" in helptext, cmd
 
 
