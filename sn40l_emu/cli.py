@@ -210,22 +210,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: binding to {bind}: an open Ray cluster runs any code it is sent",
               file=sys.stderr)
     prepare_env(bind)
+    from sn40l_emu.experiments.rundir import mark_unfinished_failed
+
     try:
         code: int = args.func(args)
         sys.stdout.flush()
         return code
     except ConfigError as exc:
+        mark_unfinished_failed(str(exc))
         print(f"sn40l-emu: error: {exc}", file=sys.stderr)
         return 2
     except EmuError as exc:
+        mark_unfinished_failed(str(exc))
         print(f"sn40l-emu: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return _closed_pipe()
     except OSError as exc:
+        mark_unfinished_failed(str(exc))
         where = f": {exc.filename}" if exc.filename else ""
         print(f"sn40l-emu: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
+    except BaseException as exc:
+        mark_unfinished_failed(f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def _closed_pipe() -> int:

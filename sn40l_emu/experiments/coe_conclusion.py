@@ -38,14 +38,14 @@ def conclusion(rows: Sequence[dict[str, Any]], cfg: Any, *, plots: Sequence[Path
             r = by.get((p, n, b, t))
             if r is None:
                 continue
-            cells.append(f"{p} {'OOM' if r['oom'] else _ms(r['total_ns'])}")
+            cells.append(f"{p} {'out of memory' if r['oom'] else _ms(r['total_ns'])}")
             rb = by.get((base, n, b, t))
             if p != base and rb is not None and not r["oom"] and not rb["oom"] and rb["total_ns"] > 0:
-                speed.append(f"{r['total_ns'] / rb['total_ns']:.1f}x vs {p}")
+                speed.append(f"{r['total_ns'] / rb['total_ns']:.1f}x over {p}")
         if cells:
-            line = f"- {n} experts, batch {b}, {t} output tokens: " + "; ".join(cells)
+            line = f"- {n} experts, batch {b}, {t} output tokens: " + ", ".join(cells)
             if speed:
-                line += f" ({base} speedup: " + ", ".join(speed) + ")"
+                line += f"; {base} speedup " + ", ".join(speed)
             lines.append(line)
     b0, t0 = combos[0]
     hbm = []
@@ -55,15 +55,42 @@ def conclusion(rows: Sequence[dict[str, Any]], cfg: Any, *, plots: Sequence[Path
         k = prow[0]["experts_in_hbm_at_once"]
         beyond = sorted(r["experts"] for r in prow if r["experts"] > k)
         oom = sorted(r["experts"] for r in prow if r["oom"])
+        no_switch = sorted(r["experts"] for r in prow if not r["oom"] and r["switch_ns"] == 0)
         text = f"{p} holds {k} experts in HBM at once"
-        text += f", so from {beyond[0]} experts on the composition leaves HBM" if beyond else \
-            " (every swept composition fits in HBM)"
+        if no_switch:
+            text += f", switches no expert up to {no_switch[-1]} experts"
+        elif len(oom) < len(prow):
+            text += ", switches experts in at every size (its HBM cache starts cold)"
+        text += f" and leaves HBM from {beyond[0]} experts" if beyond else " and never leaves HBM in this sweep"
         if oom:
             text += f"; out of memory from {oom[0]} experts"
         hbm.append(text)
-    lines.append(f"- HBM (batch {b0}, {t0} tokens of KV reserved): " + "; ".join(hbm) + ".")
-    if plots:
-        lines.append("- plots: " + ", ".join(str(p) for p in plots))
+    lines.append(f"- where each platform leaves HBM (batch {b0}, {t0} tokens): " + "; ".join(hbm) + ".")
     if run_dir is not None:
-        lines.append(f"- run directory: {run_dir}/ (results.csv, results.json, summary.md, config.json)")
+        lines.append(f"- run directory: {run_dir}/ (results.csv with every row, summary.md, config.json)")
+    if plots:
+        lines.append("- plots: " + ", ".join(str(p.name if run_dir is not None and p.parent == run_dir else p)
+                                              for p in plots))
     return "\n".join(lines)
+
+
+def headline_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Experts x platform, total / switch ms, at the largest batch and fewest output tokens (README style)."""
+    from sn40l_emu.report import table
+
+    if not rows:
+        return ""
+    b = max(r["batch"] for r in rows)
+    t = min(r["tokens"] for r in rows)
+    plats = list(dict.fromkeys(r["platform"] for r in rows))
+    by = {(r["platform"], r["experts"]): r for r in rows if (r["batch"], r["tokens"]) == (b, t)}
+    out = []
+    for n in sorted({r["experts"] for r in rows}):
+        cell: dict[str, Any] = {"experts": n}
+        for p in plats:
+            r = by.get((p, n))
+            cell[p] = "" if r is None else "OOM" if r["oom"] else \
+                f"{r['total_ns'] / 1e6:,.1f} / {r['switch_ns'] / 1e6:,.1f}"
+        out.append(cell)
+    cols = [("experts", "experts")] + [(p, f"{p} total / switch ms") for p in plats]
+    return f"batch {b}, {t} output tokens (every row: results.csv, summary.md)\n" + table(out, cols)

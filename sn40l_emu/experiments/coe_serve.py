@@ -113,12 +113,16 @@ def run_serving(platform: str, model_name: str, n_experts: int, batch: int, rate
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from sn40l_emu.coe.workload import parse_workload
     from sn40l_emu.config import load_profile
     from sn40l_emu.experiments import rundir
     from sn40l_emu.experiments.options import from_args, to_jsonable
     from sn40l_emu.report import table
+    from sn40l_emu.workload import load_model
 
     cfg = from_args(ServeConfig, args)
+    load_model(cfg.model)
+    parse_workload(cfg.workload)
     resolved = {"serve": to_jsonable(cfg), "profile": load_profile(cfg.profile, list(cfg.overrides)).to_json()}
     run = rundir.prepare("coe-serve", resolved, out=args.out, overwrite=args.overwrite, json_path=args.json,
                          argv=getattr(args, "argv", None))

@@ -132,8 +132,12 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     return rows
 
 
-def _ms(ns: Any) -> float | None:
-    return None if ns is None else ns / 1e6
+def _ms(ns: Any) -> str | None:
+    """Milliseconds for a table: fixed point with thousands separators (never 1.083e+04); blank if None."""
+    if ns is None:
+        return None
+    ms = ns / 1e6
+    return f"{ms:,.1f}" if ms >= 10 else f"{ms:,.3f}"
 
 
 def output_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -163,16 +167,20 @@ def _summary(rows: list[dict[str, Any]]) -> str:
 
 def resolved_config(cfg: SweepConfig) -> dict[str, Any]:
     """The sweep and every platform's resolved profile (loading them also checks --profile/--set now)."""
+    from sn40l_emu.coe.workload import parse_workload
     from sn40l_emu.config import load_profile
     from sn40l_emu.experiments.options import to_jsonable
+    from sn40l_emu.workload import load_model
 
+    load_model(cfg.model)
+    parse_workload(cfg.workload)
     return {"sweep": to_jsonable(cfg),
             "profiles": {p: load_profile(p, list(cfg.overrides)).to_json() for p in cfg.platforms}}
 
 
 def cmd_coe(args: argparse.Namespace) -> int:
     from sn40l_emu.experiments import rundir
-    from sn40l_emu.experiments.coe_conclusion import conclusion
+    from sn40l_emu.experiments.coe_conclusion import conclusion, headline_table
     from sn40l_emu.experiments.options import from_args
     from sn40l_emu.experiments.plots_coe import breakdown_per_platform, latency_vs_experts
 
@@ -186,7 +194,7 @@ def cmd_coe(args: argparse.Namespace) -> int:
     if not (out / "coe_trace.json").exists():
         run.files.remove("coe_trace.json")
     table_text = _summary(rows)
-    print(table_text)
+    print(headline_table(rows))
     pngs = latency_vs_experts(rows, out)
     pngs += breakdown_per_platform(rows, out, max(cfg.batch_sizes), min(cfg.tokens))
     for png in pngs:
@@ -257,8 +265,10 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     from sn40l_emu.experiments import rundir
     from sn40l_emu.experiments.options import from_args, to_jsonable
     from sn40l_emu.report import table
+    from sn40l_emu.workload import load_model
 
     cfg = from_args(CapacityConfig, args)
+    load_model(cfg.model)
     resolved = {"capacity": to_jsonable(cfg),
                 "profiles": {p: load_profile(p, list(cfg.overrides)).to_json() for p in cfg.platforms}}
     run = rundir.prepare("capacity", resolved, out=args.out, overwrite=args.overwrite, json_path=args.json,

@@ -119,6 +119,7 @@ class RunDir:
     files: list[str] = field(default_factory=list)
     created: str = ""
     argv: list[str] | None = None
+    done: bool = False
 
     def file(self, name: str) -> Path:
         """Path of a file in the directory (recorded in the manifest)."""
@@ -155,13 +156,16 @@ class RunDir:
         p = self.file("summary.md")
         lines = [f"# {self.command} run {self.path.name}", "", f"- created (UTC): {self.created}",
                  f"- config hash: {config_hash(self.config)} (resolved configuration in config.json)"]
-        if headline:
-            lines += ["", headline]
         lines += ["", summary.rstrip(), "", "## Files", ""]
         lines += [f"- `{f}`" for f in sorted(self.files) if f != "summary.md"]
         p.write_text("\n".join(lines) + "\n")
         self._manifest("done", {"rows": rows, "headline": headline})
+        self.done = True
         return p
+
+    def fail(self, reason: str) -> None:
+        """Mark the run failed (its files so far stay, for a post-mortem)."""
+        self._manifest("failed", {"error": reason[:500]})
 
 
 def _json_default(v: Any) -> Any:
@@ -206,7 +210,22 @@ def prepare(command: str, config: Mapping[str, Any], *, out: str | Path | None =
                 argv=list(argv) if argv is not None else None)
     rd.write_json("config.json", cfg)
     rd._manifest("running")
+    _ACTIVE.append(rd)
     return rd
+
+
+_ACTIVE: list[RunDir] = []  # run directories this process opened (the CLI marks unfinished ones failed)
+
+
+def mark_unfinished_failed(reason: str) -> None:
+    """Called by the CLI when a command ends with an error: its run directories say so."""
+    while _ACTIVE:
+        rd = _ACTIVE.pop()
+        if not rd.done and rd.path.is_dir():
+            try:
+                rd.fail(reason)
+            except OSError:
+                pass
 
 
 def write_copy(path: str | Path, doc: Any) -> Path:
