@@ -19,21 +19,24 @@ come back as a DataFrame (nested dicts as ``a.b`` columns) whose
 ``Emulator(node="NAME")`` attaches to a node started with ``sn40l-emu up``
 (its profile and overrides come from the node). Importing this module starts
 nothing; Ray starts only when a run on the ``ray`` backend builds a node.
+Inside a running asyncio loop (a Jupyter kernel) a run executes in a worker
+thread, because the in-process node drives an event loop of its own.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sn40l_emu.errors import ConfigError
 from sn40l_emu.experiments.registry import EXPERIMENTS, experiment
 
 BACKENDS = ("local", "ray")
+T = TypeVar("T")
 
 
 class Emulator:
@@ -112,7 +115,7 @@ class Emulator:
             raise ConfigError("emulator", "closed", "an open Emulator (use it inside its `with` block)")
         cfg = self.config(command, **options)
         with self._attached():
-            rows = experiment(command).run(cfg, progress=self.progress)
+            rows = _outside_event_loop(lambda: experiment(command).run(cfg, progress=self.progress))
         df = rows_frame(rows)
         df.attrs["config"] = to_jsonable(cfg)
         df.attrs["command"] = command
@@ -175,6 +178,21 @@ class Emulator:
                 os.environ.pop("SN40L_EMU_NODE", None)
             else:
                 os.environ["SN40L_EMU_NODE"] = saved
+
+
+def _outside_event_loop(fn: Callable[[], T]) -> T:
+    """Run ``fn`` here, or in a worker thread when this thread already runs an asyncio loop (Jupyter):
+    the in-process node drives its own event loop, which cannot nest inside a running one."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sn40l-emu") as pool:
+        return pool.submit(fn).result()
 
 
 def experiments() -> list[str]:
