@@ -326,8 +326,8 @@ def cmd_allreduce_bench(args: argparse.Namespace) -> int:
             say(format_row(row, cfg.op))
     wrong = sum(r.wrong or 0 for r in rows)
     checked = any(r.wrong is not None for r in rows)
-    verdict = ("OK" if wrong == 0 else "FAILED") if checked else "N/A (not checked)"
-    say(f"# Out of bounds values : {wrong if checked else 'N/A'} {verdict}")
+    verdict = f"{wrong} {'OK' if wrong == 0 else 'FAILED'}" if checked else "N/A (not checked)"
+    say(f"# Out of bounds values : {verdict}")
     say(f"# Avg bus bandwidth    : {sum(r.busbw_gbps for r in rows) / max(1, len(rows)):.4g} GB/s")
     doc = {"config": cfg_json, "rows": [asdict(r) for r in rows]}
     run.write_json("results.json", doc)

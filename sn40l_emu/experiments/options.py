@@ -38,7 +38,9 @@ MAX_BATCH = 1 << 16
 MAX_EXPERTS = 100_000
 MAX_SEED = 2**32 - 1
 
-BACKENDS = ("ray", "local")  # the values of sn40l_emu.cluster.session.Backend (checked by a test)
+# The values of sn40l_emu.cluster.session.Backend, spelled here so that `--help` does not import the
+# node machinery (about a second); tests/test_cli_options.py holds the two equal.
+BACKENDS = ("ray", "local")
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,8 @@ def add_options(p: argparse.ArgumentParser, cls: type) -> None:
             default = o.cli_default
         text = o.help
         if o.choices or (isinstance(elem, type) and issubclass(elem, Enum)) or o.lo is not None:
-            text += f"; {_allowed(o, elem, many)}"
+            head, sep, tail = text.partition(" (default:")
+            text = f"{head}; {_allowed(o, elem, many)}{sep}{tail}"
         if o.positional:
             p.add_argument(dest(f), metavar=o.metavar or f.name.upper(), help=text)
             continue
