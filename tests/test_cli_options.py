@@ -249,3 +249,18 @@ def test_import_has_no_side_effects_and_api_matches_the_driver() -> None:
                                  model="tiny-llama", prompt_len=4, backend="local"), progress=False)
     assert list(df["total_ns"]) == [r["total_ns"] for r in rows]
     assert df.attrs["config"]["batch_sizes"] == [1]
+
+
+def test_coe_points_share_one_sweep_with_the_same_nanoseconds() -> None:
+    from sn40l_emu.experiments.registry import experiment
+    from sn40l_emu.experiments.run_file import parse_experiment, point_config, points, run_experiment
+
+    ef = parse_experiment({"command": "coe", "options": {"model": "tiny-llama", "prompt_len": 4, "backend": "local",
+                                                         "tokens": 2},
+                           "grid": {"product": {"profile": ["sn40l", "dgx-a100"], "experts": [2, 60],
+                                                "batch": [1, 2]}}})
+    rows, _ = run_experiment(ef)
+    assert len(rows) == 8 and [r["point"] for r in rows] == list(range(8))
+    alone = [experiment("coe").run(point_config(ef, p, None))[0] for p in points(ef)]
+    key = ("platform", "experts", "batch", "tokens", "total_ns", "switch_ns", "hbm_misses", "oom")
+    assert [tuple(r[k] for k in key) for r in rows] == [tuple(r[k] for k in key) for r in alone]

@@ -164,6 +164,45 @@ def point_config(ef: ExperimentFile, point: Mapping[str, Any], seed: int | None)
     return from_kwargs(cls, kw)
 
 
+# Commands whose config takes lists: points that differ only in these fields run as one call (the
+# command's own sweep, sharing its nodes and program caches; every row still starts from a
+# power-cycled node, so a row's nanoseconds do not depend on what else ran), then each point
+# takes its rows back by key.
+_MERGE_FIELDS = {"coe": ("platforms", "experts", "batch_sizes", "tokens")}
+
+
+def _merged_runs(command: str, cfgs: Sequence[Any], progress: bool) -> list[list[dict[str, Any]]] | None:
+    """Rows per config when they can share sweeps (``None``: run each config on its own)."""
+    import json
+    from dataclasses import replace
+
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.experiments.options import to_jsonable
+    from sn40l_emu.experiments.registry import experiment
+
+    fields = _MERGE_FIELDS.get(command)
+    if fields is None:
+        return None
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        rest = {k: v for k, v in to_jsonable(cfg).items() if k not in fields}
+        groups.setdefault(json.dumps(rest, sort_keys=True), []).append(i)
+    out: list[list[dict[str, Any]]] = [[] for _ in cfgs]
+    for members in groups.values():
+        first = cfgs[members[0]]
+        union = {f: tuple(dict.fromkeys(v for i in members for v in getattr(cfgs[i], f))) for f in fields}
+        names = {p: load_profile(p, list(first.overrides)).name for p in union["platforms"]}
+        if len(set(names.values())) < len(names):
+            return None  # two profiles share a name: rows could not be told apart
+        rows = experiment(command).run(replace(first, **union), progress=progress)
+        by = {(r["platform"], r["experts"], r["batch"], r["tokens"]): r for r in rows}
+        for i in members:
+            c = cfgs[i]
+            out[i] = [dict(by[(names[p], n, b, t)]) for p in c.platforms for n in c.experts
+                      for b in c.batch_sizes for t in c.tokens]
+    return out
+
+
 def run_experiment(ef: ExperimentFile, *, progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(rows, resolved point configs); every config is built and checked before the first point runs."""
     from tqdm import tqdm
@@ -174,16 +213,19 @@ def run_experiment(ef: ExperimentFile, *, progress: bool = False) -> tuple[list[
     exp = experiment(ef.command)
     seeds: Sequence[int | None] = ef.seeds or (None,)
     todo = [(i, pt, s, point_config(ef, pt, s)) for i, pt in enumerate(points(ef)) for s in seeds]
+    merged = _merged_runs(ef.command, [t[3] for t in todo], progress)
     rows: list[dict[str, Any]] = []
     resolved = []
-    for i, pt, s, cfg in tqdm(todo, disable=None if progress else True, desc=f"run {ef.command}", unit="point"):
+    for k, (i, pt, s, cfg) in enumerate(tqdm(todo, disable=None if progress and merged is None else True,
+                                             desc=f"run {ef.command}", unit="point")):
         resolved.append({"point": i, "seed": s, "grid": pt, "config": to_jsonable(cfg)})
-        for r in exp.run(cfg, progress=False):
+        point_rows = merged[k] if merged is not None else exp.run(cfg, progress=False)
+        for r in point_rows:
             tags: dict[str, Any] = {"point": i}
             if ef.seeds is not None:
                 tags["seed"] = s
-            tags.update({f"grid.{k}": v if not isinstance(v, list) else ",".join(map(str, v))
-                         for k, v in pt.items()})
+            tags.update({f"grid.{key}": v if not isinstance(v, list) else ",".join(map(str, v))
+                         for key, v in pt.items()})
             rows.append({**tags, **r})
     return rows, resolved
 
