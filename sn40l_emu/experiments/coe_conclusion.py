@@ -29,7 +29,8 @@ def conclusion(rows: Sequence[dict[str, Any]], cfg: Any, *, plots: Sequence[Path
     combos = sorted({(r["batch"], r["tokens"]) for r in rows}, key=lambda c: (-c[0], c[1]))
     by = {(r["platform"], r["experts"], r["batch"], r["tokens"]): r for r in rows}
     lines = [f"Conclusion: {cfg.model} experts, prompt {cfg.prompt_len} tokens, workload {cfg.workload}, "
-             f"cache policy {cfg.policy}, seed {cfg.seed}, {cfg.n_batches} batch(es) per row; "
+             f"cache policy {cfg.policy}, seed {cfg.seed}, {cfg.n_batches} batch{'es' if cfg.n_batches > 1 else ''} "
+             f"per row; "
              f"every row starts from a power-cycled node."]
     base = plats[0]
     for b, t in combos:
@@ -56,16 +57,17 @@ def conclusion(rows: Sequence[dict[str, Any]], cfg: Any, *, plots: Sequence[Path
         beyond = sorted(r["experts"] for r in prow if r["experts"] > k)
         oom = sorted(r["experts"] for r in prow if r["oom"])
         no_switch = sorted(r["experts"] for r in prow if not r["oom"] and r["switch_ns"] == 0)
-        text = f"{p} holds {k} experts in HBM at once"
+        text = f"{p}: {k} experts fit in HBM at once"
         if no_switch:
-            text += f", switches no expert up to {no_switch[-1]} experts"
+            text += f"; no expert switching up to {no_switch[-1]} experts"
         elif len(oom) < len(prow):
-            text += ", switches experts in at every size (its HBM cache starts cold)"
-        text += f" and leaves HBM from {beyond[0]} experts" if beyond else " and never leaves HBM in this sweep"
+            text += "; its HBM cache starts cold, so it switches experts in at every size"
+        text += f"; compositions of {beyond[0]}+ experts leave HBM" if beyond else "; every swept composition fits"
         if oom:
             text += f"; out of memory from {oom[0]} experts"
         hbm.append(text)
-    lines.append(f"- where each platform leaves HBM (batch {b0}, {t0} tokens): " + "; ".join(hbm) + ".")
+    lines.append(f"- where each platform leaves HBM (batch {b0}, {t0} output tokens):")
+    lines += [f"  - {h}" for h in hbm]
     if run_dir is not None:
         lines.append(f"- run directory: {run_dir}/ (results.csv with every row, summary.md, config.json)")
     if plots:
