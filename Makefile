@@ -26,8 +26,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The pure tier: no Ray, no cluster, no slow full-size runs (pytest markers in pyproject.toml); < 30 s.
+# No test uses hypothesis, so its pytest plugin (seconds to import) stays off here.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not ray and not cluster and not slow"
+	$(BIN)/python -m pytest -p no:hypothesispytest -m "not ray and not cluster and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check sn40l_emu tests bench

@@ -38,9 +38,9 @@ DTYPES = {
 }
 EPS = {"float32": 1e-6, "float16": 2.0**-10, "bfloat16": 2.0**-7, "int32": 0.0, "int64": 0.0}
 GROUPS = [tuple(range(8)), (4, 5, 6, 7), (0, 1), (1, 2, 5)]
-# float16 takes the same code path as bfloat16 (16-bit, float32 accumulation): make test runs it,
-# make test-fast leaves it out
-DTYPE_PARAMS = [pytest.param(d, marks=pytest.mark.slow) if d == "float16" else d for d in DTYPES]
+# float16 takes the code path of bfloat16 (16-bit, float32 accumulation) and int64 that of int32:
+# make test runs them, make test-fast leaves them out
+DTYPE_PARAMS = [pytest.param(d, marks=pytest.mark.slow) if d in ("float16", "int64") else d for d in DTYPES]
 ALGOS = [Algo.RING, Algo.ONESHOT, Algo.TREE]
 # rank-tagged data ((rank + 1) * ones) for sums, random data for every op
 CASES = [(ReduceOp.SUM, False)] + [(op, True) for op in ReduceOp]
