@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+# The pure tier: no Ray, no cluster, no slow full-size runs (pytest markers in pyproject.toml); < 30 s.
+# No test uses hypothesis, so its pytest plugin (seconds to import) stays off here.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -p no:hypothesispytest -m "not ray and not cluster and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check sn40l_emu tests bench

@@ -24,6 +24,9 @@ from sn40l_emu.program import Tier
 from sn40l_emu.workload import load_model
 from sn40l_emu.workload.reference import ReferenceModel, make_weights
 
+# CoE batches of full-size experts on a node: the slow tier
+pytestmark = pytest.mark.slow
+
 TINY = load_model("tiny-llama")
 
 

@@ -47,7 +47,7 @@ from sn40l_emu.engine.layer_reuse import canonical_op, merge_results, split_laye
 from sn40l_emu.program import CollectiveOp, KernelOp, Op, Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.socket_actor.tile import Degradation, KernelCost, kernel_cost
-from sn40l_emu.trace import TraceEvent
+from sn40l_emu.trace import KERNEL_NS_ARG, REFERENCE_ARG, TraceEvent
 
 
 def structure(program: Program) -> tuple[Any, ...]:
@@ -264,8 +264,10 @@ class CostReuse:
             r = ref.results[s]
             start = now[s]
             end = start + r.duration_ns + total
+            # the reference and the new kernel times let the trace draw this run as shifted copies
+            # of the reference's events (sn40l_emu.trace.expand_reused)
             ev = TraceEvent(start, end - start, s, "program", f"{prog.label} (reused cost)",
-                            {"reused_from": r.label})
+                            {"reused_from": r.label, REFERENCE_ARG: r, KERNEL_NS_ARG: kns[s]})
             out[s] = ProgramResult(s, prog.label, start, end, dict(bds[s]), kns[s], [ev],
                                    r.link_free_ns, r.links_idle)
         return out

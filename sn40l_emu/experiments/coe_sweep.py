@@ -54,9 +54,34 @@ class SweepConfig:
         check_fields(self)
 
 
+TraceRow = tuple[str, int, int, int]  # (platform, experts, batch, tokens)
+
+
+def parse_trace_row(text: str) -> TraceRow | None:
+    """``PLATFORM:EXPERTS:BATCH:TOKENS`` (e.g. ``sn40l:150:8:20``) -> the row to trace; "" -> None."""
+    if not text:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        return parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+    except ValueError:
+        raise ConfigError("--trace-row", text, "PLATFORM:EXPERTS:BATCH:TOKENS, e.g. sn40l:150:8:20") from None
+
+
+def default_trace_row(cfg: SweepConfig, platform: str, n: int, b: int, t: int, total_experts: int) -> bool:
+    """Without --trace-row: the first platform, largest batch, fewest tokens, most experts that fit."""
+    return (platform == cfg.platforms[0] and b == max(cfg.batch_sizes) and t == min(cfg.tokens)
+            and n == max((x for x in cfg.experts if x <= total_experts), default=-1))
+
+
 def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool = True,
-              trace_path: Path | None = None) -> list[dict[str, Any]]:
-    """Run every (platform, experts, batch, tokens) row; returns JSON-able rows."""
+              trace_path: Path | None = None, trace_row: TraceRow | None = None) -> list[dict[str, Any]]:
+    """Run every (platform, experts, batch, tokens) row; returns JSON-able rows.
+
+    With ``trace_path`` one row is traced: ``trace_row`` (platform, experts, batch, tokens), or
+    :func:`default_trace_row`. Reused decode steps and layers are drawn as their shifted copies."""
     from tqdm import tqdm
 
     from sn40l_emu.cluster.session import Backend, open_node
@@ -68,9 +93,13 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     from sn40l_emu.engine.layer_reuse import LayerPrograms
     from sn40l_emu.engine.program_book import ProgramBook
     from sn40l_emu.engine.reuse import CostReuse
-    from sn40l_emu.trace import write_chrome_trace
+    from sn40l_emu.trace import expand_reused, write_chrome_trace
     from sn40l_emu.workload import load_model
 
+    if trace_row is not None and (trace_row[0] not in cfg.platforms or trace_row[1] not in cfg.experts
+                                  or trace_row[2] not in cfg.batch_sizes or trace_row[3] not in cfg.tokens):
+        raise ConfigError("--trace-row", ":".join(map(str, trace_row)), "a row of this sweep "
+                          f"(platforms {','.join(cfg.platforms)}; experts, batch, tokens from the sweep)")
     model = load_model(cfg.model)
     spec = parse_workload(cfg.workload)
     try:
@@ -115,10 +144,14 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
                         row[k] //= cfg.n_batches
                     row["total_ns"] = row["router_ns"] + row["switch_ns"] + row["expert_ns"]
                     row["wall_s"] = round(time.perf_counter() - wall0, 4)  # wall-clock ok: measures the emulator itself
-                    if trace_path is not None and not trace_done and prof.name == cfg.platforms[0] \
-                            and b == max(cfg.batch_sizes) and t == min(cfg.tokens) and n == max(
-                                x for x in cfg.experts if x <= coord.capacity.total_experts):
-                        write_chrome_trace(trace_path, all_events, metadata={"row": row})
+                    chosen = (trace_row == (prof.name, n, b, t) if trace_row is not None else
+                              default_trace_row(cfg, prof.name, n, b, t, coord.capacity.total_experts))
+                    if trace_path is not None and not trace_done and chosen:
+                        events, left = expand_reused(all_events)
+                        write_chrome_trace(trace_path, events, metadata={
+                            "row": row, "reused_runs_not_expanded": left,
+                            "hbm_at_start": "cold: router and KV reservation only" if not coord.gpu else
+                            ("every expert preloaded" if coord.all_in_hbm else "cold cache; experts in host DRAM")})
                         trace_done = True
                 except OutOfMemory as exc:
                     row["oom"] = True
@@ -186,7 +219,8 @@ def cmd_coe(args: argparse.Namespace) -> int:
                          json_path=args.json, argv=getattr(args, "argv", None))
     out = run.path
     t0 = time.perf_counter()  # wall-clock ok: measures the emulator itself
-    rows = run_sweep(cfg, out, progress=not args.no_progress, trace_path=run.file("coe_trace.json"))
+    rows = run_sweep(cfg, out, progress=not args.no_progress, trace_path=run.file("coe_trace.json"),
+                     trace_row=parse_trace_row(getattr(args, "trace_row", "")))
     wall = time.perf_counter() - t0  # wall-clock ok: measures the emulator itself
     if not (out / "coe_trace.json").exists():
         run.files.remove("coe_trace.json")
@@ -296,6 +330,9 @@ def register(sub: Any) -> None:
                                    "batch, output tokens), every row on a freshly power-cycled node.")
     add_options(p, SweepConfig)
     output_args(p)
+    p.add_argument("--trace-row", default="", metavar="PLATFORM:EXPERTS:BATCH:TOKENS",
+                   help="the sweep row to trace, e.g. sn40l:150:8:20 (default: first platform, largest batch, "
+                        "fewest tokens, most experts that fit)")
     p.set_defaults(func=cmd_coe)
 
     c = sub.add_parser("capacity", help="experts per node and nodes needed, per platform",

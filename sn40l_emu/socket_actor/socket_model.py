@@ -195,6 +195,8 @@ class SocketModel:
         if _links_busy_until(transport) > t0:
             self._links_idle = False
         start = t0 + self.profile.p2p.collective_fixed_ns
+        if hasattr(transport, "trace"):  # framed transports mark each message for the trace
+            transport.trace = self.trace if self.trace.enabled else None
         result, end_ns = await run_collective(transport, op, data, start, tag)
         self.clock.advance_to(end_ns)
         self.trace.record(t0, self.clock.now_ns - t0, "p2p", op.name, kind=op.kind.value,
