@@ -59,6 +59,8 @@ class NodeCosts:
     shard_bytes: int  # per-socket expert shard
     all_in_hbm: bool  # a DGX whose experts all fit in HBM: no switching
     total_experts: int  # experts the node can hold
+    gpu: bool  # a DGX: experts stay in HBM while the node holds at most hbm_experts
+    hbm_experts: int
     interpolated: bool  # some contexts fall between measured points
     _memo: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict, compare=False,
                                                          repr=False)
@@ -87,8 +89,8 @@ class NodeCosts:
     def to_json(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in (
             "platform", "max_batch", "router_ns", "switch_ns", "shape_ns", "ctx_points", "prefill_ns",
-            "decode_ns", "cache_bytes", "shard_bytes", "all_in_hbm", "total_experts",
-            "interpolated")}
+            "decode_ns", "cache_bytes", "shard_bytes", "all_in_hbm", "total_experts", "gpu",
+            "hbm_experts", "interpolated")}
 
 
 def context_grid(shapes: Iterable[tuple[int, int]]) -> tuple[int, ...]:
@@ -113,6 +115,14 @@ def measure_node_costs(node: Node, model: ModelConfig, n_experts: int, max_batch
     lnode = LayerReuseNode(node)  # the coordinator's usual engine: layer and cost reuse
     lnode.reset()
     coord = CoECoordinator(lnode, setup, reuse=CostReuse(lnode), book=LayerPrograms(ProgramBook()))
+    cap = coord.capacity
+    if coord.all_in_hbm and cap.hbm_experts < cap.total_experts:
+        # a DGX composition that fits HBM never switches; a fleet node may hold more experts,
+        # so measure the switch with one expert more than HBM holds (router, prefill and
+        # decode do not depend on where the experts live)
+        setup = CoESetup(model, cap.hbm_experts + 1, max_batch, max_prompt, max_tokens, CachePolicy.LRU)
+        coord = CoECoordinator(lnode, setup, reuse=CostReuse(lnode), book=LayerPrograms(ProgramBook()))
+    n_experts = setup.n_experts
     coord.load()
     slots = coord.cache.slots(coord.shard_bytes) if not coord.all_in_hbm else max_batch
     if slots < 1:
@@ -155,22 +165,26 @@ def measure_node_costs(node: Node, model: ModelConfig, n_experts: int, max_batch
                      max_batch, tuple(router), tuple(switch), tuple(exact), points, tuple(prefill),
                      tuple(decode),
                      coord.cache.capacity_bytes, coord.shard_bytes, coord.all_in_hbm,
-                     coord.capacity.total_experts, grid)
+                     coord.capacity.total_experts, coord.gpu, coord.capacity.hbm_experts, grid)
 
 
 class CostServer:
     """One node serving batches from its measured costs, with its own HBM expert cache."""
 
     def __init__(self, costs: NodeCosts, policy: CachePolicy = CachePolicy.LRU,
-                 future: Sequence[int] | None = None) -> None:
+                 future: Sequence[int] | None = None, held_experts: int | None = None) -> None:
+        """``held_experts``: how many experts this node serves (a fleet node holds a share);
+        a DGX keeps them all in HBM when they fit. None: as measured."""
         self.costs = costs
         self.cache = ExpertCache(costs.cache_bytes, policy, future)
         self._seq = 0
+        self.all_in_hbm = costs.all_in_hbm if held_experts is None else (
+            costs.gpu and held_experts <= costs.hbm_experts)
 
     def serve(self, batch: list[Request]) -> BatchTiming:
         c = self.costs
         b = len(batch)
-        if c.all_in_hbm:
+        if self.all_in_hbm:
             hits, loads = b, 0
         else:
             results = self.cache.access_batch([r.expert for r in batch], c.shard_bytes, self._seq)
@@ -188,4 +202,19 @@ class CostServer:
         return BatchTiming(t, tuple(done), hits, loads, tuple(first))
 
     def holds(self, expert: int) -> bool:
-        return self.costs.all_in_hbm or expert in self.cache
+        return self.all_in_hbm or expert in self.cache
+
+
+def probe_node(node: Node, model: ModelConfig, n_experts: int, max_batch: int,
+               shape: tuple[int, int]) -> tuple[int, int, int]:
+    """(router ns, switch ns, request ns) of one cold one-request batch on ``node``: a cheap
+    check that a fleet node measures what the fully measured node did."""
+    p, t = shape
+    lnode = LayerReuseNode(node)
+    lnode.reset()
+    setup = CoESetup(model, n_experts, max_batch, p, t, CachePolicy.LRU)
+    coord = CoECoordinator(lnode, setup, reuse=CostReuse(lnode), book=LayerPrograms(ProgramBook()))
+    coord.load()
+    res = coord.run_batch([Request(0, 0, p, t)])
+    r = res.requests[0]
+    return res.router_ns, res.switch_ns, r.end_ns - r.start_ns

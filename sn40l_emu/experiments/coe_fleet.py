@@ -1,0 +1,220 @@
+"""`sn40l-emu coe-fleet`: a Composition of Experts served by a fleet of nodes behind one router.
+
+N emulated nodes (each its own eight sockets: in this process, or socket
+actors placed node by node across the Ray nodes of a cluster) serve one
+arrival stream (Poisson or a CSV trace). Each node's costs -- router, expert
+switch, prefill, decode -- are measured on its sockets once per shape
+(:mod:`sn40l_emu.coe.fleet_costs`; node 0 in full, every other node by a probe
+that must agree), then the global router and the nodes' queues and HBM caches
+run in virtual time (:mod:`sn40l_emu.coe.fleet_sim`) per placement policy.
+
+The footprint study then asks, for each platform and each composition size E
+at the arrival rate R: what is the smallest fleet whose p99 latency meets the
+target? (SN40L paper, Fig. 13; the DGX nodes are the emulator's DGX A100 and
+H100 profiles, measured the same way.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: int = 8,
+              experts: int = 100, batch: int = 8, rate_per_s: float = 20.0, n_requests: int = 2000,
+              policies: tuple[str, ...] = ("hash", "popularity", "least-loaded"),
+              workload: str = "zipf:1.0", prompt_len: int = 128, tokens: int = 20, seed: int = 0,
+              trace: str = "", backend: str = "local", address: str = "",
+              overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Bring up the fleet, measure, and serve the stream once per placement policy."""
+    from sn40l_emu.cluster.session import Backend
+    from sn40l_emu.coe.fleet_costs import measure_node_costs, probe_node
+    from sn40l_emu.coe.fleet_nodes import open_fleet
+    from sn40l_emu.coe.fleet_policy import FleetPolicy
+    from sn40l_emu.coe.fleet_sim import simulate_fleet
+    from sn40l_emu.coe.serving_metrics import serving_metrics
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.errors import ConfigError, EmuError
+    from sn40l_emu.experiments.coe_serve import serving_requests
+    from sn40l_emu.workload import load_model
+
+    if nodes < 1:
+        raise ConfigError("nodes", nodes, "an integer >= 1")
+    pols = [FleetPolicy(p) for p in policies]
+    model = load_model(model_name)
+    prof = load_profile(platform, list(overrides))
+    reqs = serving_requests(experts, n_requests, rate_per_s, workload=workload, prompt_len=prompt_len,
+                            tokens=tokens, seed=seed, trace=trace)
+    shapes = sorted({(r.prompt_len, r.output_tokens) for r in reqs})
+    t0 = time.perf_counter()  # wall-clock ok: reported as bring-up time, never in a result
+    with open_fleet(prof, nodes, Backend(backend), address) as fleet:
+        t_up = time.perf_counter() - t0  # wall-clock ok
+        where: list[Any] = [getattr(n, "status", list)() for n in fleet] if backend == "ray" else []
+        costs = measure_node_costs(fleet[0], model, experts, batch, shapes)
+        want = (costs.router_ns[1], costs.switch_ns[1] if not costs.all_in_hbm else 0,
+                costs.request_ns(*shapes[0])[1])
+        for i, node in enumerate(fleet[1:], start=1):
+            got = probe_node(node, model, experts, batch, shapes[0])
+            if got != want:
+                raise EmuError(f"fleet node {i} measured {got} ns, node 0 {want} ns "
+                               "(router, switch, request): the nodes are not alike")
+    rows = []
+    for pol in pols:
+        res = simulate_fleet(reqs, costs, nodes, experts, batch, pol)
+        m = serving_metrics(res.records)
+        per_node = [0] * nodes
+        for n in res.node_of:
+            per_node[n] += 1
+        rows.append({"platform": platform, "policy": pol.value, "nodes": nodes,
+                     "sockets": nodes * prof.sockets, "experts": experts, "batch": batch,
+                     "requests": len(reqs), "rate_per_s": None if trace else rate_per_s,
+                     "hit_rate": res.hits / max(1, res.hits + res.misses),
+                     "busiest_node_requests": max(per_node), "idlest_node_requests": min(per_node),
+                     **m})
+    where_nodes = sorted({s["ray_node"] for st in where for s in st}) if where else []
+    return {"rows": rows, "costs": costs.to_json(), "bringup_s": round(t_up, 2),
+            "ray_nodes_used": len(where_nodes), "backend": backend}
+
+
+def footprint(*, platforms: list[str], experts_list: list[int], model_name: str, batch: int,
+              rate_per_s: float, n_requests: int, p99_target_ns: int, max_nodes: int, policy: str,
+              workload: str, prompt_len: int, tokens: int, seed: int, trace: str, backend: str,
+              measured: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``policy``: one placement policy, or ``best`` (per point, the one needing fewest nodes)."""
+    """Smallest fleet per (platform, E) meeting the p99 target; costs measured once per platform."""
+    from sn40l_emu.cluster.session import Backend, open_node
+    from sn40l_emu.coe.fleet_costs import measure_node_costs
+    from sn40l_emu.coe.fleet_footprint import smallest_fleet
+    from sn40l_emu.coe.fleet_policy import FleetPolicy
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.experiments.coe_serve import serving_requests
+    from sn40l_emu.workload import load_model
+
+    model = load_model(model_name)
+    rows = []
+    for plat in platforms:
+        streams = {e: serving_requests(e, n_requests, rate_per_s, workload=workload, prompt_len=prompt_len,
+                                       tokens=tokens, seed=seed, trace=trace) for e in experts_list}
+        shapes = sorted({(r.prompt_len, r.output_tokens) for s in streams.values() for r in s})
+        costs = (measured or {}).get(plat)
+        if costs is None:
+            with open_node(load_profile(plat), backend=Backend(backend), trace=False) as node:
+                costs = measure_node_costs(node, model, max(experts_list), batch, shapes)
+        pols = list(FleetPolicy) if policy == "best" else [FleetPolicy(policy)]
+        for e in experts_list:
+            pts = {p: smallest_fleet(streams[e], costs, e, batch, p, p99_target_ns, max_nodes) for p in pols}
+            met = [(pt.nodes, i, p) for i, (p, pt) in enumerate(pts.items()) if pt.nodes is not None]
+            best = min(met)[2] if met else pols[0]
+            pt = pts[best]
+            rows.append({"platform": plat, "experts": e, "rate_per_s": None if trace else rate_per_s,
+                         "p99_target_ns": p99_target_ns, "policy": best.value, "nodes_needed": pt.nodes,
+                         "p99_ns": pt.p99_ns, "node_capacity_experts": costs.total_experts,
+                         "node_hbm_experts": costs.hbm_experts,
+                         "nodes_needed_per_policy": {p.value: q.nodes for p, q in pts.items()},
+                         "tried": {p.value: [list(t) for t in q.tried] for p, q in pts.items()}})
+    return rows
+
+
+def plot_footprint(rows: list[dict[str, Any]], path: str, max_nodes: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for plat in dict.fromkeys(r["platform"] for r in rows):
+        pts = [(r["experts"], r["nodes_needed"]) for r in rows if r["platform"] == plat]
+        ax.plot([e for e, n in pts if n is not None], [n for _, n in pts if n is not None], marker="o",
+                label=plat)
+        over = [e for e, n in pts if n is None]
+        if over:
+            ax.scatter(over, [max_nodes] * len(over), marker="^", label=f"{plat}: > {max_nodes} nodes")
+    r0 = rows[0]
+    rate = f"{r0['rate_per_s']:g} req/s" if r0["rate_per_s"] else "trace arrivals"
+    ax.set_title(f"Nodes needed for p99 <= {r0['p99_target_ns'] / 1e6:g} ms ({rate})")
+    ax.set_xlabel("experts in the composition")
+    ax.set_ylabel("nodes (8 sockets / GPUs each)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from sn40l_emu.report import table
+
+    out = run_fleet(platform=args.platform, model_name=args.model, nodes=args.nodes, experts=args.experts,
+                    batch=args.batch, rate_per_s=args.rate, n_requests=args.requests,
+                    policies=tuple(p.strip() for p in args.policies.split(",")), workload=args.workload,
+                    prompt_len=args.prompt_len, tokens=args.tokens, seed=args.seed, trace=args.trace,
+                    backend=args.backend, address=args.address, overrides=tuple(args.overrides))
+    view = [{**r, "p50_ms": r["latency_p50_ns"] / 1e6, "p99_ms": r["latency_p99_ns"] / 1e6,
+             "ttft_p99_ms": r["ttft_p99_ns"] / 1e6} for r in out["rows"]]
+    print(f"fleet: {args.nodes} x {args.platform} nodes ({args.nodes * 8} sockets, backend {args.backend}), "
+          f"{args.experts} experts, {out['rows'][0]['requests']} requests")
+    print(table(view, [("policy", "policy"), ("completed", "completed"), ("p50_ms", "p50 ms"),
+                       ("p99_ms", "p99 ms"), ("ttft_p99_ms", "TTFT p99 ms"), ("hit_rate", "hit rate"),
+                       ("busiest_node_requests", "busiest node"), ("idlest_node_requests", "idlest node")]))
+    if not args.no_footprint:
+        fp = footprint(platforms=[p.strip() for p in args.footprint_platforms.split(",")],
+                       experts_list=_ints(args.footprint_experts), model_name=args.model, batch=args.batch,
+                       rate_per_s=args.rate, n_requests=args.footprint_requests,
+                       p99_target_ns=int(args.p99_target_ms * 1e6), max_nodes=args.max_nodes,
+                       policy=args.footprint_policy, workload=args.workload, prompt_len=args.prompt_len,
+                       tokens=args.tokens, seed=args.seed, trace=args.trace, backend="local")
+        out["footprint"] = fp
+        print(f"footprint: smallest fleet with p99 <= {args.p99_target_ms:g} ms "
+              f"({args.footprint_policy}, {args.footprint_requests} requests per point)")
+        print(table([{**r, "nodes": r["nodes_needed"] if r["nodes_needed"] is not None
+                      else f"> {args.max_nodes}"} for r in fp],
+                    [("platform", "platform"), ("experts", "experts"), ("nodes", "nodes needed"),
+                     ("policy", "with policy")]))
+        if args.plot:
+            plot_footprint(fp, args.plot, args.max_nodes)
+            print(f"plot: {args.plot}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("coe-fleet", help="CoE on a fleet of nodes: global router, placement policies, "
+                       "footprint study (nodes needed per platform)")
+    p.add_argument("--platform", default="sn40l")
+    p.add_argument("--model", default="llama2-7b")
+    p.add_argument("--nodes", type=int, default=8, help="emulated nodes in the fleet (8 sockets each)")
+    p.add_argument("--experts", type=int, default=100)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--rate", type=float, default=20.0, help="requests per second (Poisson)")
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--policies", default="hash,popularity,least-loaded")
+    p.add_argument("--workload", default="zipf:1.0")
+    p.add_argument("--trace", default="", help="arrival trace CSV (see coe-serve --trace)")
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--tokens", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="local", choices=["ray", "local"])
+    p.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS or a private one)")
+    p.add_argument("--p99-target-ms", type=float, default=2000.0)
+    p.add_argument("--footprint-platforms", default="sn40l,dgx-a100,dgx-h100")
+    p.add_argument("--footprint-experts", default="50,100,150,200")
+    p.add_argument("--footprint-policy", default="best",
+                   help="hash | popularity | least-loaded | best (the policy needing fewest nodes)")
+    p.add_argument("--footprint-requests", type=int, default=2000)
+    p.add_argument("--max-nodes", type=int, default=64)
+    p.add_argument("--no-footprint", action="store_true")
+    p.add_argument("--plot", default="", help="nodes needed vs experts per platform (PNG path)")
+    p.add_argument("--json", default="")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    p.set_defaults(func=cmd_fleet)
