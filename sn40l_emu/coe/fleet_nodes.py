@@ -55,9 +55,11 @@ def open_fleet(profile: NodeProfile, n_nodes: int, backend: Backend = Backend.LO
                 nodes.append(local)
             yield nodes
             return
+        from sn40l_emu.cluster.bringup import connect, prepare_env, start_local_ray
+
+        prepare_env()  # loopback-only Ray and its auth token, before ray is imported
         import ray
 
-        from sn40l_emu.cluster.bringup import connect, start_local_ray
         from sn40l_emu.cluster.ray_node import RayNode
 
         if not ray.is_initialized():

@@ -46,6 +46,9 @@ def simulate_fleet(requests: Sequence[Request], costs: NodeCosts, n_nodes: int, 
         raise ConfigError("requests", "[]", "at least one request")
     if not 1 <= max_batch <= costs.max_batch:
         raise ConfigError("batch", max_batch, f"1..{costs.max_batch} (the measured batch sizes)")
+    slots = costs.cache_bytes // costs.shard_bytes if costs.shard_bytes else 0
+    if slots < max_batch and not costs.gpu:
+        raise ConfigError("batch", max_batch, f"at most the {slots} experts the HBM cache holds at once")
     if cache_policy is CachePolicy.OPT:
         raise ConfigError("cache policy", cache_policy.value, "lru or lfu in a fleet")
     placement = place_experts(policy, n_experts, n_nodes, costs.total_experts,

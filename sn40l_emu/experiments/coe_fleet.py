@@ -47,6 +47,10 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
 
     if nodes < 1:
         raise ConfigError("nodes", nodes, "an integer >= 1")
+    allowed = ", ".join(p.value for p in FleetPolicy)
+    bad = [p for p in policies if p not in {q.value for q in FleetPolicy}]
+    if bad or not policies:
+        raise ConfigError("policies", ",".join(bad), allowed)
     pols = [FleetPolicy(p) for p in policies]
     model = load_model(model_name)
     prof = load_profile(platform, list(overrides))
