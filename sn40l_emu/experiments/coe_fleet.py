@@ -32,7 +32,7 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
               policies: tuple[str, ...] = ("hash", "popularity", "least-loaded"),
               workload: str = "zipf:1.0", prompt_len: int = 128, tokens: int = 20, seed: int = 0,
               trace: str = "", backend: str = "local", address: str = "",
-              overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+              overrides: tuple[str, ...] = (), footprint_policy: str = "best") -> dict[str, Any]:
     """Bring up the fleet, measure, and serve the stream once per placement policy."""
     from sn40l_emu.cluster.session import Backend
     from sn40l_emu.coe.fleet_costs import measure_node_costs, probe_node
@@ -51,6 +51,8 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
     bad = [p for p in policies if p not in {q.value for q in FleetPolicy}]
     if bad or not policies:
         raise ConfigError("policies", ",".join(bad), allowed)
+    if footprint_policy not in {*(q.value for q in FleetPolicy), "best"}:
+        raise ConfigError("footprint policy", footprint_policy, f"{allowed}, best")
     pols = [FleetPolicy(p) for p in policies]
     model = load_model(model_name)
     prof = load_profile(platform, list(overrides))
@@ -82,9 +84,9 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
                      "hit_rate": res.hits / max(1, res.hits + res.misses),
                      "busiest_node_requests": max(per_node), "idlest_node_requests": min(per_node),
                      **m})
-    where_nodes = sorted({s["ray_node"] for st in where for s in st}) if where else []
+    homes = [sorted({str(s.get("ray_node")) for s in st}) for st in where]
     return {"rows": rows, "costs": costs.to_json(), "bringup_s": round(t_up, 2),
-            "ray_nodes_used": len(where_nodes), "backend": backend}
+            "ray_nodes_used": len({h for hs in homes for h in hs}), "homes": homes, "backend": backend}
 
 
 def footprint(*, platforms: list[str], experts_list: list[int], model_name: str, batch: int,
@@ -161,7 +163,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
                     batch=args.batch, rate_per_s=args.rate, n_requests=args.requests,
                     policies=tuple(p.strip() for p in args.policies.split(",")), workload=args.workload,
                     prompt_len=args.prompt_len, tokens=args.tokens, seed=args.seed, trace=args.trace,
-                    backend=args.backend, address=args.address, overrides=tuple(args.overrides))
+                    backend=args.backend, address=args.address, overrides=tuple(args.overrides),
+                    footprint_policy=args.footprint_policy)
     view = [{**r, "p50_ms": r["latency_p50_ns"] / 1e6, "p99_ms": r["latency_p99_ns"] / 1e6,
              "ttft_p99_ms": r["ttft_p99_ns"] / 1e6} for r in out["rows"]]
     print(f"fleet: {args.nodes} x {args.platform} nodes ({args.nodes * 8} sockets, backend {args.backend}), "
