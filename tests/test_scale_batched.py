@@ -42,6 +42,7 @@ def _run(
     calls: int,
     inject: Callable[[NetworkView], None] | None,
     n_sockets: int,
+    algo: Algo = Algo.RING,
 ) -> list[list[tuple[object, int]]]:
     params = _params(topo)
     transports = make_inproc_transports(group, params, n_sockets=n_sockets)
@@ -57,7 +58,7 @@ def _run(
         start = 7 * t.rank  # ranks start at different times
         for c in range(calls):
             kwargs = {"op": ReduceOp.SUM} if kind != "all_gather" else {}
-            res, end = await fn(t, group, make(t.rank, c), start, algo=Algo.RING, chunks=chunks,
+            res, end = await fn(t, group, make(t.rank, c), start, algo=algo, chunks=chunks,
                                 tag=c, **kwargs)
             out.append((res, end))
             start = end + 11 * t.rank
@@ -103,6 +104,33 @@ def test_batched_ring_equals_frame_path(
         return SymbolicTensor(x.shape, dtype) if symbolic else x
 
     args = (kind, group, make, topo, chunks, 2, None, 16 if n > 8 else 8)
+    _same(_run(True, *args), _run(False, *args))
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    kind=st.sampled_from(["all_reduce", "all_gather"]),
+    n=st.integers(2, 9),
+    size=st.integers(1, 200),
+    chunks=st.integers(1, 4),
+    dtype=st.sampled_from(sorted(DTYPES)),
+    topo=st.sampled_from(list(TopologyKind)),
+    symbolic=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_batched_oneshot_equals_frame_path(
+    kind: str, n: int, size: int, chunks: int, dtype: str, topo: TopologyKind, symbolic: bool,
+    seed: int,
+) -> None:
+    group = tuple(range(1, n + 1))  # not starting at 0
+    rng = np.random.default_rng(seed)
+    inputs = {(r, c): rng.standard_normal(size).astype(DTYPES[dtype]) for r in group for c in range(2)}
+
+    def make(rank: int, c: int) -> Tensor:
+        x = inputs[(rank, c)]
+        return SymbolicTensor(x.shape, dtype) if symbolic else x
+
+    args = (kind, group, make, topo, chunks, 2, None, 16 if n > 7 else 8, Algo.ONESHOT)
     _same(_run(True, *args), _run(False, *args))
 
 

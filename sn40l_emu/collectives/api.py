@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sn40l_emu.collectives.batched import batchable, full_size, run_ring_batch
+from sn40l_emu.collectives.batched import batchable, full_size, oneshot_batchable, run_ring_batch
+from sn40l_emu.collectives.batched_oneshot import run_oneshot_batch
 from sn40l_emu.collectives.buffer import tensor_dtype
 from sn40l_emu.collectives.call import CollCall, wire_tag
 from sn40l_emu.collectives.registry import implementation
@@ -93,6 +94,14 @@ async def _run(
         return await meet.join(
             t.collective_key(group, wtag), call.n, (call, data),
             lambda members: run_ring_batch(kind, members), t.timeout_s, peer,
+        )
+    if (meet is not None and isinstance(t, FramedTransport) and chosen is Algo.ONESHOT
+            and oneshot_batchable(kind, int(data.size), tensor_dtype(data), k,
+                                  isinstance(data, np.ndarray), t.max_frame_bytes)):
+        return await meet.join(
+            t.collective_key(group, wtag), call.n, (call, data),
+            lambda members: run_oneshot_batch(kind, members), t.timeout_s,
+            group[(group.index(t.rank) - 1) % len(group)],
         )
     result = await implementation(kind, chosen)(call, data)
     await t.flush()

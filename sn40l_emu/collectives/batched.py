@@ -51,6 +51,17 @@ def batchable(
     return seg_bytes + _HEADER_BOUND_BYTES + _BYTES_PER_ARRIVAL * chunks <= max_frame_bytes
 
 
+def oneshot_batchable(
+    kind: CollectiveKind, size: int, dtype: str, chunks: int, real: bool, max_frame_bytes: int
+) -> bool:
+    """Whether a one-shot of ``size`` elements per rank can be batched (every chunk non-empty,
+    every frame within ``max_frame_bytes``); all-reduce and all-gather only."""
+    if kind not in (CollectiveKind.ALL_REDUCE, CollectiveKind.ALL_GATHER) or size < chunks:
+        return False
+    frame = size * np_dtype(dtype).itemsize if real else 0
+    return frame + _HEADER_BOUND_BYTES + _BYTES_PER_ARRIVAL * chunks <= max_frame_bytes
+
+
 def full_size(kind: CollectiveKind, data: Tensor, n: int) -> int:
     return int(data.size) * (n if kind is CollectiveKind.ALL_GATHER else 1)
 
