@@ -66,10 +66,12 @@ def test_sample_trace_and_azure_columns_are_read() -> None:
         read_trace_csv(SAMPLE, 4)  # eight domains do not fit four experts
 
 
-def test_measured_costs_give_the_coordinators_nanoseconds() -> None:
+@pytest.mark.parametrize(("platform", "experts"), [("sn40l", 40), ("sn40l", 6), ("dgx-a100", 60)])
+def test_measured_costs_give_the_coordinators_nanoseconds(platform: str, experts: int) -> None:
+    """A cache that evicts, one that never fills, and a DGX that switches from host memory."""
     kw = {"backend": "local", "progress": False, "seed": 3}
-    fast = run_serving("sn40l", "llama2-7b", 40, 4, 20.0, 24, ["lru"], **kw)[0]  # type: ignore[arg-type]
-    exact = run_serving("sn40l", "llama2-7b", 40, 4, 20.0, 24, ["lru"], exact=True, **kw)[0]  # type: ignore[arg-type]
+    fast = run_serving(platform, "llama2-7b", experts, 4, 20.0, 24, ["lru"], **kw)[0]  # type: ignore[arg-type]
+    exact = run_serving(platform, "llama2-7b", experts, 4, 20.0, 24, ["lru"], exact=True, **kw)[0]  # type: ignore[arg-type]
     for key in ("p50_ns", "p90_ns", "p99_ns", "latency_mean_ns", "hit_rate", "batches", "completed"):
         assert fast[key] == exact[key], key
     assert fast["costs"] == "measured" and fast["ttft_p50_ns"] < fast["p50_ns"]

@@ -57,7 +57,7 @@ class NodeCosts:
     decode_ns: tuple[int, ...]  # per ctx point (one decode step at that context)
     cache_bytes: int  # per-socket HBM expert region
     shard_bytes: int  # per-socket expert shard
-    all_in_hbm: bool  # a DGX whose experts all fit in HBM: no switching
+    all_in_hbm: bool  # the composition asked for is a DGX one that fits HBM: no switching
     total_experts: int  # experts the node can hold
     gpu: bool  # a DGX: experts stay in HBM while the node holds at most hbm_experts
     hbm_experts: int
@@ -116,17 +116,22 @@ def measure_node_costs(node: Node, model: ModelConfig, n_experts: int, max_batch
     lnode.reset()
     coord = CoECoordinator(lnode, setup, reuse=CostReuse(lnode), book=LayerPrograms(ProgramBook()))
     cap = coord.capacity
-    if coord.all_in_hbm and cap.hbm_experts < cap.total_experts:
-        # a DGX composition that fits HBM never switches; a fleet node may hold more experts,
-        # so measure the switch with one expert more than HBM holds (router, prefill and
-        # decode do not depend on where the experts live)
-        setup = CoESetup(model, cap.hbm_experts + 1, max_batch, max_prompt, max_tokens, CachePolicy.LRU)
-        coord = CoECoordinator(lnode, setup, reuse=CostReuse(lnode), book=LayerPrograms(ProgramBook()))
-    n_experts = setup.n_experts
-    coord.load()
-    slots = coord.cache.slots(coord.shard_bytes) if not coord.all_in_hbm else max_batch
+    asked_all_in_hbm = coord.all_in_hbm
+    slots = coord.cache.slots(coord.shard_bytes)
     if slots < 1:
         raise ConfigError("experts", n_experts, "an expert shard that fits the HBM region")
+    # The probes need cold experts for every load count up to the batch size, so they run
+    # on a composition larger than the HBM cache (a DGX one that fits HBM would never
+    # switch, but a fleet node may hold more). Router, switch, prefill and decode costs
+    # do not depend on how many experts the node holds, only on what moves.
+    probe_n = min(cap.total_experts, max(n_experts, slots + 2 * max_batch))
+    if probe_n != n_experts:
+        setup = CoESetup(model, probe_n, max_batch, max_prompt, max_tokens, CachePolicy.LRU)
+        coord = CoECoordinator(lnode, setup, reuse=CostReuse(lnode), book=LayerPrograms(ProgramBook()))
+    n_experts = probe_n
+    coord.load()
+    if coord.all_in_hbm:
+        slots = max_batch  # the node cannot hold more than fits HBM: it never switches
     ids = iter(range(10**9))
     p0 = shapes[0][0]
     router = [0] * (max_batch + 1)
@@ -146,8 +151,10 @@ def measure_node_costs(node: Node, model: ModelConfig, n_experts: int, max_batch
         switch[res.misses] = res.switch_ns
     warm = coord.cache.resident()[0] if coord.cache.resident() else 0
     switch[0] = coord.run_batch([Request(next(ids), warm, p0, 1)]).switch_ns
-    for k in range(1, max_batch + 1):  # a count never probed can never happen (cache slots)
+    for k in range(1, max_batch + 1):  # only counts above the cache's slots go unprobed
         if switch[k] < 0:
+            if k <= slots and not coord.all_in_hbm:
+                raise ConfigError("switch probe", k, "a load count the probes reached")
             switch[k] = switch[k - 1]
     experts = [warm]
     exact = []
@@ -164,7 +171,7 @@ def measure_node_costs(node: Node, model: ModelConfig, n_experts: int, max_batch
     return NodeCosts(node.profile.name,
                      max_batch, tuple(router), tuple(switch), tuple(exact), points, tuple(prefill),
                      tuple(decode),
-                     coord.cache.capacity_bytes, coord.shard_bytes, coord.all_in_hbm,
+                     coord.cache.capacity_bytes, coord.shard_bytes, asked_all_in_hbm,
                      coord.capacity.total_experts, coord.gpu, coord.capacity.hbm_experts, grid)
 
 

@@ -7,8 +7,8 @@ The router sends each request, at its arrival, to a node that holds its expert
 (:mod:`sn40l_emu.coe.fleet_policy`), by its outstanding requests (queued plus in
 service). Events are kept in a heap with integer keys (time ns, kind, sequence):
 a batch that ends at the time a request arrives frees its node first. The work
-per request is O(log N) heap operations plus the policy's choice, so a run of
-10,000 requests over 64 nodes takes well under a second of wall time.
+per request is O(log N) heap operations plus the policy's choice among the
+expert's holders.
 """
 
 from __future__ import annotations
