@@ -73,11 +73,23 @@ def main() -> int:
     slots = -(-args.nodes * 8 // args.ray_nodes)
     node_args = {"num_cpus": 1, "resources": {SOCKET_RESOURCE: slots}, "node_ip_address": LOOPBACK}
     t0 = time.perf_counter()  # wall-clock ok: the benchmark
-    cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
+    cluster = None
+    for attempt in range(3):  # Ray gives a raylet 30 s to register; a loaded machine can miss it
+        try:
+            cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
+            for _ in range(args.ray_nodes - 1):
+                cluster.add_node(**node_args)
+            cluster.wait_for_nodes(timeout=300)
+            break
+        except Exception as exc:
+            print(f"# cluster start attempt {attempt + 1} failed: {str(exc).splitlines()[0]}")
+            if cluster is not None:
+                cluster.shutdown()
+            cluster = None
+    if cluster is None:
+        stop.set()
+        raise SystemExit("could not start the cluster_utils cluster")
     try:
-        for _ in range(args.ray_nodes - 1):
-            cluster.add_node(**node_args)
-        cluster.wait_for_nodes(timeout=300)
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.WARNING)
         t_cluster = time.perf_counter() - t0  # wall-clock ok

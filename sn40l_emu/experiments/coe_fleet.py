@@ -135,13 +135,15 @@ def plot_footprint(rows: list[dict[str, Any]], path: str, max_nodes: int) -> Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for plat in dict.fromkeys(r["platform"] for r in rows):
+    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]
+    for i, plat in enumerate(dict.fromkeys(r["platform"] for r in rows)):
         pts = [(r["experts"], r["nodes_needed"]) for r in rows if r["platform"] == plat]
-        ax.plot([e for e, n in pts if n is not None], [n for _, n in pts if n is not None], marker="o",
-                label=plat)
+        marker, line = styles[i % len(styles)]
+        ax.plot([e for e, n in pts if n is not None], [n for _, n in pts if n is not None], marker=marker,
+                linestyle=line, label=plat)
         over = [e for e, n in pts if n is None]
         if over:
-            ax.scatter(over, [max_nodes] * len(over), marker="^", label=f"{plat}: > {max_nodes} nodes")
+            ax.scatter(over, [max_nodes] * len(over), marker="x", label=f"{plat}: > {max_nodes} nodes")
     r0 = rows[0]
     rate = f"{r0['rate_per_s']:g} req/s" if r0["rate_per_s"] else "trace arrivals"
     ax.set_title(f"Nodes needed for p99 <= {r0['p99_target_ns'] / 1e6:g} ms ({rate})")
