@@ -107,7 +107,8 @@ def main() -> int:
         "nodes": args.nodes, "socket_actors": args.nodes * 8, "ray_nodes": args.ray_nodes,
         "requests": args.requests, "host": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
                                             "python": platform.python_version()},
-        "wall_s": {"cluster_start": t_cluster, "fleet_run": t_fleet, "fleet_bringup": res["bringup_s"]},
+        "wall_s": {"cluster_start": t_cluster, "fleet_run": t_fleet, "fleet_bringup": res["bringup_s"],
+                   "fleet_parts": res.get("wall_s")},
         "peak_rss_bytes_all_processes": peak[0], "ray_nodes_used": res["ray_nodes_used"],
         "rows": [{k: r[k] for k in ("policy", "completed", "latency_p50_ns", "latency_p99_ns", "hit_rate")}
                  for r in res["rows"]],

@@ -64,7 +64,7 @@ def test_each_emulated_node_sits_on_one_ray_node_and_the_fleet_spans_all_four(se
 def test_the_fleet_on_ray_gives_the_in_process_nanoseconds(seen: dict[str, Any]) -> None:
     ray, local = seen["ray"], seen["local"]
     assert ray["costs"] == local["costs"]
-    assert ray["rows"] == local["rows"]
+    assert ray["rows"] == local["rows"]  # the wall-clock parts ("wall_s") are not compared
     for r in ray["rows"]:
         assert r["completed"] == r["requests"] == 300 and r["sockets"] == 32
         assert 0 < r["latency_p50_ns"] <= r["latency_p99_ns"]

@@ -63,7 +63,9 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
     with open_fleet(prof, nodes, Backend(backend), address) as fleet:
         t_up = time.perf_counter() - t0  # wall-clock ok
         where: list[Any] = [getattr(n, "status", list)() for n in fleet] if backend == "ray" else []
+        t1 = time.perf_counter()  # wall-clock ok
         costs = measure_node_costs(fleet[0], model, experts, batch, shapes)
+        t_measure = time.perf_counter() - t1  # wall-clock ok
         want = (costs.router_ns[1], costs.switch_ns[1] if not costs.all_in_hbm else 0,
                 costs.request_ns(*shapes[0])[1])
         for i, node in enumerate(fleet[1:], start=1):
@@ -71,6 +73,8 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
             if got != want:
                 raise EmuError(f"fleet node {i} measured {got} ns, node 0 {want} ns "
                                "(router, switch, request): the nodes are not alike")
+        t_probe = time.perf_counter() - t1 - t_measure  # wall-clock ok
+    t2 = time.perf_counter()  # wall-clock ok
     rows = []
     for pol in pols:
         res = simulate_fleet(reqs, costs, nodes, experts, batch, pol)
@@ -85,7 +89,10 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
                      "busiest_node_requests": max(per_node), "idlest_node_requests": min(per_node),
                      **m})
     homes = [sorted({str(s.get("ray_node")) for s in st}) for st in where]
+    wall = {"bringup": t_up, "measure_node0": t_measure, "probe_others": t_probe,
+            "route_and_serve": time.perf_counter() - t2}  # wall-clock ok
     return {"rows": rows, "costs": costs.to_json(), "bringup_s": round(t_up, 2),
+            "wall_s": {k: round(v, 3) for k, v in wall.items()},
             "ray_nodes_used": len({h for hs in homes for h in hs}), "homes": homes, "backend": backend}
 
 
