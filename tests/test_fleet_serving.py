@@ -99,3 +99,18 @@ def test_a_bad_trace_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,expert,prompt_tokens\n0,1,5\n")
     assert main(["coe-serve", "--backend", "local", "--trace", str(bad), "--no-progress"]) == 2
+
+
+def test_interpolated_costs_between_grid_points() -> None:
+    from sn40l_emu.coe.fleet_costs import NodeCosts
+
+    c = NodeCosts("hand", 1, (0, 5), (0, 7), (), (100, 200), (1000, 2000), (10, 20), 64, 64, False, 10,
+                  False, 1, True)
+    # prefill(150) = 1500; decode at contexts 150, 151 = 15 + 15.1 -> 15 + 15 (whole ns each)
+    assert c.request_ns(150, 3) == (1500, 1530)
+    assert c.request_ns(100, 1) == (1000, 1000)  # on a grid point: the measured value
+    exact = NodeCosts("hand", 1, (0, 5), (0, 7), ((8, 2, 80, 95),), (), (), (), 64, 64, False, 10,
+                      False, 1, False)
+    assert exact.request_ns(8, 2) == (80, 95)
+    with pytest.raises(ConfigError):
+        exact.request_ns(9, 2)  # a shape that was never measured

@@ -13,13 +13,15 @@ batches, and a batch's cost is then assembled from them:
 which is the coordinator's own decomposition (router, switch, then each
 (prompt, expert) pair in turn; docs/model.md §4-5). Probes: a batch of b
 requests for b experts not yet in HBM gives router_ns[b] and switch_ns[b]; a
-batch of resident experts gives switch_ns[0]; for a context c, two requests
-(P=c, T=1) and (P=c, T=2) give prefill_ns(c) and decode_ns(c) as the
-difference. With more shapes than that, contexts are measured on a grid of
-``EXACT_POINTS`` points over their range, and a context between two grid points is interpolated linearly
-(rounded to whole ns) -- stated in the result as ``interpolated``.
-With at most ``EXACT_POINTS`` distinct (prompt, output tokens) shapes each is
-measured whole instead: a request (P, 1) and a request (P, T).
+batch of resident experts gives switch_ns[0]. With at most ``EXACT_POINTS``
+distinct (prompt, output tokens) shapes, each is measured whole: a request
+(P, 1) gives prefill_ns(P) and a request (P, T) the whole request. With more
+shapes, contexts are measured on a grid of ``EXACT_POINTS`` points over their
+range -- for a context c, requests (P=c, T=1) and (P=c, T=2) give prefill_ns(c)
+and decode_ns(c) as the difference -- and a context between two grid points is
+interpolated linearly (rounded to whole ns), stated in the result as
+``interpolated``. tests/test_fleet_serving.py checks that the measured costs
+give the coordinator's nanoseconds.
 """
 
 from __future__ import annotations
