@@ -42,6 +42,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/allreduce_wall.py
 	$(BIN)/python bench/tp_decode_bench.py
 	$(BIN)/python bench/p2p_paths.py
+	$(BIN)/python bench/wall_per_message.py
+	$(BIN)/python bench/serve_wall.py
+	$(BIN)/python bench/fleet_cluster.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache

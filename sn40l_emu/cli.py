@@ -188,6 +188,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sn40l_emu.experiments.tp_scaling",
     "sn40l_emu.experiments.coe_sweep",
     "sn40l_emu.experiments.coe_serve",
+    "sn40l_emu.experiments.coe_fleet",
     "sn40l_emu.experiments.inject_cmd",
     "sn40l_emu.experiments.allreduce_bench",
     "sn40l_emu.experiments.coll_bench",

@@ -17,6 +17,7 @@ import numpy as np
 from sn40l_emu.fabric.network import NetworkView
 from sn40l_emu.p2p.frame import Frame, encode_frame
 from sn40l_emu.p2p.mailbox import Mailbox
+from sn40l_emu.p2p.rendezvous import Rendezvous
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport, chunk_bounds
 from sn40l_emu.program import np_dtype
 from sn40l_emu.trace import TraceRecorder
@@ -65,6 +66,16 @@ class FramedTransport(Transport):
         # the socket's TraceRecorder while a traced program runs: each message's send and arrival
         # become zero-length marks on the "p2p" track, paired into a flow by (src, dst, tag, seq)
         self.trace: TraceRecorder | None = None
+        self._coll_seq: dict[tuple[tuple[int, ...], int], int] = {}
+        #: shared by every member of an in-process group (None: frames only, e.g. Ray)
+        self.rendezvous: Rendezvous | None = None
+
+    def collective_key(self, group: tuple[int, ...], wire_tag: int) -> tuple[object, ...]:
+        """What the members of one collective call agree on: group, wire tag and how many
+        collectives this rank already ran with both (program order, like frame sequences)."""
+        seq = self._coll_seq.get((group, wire_tag), 0)
+        self._coll_seq[(group, wire_tag)] = seq + 1
+        return (group, wire_tag, seq)
 
     @staticmethod
     def _next(counters: dict[tuple[int, int], int], key: tuple[int, int]) -> int:
