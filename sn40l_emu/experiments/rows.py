@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-ROW_BREAKDOWN_KEYS = ("compute", "weights", "kv", "collectives", "launch", "other")
+ROW_BREAKDOWN_KEYS = ("compute", "weights", "kv", "collectives", "launch", "host", "other")
 
 
 def per_token_ns(row: Mapping[str, Any]) -> float:

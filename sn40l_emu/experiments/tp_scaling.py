@@ -30,8 +30,17 @@ Each row reports:
   ``other`` all go to ``other`` (activations are neither weights nor cache,
   and putting them in ``weights`` would hide what fusion removes). Adds up
   exactly to ``latency_ns`` (asserted).
+* ``host`` (a breakdown term) and ``host_ns`` (its named parts): the host
+  runtime between device steps (workload/host_runtime.py): per request
+  tokenization, scheduling and Program/Argument Load (prefill and generate
+  rows; generate also the prefill -> decode switch), per output token the
+  host-link round trip and sampling, per step the framework overhead.
 * ``tokens_per_s_per_user``: tokens one sequence advances per second: the
   prompt tokens for prefill, 1 for a decode step, N output tokens for generate.
+* ``collectives_hidden_ns``: collective time of that socket hidden under fused
+  kernels (SN40L paper §VII: the all-reduce streams out of the kernel tile by
+  tile, ``socket_actor/pipeline.py``); not part of the breakdown, which holds
+  only the exposed part. 0 in unfused and GPU modes.
 * ``hbm_bw_utilization``: bytes that socket streams from HBM (weights, KV,
   activations, spills) / (latency x peak HBM bandwidth).
 * ``spilled_layers`` / ``spill_tier``: decoder layers whose weights do not fit
@@ -66,6 +75,7 @@ from sn40l_emu.errors import ConfigError, ShardingError
 from sn40l_emu.experiments.rows import ROW_BREAKDOWN_KEYS, per_token_ns
 from sn40l_emu.program import KernelOp, Program, Tier
 from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step
+from sn40l_emu.workload.host_runtime import HostTime, decode_step_ns, generate_ns, prefill_ns
 from sn40l_emu.workload.memory_plan import Fit, fit_in_hbm
 from sn40l_emu.workload.placement import Placement
 
@@ -145,6 +155,7 @@ class _Acc:
     start_ns: dict[int, int] = field(default_factory=dict)
     breakdown: dict[int, dict[str, int]] = field(default_factory=dict)
     hbm_bytes: dict[int, int] = field(default_factory=dict)
+    hidden_ns: dict[int, int] = field(default_factory=dict)
 
     def add(self, results: Mapping[int, ProgramResult], programs: Mapping[int, Program],
             hbm_bytes: Callable[[Program], int]) -> None:
@@ -155,6 +166,13 @@ class _Acc:
             for k, v in r.breakdown_ns.items():
                 bd[_FOLD[k]] += v
             self.hbm_bytes[s] = self.hbm_bytes.get(s, 0) + hbm_bytes(programs[s])
+            self.hidden_ns[s] = self.hidden_ns.get(s, 0) + r.hidden_ns
+
+    def add_host(self, host_ns: int) -> None:
+        """Host time between steps: every socket waits for it, so it shifts every socket's end."""
+        for s in self.end_ns:
+            self.end_ns[s] += host_ns
+            self.breakdown[s]["host"] += host_ns
 
 
 class HbmBytes:
@@ -225,9 +243,19 @@ class Runner:
         return acc
 
 
+def host_time(profile: NodeProfile, model: ModelConfig, phase: str, batch: int, prompt_len: int,
+              tokens: int) -> HostTime:
+    """The host runtime's share of a row (workload/host_runtime.py)."""
+    if phase == "prefill":
+        return prefill_ns(profile, model.vocab_size, batch, prompt_len)
+    if phase == "decode":
+        return decode_step_ns(profile, model.vocab_size, batch)
+    return generate_ns(profile, model.vocab_size, batch, prompt_len, tokens)
+
+
 def row_from(acc: _Acc, *, profile: NodeProfile, model: ModelConfig, tp: int, phase: str,
              mode: ExecMode, batch: int, prompt_len: int, context_len: int, tokens_per_user: int,
-             fit: Fit) -> dict[str, Any]:
+             fit: Fit, host: HostTime | None = None) -> dict[str, Any]:
     """One JSON row from the totals of a run (critical path = the socket finishing last)."""
     crit = max(acc.end_ns, key=lambda s: (acc.end_ns[s], -s))
     start = min(acc.start_ns.values())
@@ -248,6 +276,8 @@ def row_from(acc: _Acc, *, profile: NodeProfile, model: ModelConfig, tp: int, ph
         "latency_ns": latency,
         "tokens_per_s_per_user": tokens_per_user * 1e9 / latency if latency else 0.0,
         "breakdown_ns": dict(bd),
+        "collectives_hidden_ns": acc.hidden_ns.get(crit, 0),
+        "host_ns": host.by_name() if host is not None else {},
         "hbm_bw_utilization": acc.hbm_bytes[crit] * 1e9 / (latency * peak) if latency else 0.0,
         "critical_socket": crit,
         "spilled_layers": fit.spilled_layers,
@@ -334,9 +364,11 @@ def run_scaling(cfg: ScalingConfig, *, progress: bool = False,
             plan = make_plan(model, p.tp)
             steps, ctx, tok, prompt = _steps(cfg, p.phase)
             acc = runner.run_steps(model, plan, steps, p.mode, fits[p.tp], lambda: bar.update(1))
+            host = host_time(profile, model, p.phase, cfg.batch, cfg.prompt_len, cfg.tokens)
+            acc.add_host(host.total_ns)
             rows.append(row_from(acc, profile=profile, model=model, tp=p.tp, phase=p.phase, mode=p.mode,
                                  batch=cfg.batch, prompt_len=prompt, context_len=ctx, tokens_per_user=tok,
-                                 fit=fits[p.tp]))
+                                 fit=fits[p.tp], host=host))
     return rows
 
 
@@ -345,7 +377,8 @@ _COLUMNS = (
     ("platform", "platform"), ("tp", "tp"), ("phase", "phase"), ("mode", "mode"),
     ("latency", "latency us"), ("per_token", "us/token"), ("tps", "tok/s/user"),
     ("compute", "compute"), ("weights", "weights"), ("kv", "kv"), ("collectives", "coll"),
-    ("launch", "launch"), ("other", "other"), ("hbm", "HBM util"), ("spill", "spill"),
+    ("launch", "launch"), ("host", "host"), ("other", "other"), ("hidden", "coll hidden us"), ("hbm", "HBM util"),
+    ("spill", "spill"),
 )
 
 
@@ -360,7 +393,8 @@ def table_text(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lat = r["latency_ns"]
         c = {k: r[k] for k in ("platform", "tp", "phase", "mode")}
-        c.update(latency=us(lat), per_token=us(per_token_ns(r)), tps=f"{r['tokens_per_s_per_user']:,.1f}",
+        c.update(latency=us(lat), per_token=us(per_token_ns(r)),
+                 hidden=us(r.get("collectives_hidden_ns", 0)), tps=f"{r['tokens_per_s_per_user']:,.1f}",
                  hbm=f"{100 * r['hbm_bw_utilization']:.1f}%",
                  spill=f"{r['spilled_layers']}L->{r['spill_tier']}" if r["spilled_layers"] else "")
         for k in ROW_BREAKDOWN_KEYS:
