@@ -133,6 +133,12 @@ class RuntimeSpec:
     sample_ns: int = q("sample_us", Unit.US, allow_zero=True, max_value=1e5)
     token_overhead_ns: int = q("token_overhead_us", Unit.US, allow_zero=True, max_value=1e5)
     step_overhead_ns: int = q("step_overhead_us", Unit.US, allow_zero=True, max_value=1e5)
+    # speculative decoding (workload/speculative.py): draft model name ("" = off), draft length, acceptance
+    spec_draft_model: str = q("spec_draft_model", Unit.TEXT)
+    spec_draft_len: int = q("spec_draft_len", Unit.COUNT, max_value=64)
+    spec_acceptance: float = q("spec_acceptance", Unit.FRACTION, allow_zero=True)
+    # DDR per socket kept for the router, KV caches and the runtime (coe/capacity.py)
+    ddr_reserved_bytes: int = q("ddr_reserved_gib", Unit.GIB, allow_zero=True)
 
 
 @dataclass(frozen=True)

@@ -189,11 +189,15 @@ def cmd_capacity(args: argparse.Namespace) -> int:
             rows.append({"platform": plat, "model": model.name, "experts": n,
                          "experts_per_node": cap.total_experts, "nodes_needed": need,
                          "experts_in_hbm": cap.hbm_experts, "served_from": served,
-                         "limiting_tier": cap.limiting_tier.value})
+                         "limiting_tier": cap.limiting_tier.value,
+                         "experts_at_tp8_latency": cap.latency_experts,
+                         "fits_at_tp8_latency": n <= cap.latency_experts,
+                         "switch_ms": round(cap.switch_ns / 1e6, 3)})
     print(table(rows, [("platform", "platform"), ("model", "model"), ("experts", "experts"),
                        ("experts_in_hbm", "in HBM at once"), ("experts_per_node", "per node"),
                        ("nodes_needed", "nodes needed"), ("served_from", "served from"),
-                       ("limiting_tier", "runs out of")]))
+                       ("limiting_tier", "runs out of"), ("experts_at_tp8_latency", "at TP8 latency"),
+                       ("switch_ms", "switch ms")]))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))
