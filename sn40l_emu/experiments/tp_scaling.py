@@ -511,7 +511,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("tp-scaling", help="prefill/decode latency vs tensor-parallel degree, per execution mode")
     p.add_argument("--model", default="llama2-7b", help="shipped model name or path to a config.json")
     p.add_argument("--tp", default="1,2,4,8", help="TP degrees, e.g. 1,2,4,8,16 (16 = two nodes)")
-    p.add_argument("--phase", default="prefill,decode", help="prefill, decode and/or generate")
+    p.add_argument("--phase", default="prefill,decode",
+                   help="prefill, decode, generate and/or speculative (needs --set runtime.spec_draft_model=NAME)")
     p.add_argument("--mode", default="unfused,fused-so,fused-ho",
                    help="unfused, fused-so, fused-ho (GPU platforms always run 'gpu')")
     p.add_argument("--platform", choices=PLATFORMS, default="",
