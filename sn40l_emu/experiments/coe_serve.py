@@ -9,9 +9,54 @@ percentiles (p50/p90/p99) and hit rate.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
+
+from sn40l_emu.experiments.options import (
+    MAX_BATCH,
+    MAX_EXPERTS,
+    MAX_SEED,
+    MAX_TOKENS,
+    backend_field,
+    check_fields,
+    option,
+    overrides_field,
+    profile_field,
+)
+
+POLICY_NAMES = ("lru", "lfu", "opt")  # the values of sn40l_emu.coe.eviction.CachePolicy (checked by a test)
+MAX_REQUESTS = 10_000_000
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """One serving run per cache policy on one platform (Poisson arrivals, FIFO queue, batches of up to B)."""
+
+    profile: str = profile_field("sn40l")
+    model: str = option("llama2-7b", "expert model: shipped name or path to a config.json")
+    experts: int = option(100, "experts in the composition", lo=1, hi=MAX_EXPERTS)
+    batch: int = option(8, "largest batch the server forms from its queue", lo=1, hi=MAX_BATCH)
+    rate_per_s: float = option(2.0, "mean arrival rate (Poisson)", flag="rate", lo=1e-6, hi=1e9,
+                               unit="requests/s")
+    requests: int = option(200, "requests to serve", lo=1, hi=MAX_REQUESTS)
+    policies: tuple[str, ...] = option(("lru", "lfu", "opt"), "HBM expert cache policies to compare",
+                                       choices=POLICY_NAMES)
+    workload: str = option("zipf:1.0", "which expert each prompt picks: zipf:S, uniform, or a JSONL trace file")
+    prompt_len: int = option(128, "prompt tokens per request", lo=1, hi=MAX_TOKENS)
+    tokens: int = option(20, "output tokens per request", lo=1, hi=MAX_TOKENS)
+    seed: int = option(0, "seed of arrivals and prompts", lo=0, hi=MAX_SEED)
+    backend: str = backend_field()
+    overrides: tuple[str, ...] = overrides_field()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def run_serve_config(cfg: ServeConfig, *, progress: bool = True) -> list[dict[str, Any]]:
+    """:func:`run_serving` for a declared config."""
+    return run_serving(cfg.profile, cfg.model, cfg.experts, cfg.batch, cfg.rate_per_s, cfg.requests,
+                       list(cfg.policies), workload=cfg.workload, prompt_len=cfg.prompt_len, tokens=cfg.tokens,
+                       seed=cfg.seed, backend=cfg.backend, overrides=cfg.overrides, progress=progress)
 
 
 def run_serving(platform: str, model_name: str, n_experts: int, batch: int, rate_per_s: float,
@@ -26,7 +71,7 @@ def run_serving(platform: str, model_name: str, n_experts: int, batch: int, rate
     from sn40l_emu.coe.serving import BatchTiming, simulate_serving
     from sn40l_emu.coe.workload import Request, parse_workload, poisson_arrivals, requests
     from sn40l_emu.config import load_profile
-    from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
+    from sn40l_emu.engine.layer_reuse import LayerPrograms
     from sn40l_emu.engine.program_book import ProgramBook
     from sn40l_emu.engine.reuse import CostReuse
     from sn40l_emu.workload import load_model
@@ -38,13 +83,11 @@ def run_serving(platform: str, model_name: str, n_experts: int, batch: int, rate
     rows = []
     prof = load_profile(platform, list(overrides))
     bar = tqdm(total=len(policies) * n_requests, disable=not progress, desc="coe-serve", unit="req")
-    with open_node(prof, backend=Backend(backend)) as raw_node:
-        node = LayerReuseNode(raw_node)
+    with open_node(prof, backend=Backend(backend)) as node:
         reuse, book = CostReuse(node), LayerPrograms(ProgramBook())
         for pol in policies:
             policy = CachePolicy(pol)
             node.reset()
-            reuse.forget_clocks()
             future = [r.expert for r in reqs] if policy is CachePolicy.OPT else None
             coord = CoECoordinator(node, CoESetup(model, n_experts, batch, prompt_len, tokens, policy),
                                    reuse=reuse, book=book, future=future)
@@ -68,38 +111,43 @@ def run_serving(platform: str, model_name: str, n_experts: int, batch: int, rate
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from sn40l_emu.coe.workload import parse_workload
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.experiments import rundir
+    from sn40l_emu.experiments.options import from_args, to_jsonable
     from sn40l_emu.report import table
+    from sn40l_emu.workload import load_model
 
-    rows = run_serving(args.platform, args.model, args.experts, args.batch, args.rate, args.requests,
-                       [p.strip() for p in args.policies.split(",")], workload=args.workload,
-                       prompt_len=args.prompt_len, tokens=args.tokens, seed=args.seed,
-                       backend=args.backend, overrides=tuple(args.overrides), progress=not args.no_progress)
+    cfg = from_args(ServeConfig, args)
+    load_model(cfg.model)
+    parse_workload(cfg.workload)
+    resolved = {"serve": to_jsonable(cfg), "profile": load_profile(cfg.profile, list(cfg.overrides)).to_json()}
+    run = rundir.prepare("coe-serve", resolved, out=args.out, overwrite=args.overwrite, json_path=args.json,
+                         argv=getattr(args, "argv", None))
+    rows = run_serve_config(cfg, progress=not args.no_progress)
     view = [{**r, "p50_ms": r["p50_ns"] / 1e6, "p90_ms": r["p90_ns"] / 1e6, "p99_ms": r["p99_ns"] / 1e6}
             for r in rows]
-    print(table(view, [("platform", "platform"), ("policy", "policy"), ("throughput_per_s", "req/s"),
-                       ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"),
-                       ("hit_rate", "hit rate"), ("batches", "batches")]))
+    text = table(view, [("platform", "platform"), ("policy", "policy"), ("throughput_per_s", "req/s"),
+                        ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"),
+                        ("hit_rate", "hit rate"), ("batches", "batches")])
+    print(text)
+    doc = {"rows": rows, "config": resolved["serve"]}
+    run.write_json("results.json", doc)
+    run.write_rows("results", rows)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))
+        rundir.write_copy(args.json, doc)
+    run.finish(f"```\n{text}\n```", rows=len(rows))
+    print(f"\nwrote {run.path}/{' and ' + str(args.json) if args.json else ''}")
     return 0
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("coe-serve", help="CoE serving: Poisson arrivals, queueing, percentiles per cache policy")
-    p.add_argument("--platform", default="sn40l")
-    p.add_argument("--model", default="llama2-7b")
-    p.add_argument("--experts", type=int, default=100)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--rate", type=float, default=2.0, help="requests per second (Poisson)")
-    p.add_argument("--requests", type=int, default=200)
-    p.add_argument("--policies", default="lru,lfu,opt")
-    p.add_argument("--workload", default="zipf:1.0")
-    p.add_argument("--prompt-len", type=int, default=128)
-    p.add_argument("--tokens", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="ray", choices=["ray", "local"])
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", default="")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    from sn40l_emu.experiments.options import add_options, output_args
+
+    p = sub.add_parser("coe-serve", help="CoE serving: Poisson arrivals, queueing, percentiles per cache policy",
+                       description="CoE as a server: requests arrive as a Poisson process, queue FIFO and are "
+                                   "served in batches; throughput, latency percentiles and HBM hit rate per "
+                                   "cache policy.")
+    add_options(p, ServeConfig)
+    output_args(p)
     p.set_defaults(func=cmd_serve)

@@ -59,16 +59,14 @@ Execution modes: on a GPU platform every row runs :data:`ExecMode.GPU`
 Speed, without approximation (each step is checked against a full run in
 ``tests/test_tp_scaling.py``): programs are assembled from a one-layer build
 (:class:`~sn40l_emu.engine.layer_reuse.LayerPrograms`), a step runs
-layer by layer with the cost of identical layers reused
-(:class:`~sn40l_emu.engine.layer_reuse.LayerReuseNode`), and every
+layer by layer with the cost of identical layers reused, and every
 decode step after the first reuses the first one's cost shifted by the extra
-KV-cache reads (:class:`~sn40l_emu.engine.reuse.CostReuse`).
+KV-cache reads (both by :class:`~sn40l_emu.engine.reuse.CostReuse`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -77,6 +75,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sn40l_emu.errors import ConfigError, ShardingError
+from sn40l_emu.experiments.options import (
+    MAX_BATCH,
+    MAX_TOKENS,
+    backend_field,
+    check_fields,
+    option,
+    overrides_field,
+    profile_field,
+)
 from sn40l_emu.experiments.rows import ROW_BREAKDOWN_KEYS, per_token_ns
 from sn40l_emu.program import KernelOp, Program, Tier
 from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step
@@ -86,7 +93,7 @@ from sn40l_emu.workload.placement import Placement
 from sn40l_emu.workload.speculative import draft_steps, expected_tokens, verify_step
 
 if TYPE_CHECKING:
-    from sn40l_emu.cluster.node import Node
+    from sn40l_emu.cluster.node import ManagedNode
     from sn40l_emu.config import NodeProfile
     from sn40l_emu.engine.program_book import ProgramBook
     from sn40l_emu.socket_actor.socket_model import ProgramResult
@@ -112,20 +119,29 @@ def mode_name(mode: ExecMode) -> str:
 class ScalingConfig:
     """What to sweep; ``profile`` is a shipped platform name or a YAML path."""
 
-    model: str = "llama2-7b"
-    tps: tuple[int, ...] = (1, 2, 4, 8)
-    phases: tuple[str, ...] = ("prefill", "decode")
-    modes: tuple[str, ...] = ("unfused", "fused-so", "fused-ho")
-    profile: str = "sn40l"
-    overrides: tuple[str, ...] = ()
-    batch: int = 1
-    prompt_len: int = 128
-    context_len: int = 128
-    tokens: int = 0
-    backend: str = "local"
-    address: str = ""
+    model: str = option("llama2-7b", "shipped model name or path to a config.json")
+    tps: tuple[int, ...] = option((1, 2, 4, 8), "TP degrees, e.g. 1,2,4,8,16 (16 = two nodes)", flag="tp",
+                                  lo=1, hi=1024)
+    phases: tuple[str, ...] = option(("prefill", "decode"),
+                                     "phases to run ('generate' needs --tokens; 'speculative' needs "
+                                     "--set runtime.spec_draft_model=NAME)",
+                                     flag="phase", choices=PHASES)
+    modes: tuple[str, ...] = option(("unfused", "fused-so", "fused-ho"),
+                                    "execution modes (GPU platforms always run 'gpu')", flag="mode",
+                                    choices=tuple(MODE_NAMES))
+    profile: str = profile_field("sn40l")
+    overrides: tuple[str, ...] = overrides_field()
+    batch: int = option(1, "sequences per batch", lo=1, hi=MAX_BATCH)
+    prompt_len: int = option(128, "prompt tokens per sequence", lo=1, hi=MAX_TOKENS)
+    context_len: int = option(128, "tokens already cached in a decode row", lo=1, hi=MAX_TOKENS)
+    tokens: int = option(0, "add 'generate' rows: prefill plus N output tokens (N-1 decode steps); 0: none",
+                         lo=0, hi=MAX_TOKENS)
+    backend: str = backend_field("local", cli_default="ray")
+    address: str = option("", "Ray cluster to join (default: RAY_ADDRESS or a private local Ray)",
+                          metavar="HOST:PORT")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("batch", "prompt_len", "context_len"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -229,20 +245,17 @@ class HbmBytes:
 class Runner:
     """Runs rows on one node: power-cycle, then the row's steps through layer and step reuse."""
 
-    def __init__(self, node: Node, book: ProgramBook) -> None:
-        from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
+    def __init__(self, node: ManagedNode, book: ProgramBook) -> None:
+        from sn40l_emu.engine.layer_reuse import LayerPrograms
         from sn40l_emu.engine.reuse import CostReuse
 
-        self.node = LayerReuseNode(node)
+        self.node = node
         self.programs = LayerPrograms(book)
         self.hbm_bytes = HbmBytes(node.profile)
-        self.reuse = CostReuse(self.node)
+        self.reuse = CostReuse(self.node)  # keyed by the node's version: valid across power-cycles
 
     def fresh(self) -> None:
-        from sn40l_emu.engine.reuse import CostReuse
-
         self.node.reset()
-        self.reuse = CostReuse(self.node)
 
     def run_steps(self, model: ModelConfig, plan: ShardPlan, steps: list[Step], mode: ExecMode,
                   fit: Fit, on_step: Callable[[], object] | None = None, *, fresh: bool = True) -> _Acc:
@@ -256,7 +269,6 @@ class Runner:
             acc.add(self.reuse.run(programs), programs, self.hbm_bytes)
             if on_step is not None:
                 on_step()
-        self.reuse.sync()
         return acc
 
 
@@ -353,7 +365,7 @@ _DRAFT_LEN = [1]  # the profile's draft length, set by run_scaling before _steps
 
 
 @contextmanager
-def _nodes(cfg: ScalingConfig, profile: NodeProfile, n_sockets: int) -> Iterator[Node]:
+def _nodes(cfg: ScalingConfig, profile: NodeProfile, n_sockets: int) -> Iterator[ManagedNode]:
     from sn40l_emu.cluster.session import Backend, open_node
 
     with open_node(profile, backend=Backend(cfg.backend), address=cfg.address, n_sockets=n_sockets,
@@ -460,73 +472,49 @@ def resolved_config(cfg: ScalingConfig) -> dict[str, Any]:
             "model": asdict(model)}
 
 
-def _ints(field: str, text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(field, text, "comma-separated positive integers, e.g. 1,2,4,8") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise ConfigError(field, text, "comma-separated positive integers, e.g. 1,2,4,8")
-    return vals
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
 def config_from_args(args: argparse.Namespace) -> ScalingConfig:
-    if args.platform and args.profile and args.profile != args.platform:
-        raise ConfigError("--profile", args.profile, f"left out when --platform {args.platform} is given")
-    return ScalingConfig(
-        model=args.model, tps=_ints("tp", args.tp), phases=_names(args.phase), modes=_names(args.mode),
-        profile=args.profile or args.platform or "sn40l", overrides=tuple(args.overrides),
-        batch=args.batch, prompt_len=args.prompt_len, context_len=args.context_len, tokens=args.tokens,
-        backend=args.backend, address=args.address or "",
-    )
+    from sn40l_emu.experiments.options import from_args
+
+    cfg: ScalingConfig = from_args(ScalingConfig, args)
+    return cfg
 
 
 def cmd_tp_scaling(args: argparse.Namespace) -> int:
+    from sn40l_emu.experiments import rundir
     from sn40l_emu.experiments.plots_tp import plot_scaling
 
     cfg = config_from_args(args)
+    config_path = Path(args.json).with_name(Path(args.json).stem + ".config.json") if args.json else None
+    resolved = resolved_config(cfg)
+    run = rundir.prepare("tp-scaling", resolved, out=args.out, overwrite=args.overwrite, json_path=args.json,
+                         extra_paths=[("--json", config_path)], argv=getattr(args, "argv", None))
     t0 = time.perf_counter()  # wall-clock ok: measures the emulator itself
     rows = run_scaling(cfg, progress=not args.no_progress)
     wall_s = time.perf_counter() - t0  # wall-clock ok: measures the emulator itself
-    print(table_text(rows))
-    json_path = Path(args.json)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({"rows": rows}, indent=2))
-    config_path = json_path.with_name(json_path.stem + ".config.json")
-    config_path.write_text(json.dumps({**resolved_config(cfg), "wall_s": round(wall_s, 3)}, indent=2))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    png = plot_scaling(rows, out)
-    print(f"\nwrote {json_path}, {config_path} and {png} ({wall_s:.1f} s)")
+    text = table_text(rows)
+    print(text)
+    doc = {"rows": rows}
+    run.write_json("results.json", doc)
+    run.write_rows("results", rows)
+    run.write_json("config.json", {**resolved, "wall_s": round(wall_s, 3)})
+    png = plot_scaling(rows, run.path)
+    run.file(Path(png).name)
+    if args.json and config_path is not None:
+        rundir.write_copy(args.json, doc)
+        rundir.write_copy(config_path, {**resolved, "wall_s": round(wall_s, 3)})
+    run.finish(f"```\n{text}\n```\n\nPlot: `{Path(png).name}`", rows=len(rows))
+    extra = f", {args.json} and {config_path}" if args.json else ""
+    print(f"\nwrote {run.path}/ (results.json, results.csv, config.json, {Path(png).name}){extra} ({wall_s:.1f} s)")
     return 0
 
 
 def register(sub: Any) -> None:
-    from sn40l_emu.experiments.options import profile_args
+    from sn40l_emu.experiments.options import add_options, output_args
 
-    p = sub.add_parser("tp-scaling", help="prefill/decode latency vs tensor-parallel degree, per execution mode")
-    p.add_argument("--model", default="llama2-7b", help="shipped model name or path to a config.json")
-    p.add_argument("--tp", default="1,2,4,8", help="TP degrees, e.g. 1,2,4,8,16 (16 = two nodes)")
-    p.add_argument("--phase", default="prefill,decode",
-                   help="prefill, decode, generate and/or speculative (needs --set runtime.spec_draft_model=NAME)")
-    p.add_argument("--mode", default="unfused,fused-so,fused-ho",
-                   help="unfused, fused-so, fused-ho (GPU platforms always run 'gpu')")
-    p.add_argument("--platform", choices=PLATFORMS, default="",
-                   help="shipped platform profile (default sn40l); --profile takes a YAML path instead")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--prompt-len", type=int, default=128)
-    p.add_argument("--context-len", type=int, default=128, help="tokens already cached in a decode row")
-    p.add_argument("--tokens", type=int, default=0,
-                   help="add 'generate' rows: prefill plus N output tokens (N-1 decode steps)")
-    p.add_argument("--backend", default="ray", choices=["ray", "local"],
-                   help="ray: one actor per socket (the distributed emulator); local: in-process")
-    p.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS or a private local Ray)")
-    profile_args(p, default="")
-    p.add_argument("--json", default="out/tp_scaling.json")
-    p.add_argument("--out", default="out")
-    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("tp-scaling", help="prefill/decode latency vs tensor-parallel degree, per execution mode",
+                       description="Latency of one model's prefill, decode and whole generation vs the TP "
+                                   "degree, per execution mode, with the critical path broken down into "
+                                   "compute, weights, KV cache, collectives and launches.")
+    add_options(p, ScalingConfig)
+    output_args(p, "also write the rows JSON here (and the resolved config as NAME.config.json beside it)")
     p.set_defaults(func=cmd_tp_scaling)

@@ -225,8 +225,9 @@ class SocketModel:
             self.trace.record(t0 - hidden_ns, hidden_ns, "p2p.hidden", op.name, hidden_ns=hidden_ns)
         self.trace.record(t0, self.clock.now_ns - t0, "p2p", op.name, kind=op.kind.value,
                           size_bytes=op.size_bytes, group=str(op.group))
-        if op.buffer and isinstance(result, np.ndarray):
-            self.store[op.buffer] = result
+        target = op.out_buffer or op.buffer
+        if target and isinstance(result, np.ndarray):
+            self.store[target] = result
         return result
 
     # ---- state -------------------------------------------------------------
