@@ -69,7 +69,7 @@ def _reusable(program: Program) -> bool:
                for op in program.ops)
 
 
-_Shift = tuple[int, dict[int, dict[str, int]], dict[int, list[int]]]
+_Shift = tuple[int, dict[int, dict[str, int]], dict[int, list[int]], dict[int, int]]
 
 
 @dataclass
@@ -258,7 +258,7 @@ class CostReuse:
             if len(ref.shifts) > 10_000:
                 ref.shifts.clear()
             hit = ref.shifts[ident] = (tuple(programs[s] for s in sorted(programs)), memo)
-        total, bds, kns = hit[1]
+        total, bds, kns, hid = hit[1]
         out: dict[int, ProgramResult] = {}
         for s, prog in programs.items():
             r = ref.results[s]
@@ -269,37 +269,52 @@ class CostReuse:
             ev = TraceEvent(start, end - start, s, "program", f"{prog.label} (reused cost)",
                             {"reused_from": r.label, REFERENCE_ARG: r, KERNEL_NS_ARG: kns[s]})
             out[s] = ProgramResult(s, prog.label, start, end, dict(bds[s]), kns[s], [ev],
-                                   r.link_free_ns, r.links_idle)
+                                   r.link_free_ns, r.links_idle, hid[s])
         return out
 
     def _compute_shift(self, ref: _Ref, programs: Mapping[int, Program]) -> _Shift | None:
+        from sn40l_emu.socket_actor.pipeline import program_hidden_ns
+
         deltas: list[int] | None = None
         bds: dict[int, dict[str, int]] = {}
         kns: dict[int, list[int]] = {}
+        hid: dict[int, int] = {}
+        prof, n = self.node.profile, self.node.n_sockets
         # sockets running the same program against the same reference costs share the work
-        pairs: dict[tuple[int, int], tuple[list[int], dict[str, int], list[int]]] = {}
+        pairs: dict[tuple[int, int], tuple[list[int], dict[str, int], list[int], int]] = {}
         for s, prog in programs.items():
             new = self._costs(s, prog)
             old = ref.costs[s]
             pair = pairs.get((id(new), id(old)))
             if pair is None:
-                d = [a.total_ns - b.total_ns for a, b in zip(new, old, strict=True)]
+                # a kernel whose all-reduce streams out of it (socket_actor/pipeline.py) ends
+                # the pair earlier by the hidden time: the shift is the change net of it
+                h_new = program_hidden_ns(prog.ops, new, prof, n)
+                h_old = program_hidden_ns(prog.ops, old, prof, n)
+                d = [a.total_ns - b.total_ns - (hn - ho)
+                     for a, b, hn, ho in zip(new, old, h_new, h_old, strict=True)]
                 change: dict[str, int] = {}
                 for a, b in zip(new, old, strict=True):
                     if a is not b:
                         for k in a.attribution_ns:
                             change[k] = change.get(k, 0) + a.attribution_ns[k] - b.attribution_ns[k]
-                pair = pairs[(id(new), id(old))] = (d, change, [c.total_ns for c in new])
+                dh = sum(h_new) - sum(h_old)
+                if dh:
+                    change["collectives"] = change.get("collectives", 0) - dh
+                pair = pairs[(id(new), id(old))] = (d, change, [c.total_ns for c in new], dh)
                 if any(x < 0 for x in d):
                     return None
-            d, change, totals = pair
+            d, change, totals, dh = pair
             if deltas is not None and d is not deltas and d != deltas:
                 return None
             deltas = d
             bd = dict(ref.results[s].breakdown_ns)
             for k, v in change.items():
                 bd[k] += v
+            if min(bd.values()) < 0:
+                return None
             bds[s] = bd
             kns[s] = list(totals)
+            hid[s] = ref.results[s].hidden_ns + dh
         assert deltas is not None
-        return sum(deltas), bds, kns
+        return sum(deltas), bds, kns, hid

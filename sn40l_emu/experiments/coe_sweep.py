@@ -287,7 +287,10 @@ def run_capacity(cfg: CapacityConfig) -> list[dict[str, Any]]:
             rows.append({"platform": plat, "model": model.name, "experts": n,
                          "experts_per_node": cap.total_experts, "nodes_needed": need,
                          "experts_in_hbm": cap.hbm_experts, "served_from": served,
-                         "limiting_tier": cap.limiting_tier.value})
+                         "limiting_tier": cap.limiting_tier.value,
+                         "experts_at_tp8_latency": cap.latency_experts,
+                         "fits_at_tp8_latency": n <= cap.latency_experts,
+                         "switch_ms": round(cap.switch_ns / 1e6, 3)})
     return rows
 
 
@@ -309,7 +312,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     text = table(view, [("platform", "platform"), ("model", "model"), ("experts", "experts"),
                         ("experts_in_hbm", "in HBM at once"), ("experts_per_node", "per node"),
                         ("nodes_needed", "nodes needed"), ("served_from", "served from"),
-                        ("limiting_tier", "runs out of")])
+                        ("limiting_tier", "runs out of"), ("experts_at_tp8_latency", "at TP8 latency"),
+                        ("switch_ms", "switch ms")])
     print(text)
     doc = {"rows": rows, "config": resolved["capacity"]}
     run.write_json("results.json", doc)

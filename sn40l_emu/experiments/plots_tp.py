@@ -26,7 +26,7 @@ _MODE_STYLE = {
 }
 _TERM_COLORS = {
     "compute": "#4c72b0", "weights": "#dd8452", "kv": "#55a868",
-    "collectives": "#c44e52", "launch": "#8172b3", "other": "#937860",
+    "collectives": "#c44e52", "launch": "#8172b3", "host": "#da8bc3", "other": "#937860",
 }
 _PHASE_UNIT = {"prefill": "per prompt token", "decode": "per decode step", "generate": "per output token"}
 
