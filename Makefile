@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/allreduce_wall.py
 	$(BIN)/python bench/tp_decode_bench.py
 	$(BIN)/python bench/p2p_paths.py
+	$(BIN)/python bench/coe_sweep_wall.py
+	$(BIN)/python bench/bringup_wall.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache

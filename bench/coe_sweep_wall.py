@@ -58,9 +58,12 @@ class _Meter:
 
         # the session imports start_local_ray from bringup when it opens a node, so patching bringup is enough
         saved = [(RayNode, "_get", RayNode._get), (RayNode, "create", RayNode.__dict__["create"]),
-                 (RayNode, "reprofile", RayNode.reprofile), (bringup, "start_local_ray", bringup.start_local_ray)]
+                 (bringup, "start_local_ray", bringup.start_local_ray)]
+        has_reprofile = hasattr(RayNode, "reprofile")  # absent before one node served a whole sweep
+        if has_reprofile:
+            saved.append((RayNode, "reprofile", RayNode.reprofile))
         meter = self
-        get, create, reprofile = RayNode._get, RayNode.create, RayNode.reprofile
+        get, create, reprofile = RayNode._get, RayNode.create, getattr(RayNode, "reprofile", None)
         start = bringup.start_local_ray
 
         def timed_get(node: Any, refs: list[Any], timeout_s: float | None = None) -> list[Any]:
@@ -83,6 +86,7 @@ class _Meter:
         def timed_reprofile(node: Any, profile: Any) -> None:
             t0 = time.perf_counter()
             try:
+                assert reprofile is not None
                 reprofile(node, profile)
             finally:
                 meter.t["reprofile_s"] += time.perf_counter() - t0
@@ -96,7 +100,8 @@ class _Meter:
 
         RayNode._get = timed_get  # type: ignore[method-assign]
         RayNode.create = timed_create  # type: ignore[method-assign,assignment]
-        RayNode.reprofile = timed_reprofile  # type: ignore[method-assign]
+        if has_reprofile:
+            RayNode.reprofile = timed_reprofile  # type: ignore[method-assign]
         bringup.start_local_ray = timed_start
         return saved
 

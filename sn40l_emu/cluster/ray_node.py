@@ -127,6 +127,7 @@ class RayNode(ManagedNode):
         actors = [ray.get_actor(actor_name(name, i), namespace=NAMESPACE) for i in range(n_sockets)]
         node = cls(profile, actors, name=name, owned=False)
         node.detached = True
+        node._versions.fresh()  # whatever earlier drivers did to it: a state no cost cache has seen
         return node
 
     def kill(self, socket: int, *, process: bool = False) -> None:
@@ -330,11 +331,17 @@ class RayNode(ManagedNode):
         return self._get([a.ping.remote() for a in self.actors], 60)
 
     def close(self) -> None:
-        """Kill the actors and the placement group this handle created."""
+        """Kill the actors and the placement group this handle created.
+
+        A node this handle merely attached to (``sn40l-emu up``) lives on: it is told
+        the clocks and power-cycles decided here first, so the next driver finds them.
+        """
         import ray
         from ray.util.placement_group import remove_placement_group
 
         if not self.owned:
+            if self.actors:
+                self._flush(60)
             return
         for a in self.actors:
             try:

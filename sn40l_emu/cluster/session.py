@@ -48,6 +48,7 @@ def open_node(profile: NodeProfile, *, backend: Backend = Backend.RAY, address: 
         finally:
             import ray
 
+            node.close()  # attached, not owned: hands over the clocks kept here, kills nothing
             ray.shutdown()
         return
     started = None
