@@ -11,7 +11,9 @@ For the Ray sweep the wall time is split into where it goes:
 * ``node_create_s``: creating the first node's 8 socket actors and wiring them;
 * ``reprofile_s``: power-cycling the same actors into the next platforms' sockets;
 * ``actor_calls`` / ``actor_wait_s``: how many ``ray.get`` rounds the node made
-  and how long the driver waited in them (the rest is driver-side Python).
+  and how long the driver waited in them (the rest is driver-side Python);
+* ``ratio_without_bringup``: the Ray sweep less Ray's start and the first
+  node's creation (what attaching to a node left up by ``sn40l-emu up`` saves).
 
 Target: Ray wall <= 1.5x the in-process wall. Prints a table and writes
 ``bench/results/coe_sweep_wall.json``.
@@ -155,9 +157,13 @@ def main() -> int:
                 raise SystemExit(f"{backend}: rows differ in virtual time from the first sweep")
     local, ray_ = statistics.median(walls["local"]), statistics.median(walls["ray"])
     assert ref is not None
+    # the sweep without Ray's start and the first node's actors (what a node left up by `up` saves)
+    warm = statistics.median(w - p["ray_start_s"] - p["node_create_s"] for w, p in zip(walls["ray"], ray_parts,
+                                                                                      strict=True))
     doc = {
         "bench": "coe_sweep_wall", "rows": len(ref), "experts": list(experts),
         "local_wall_s": round(local, 3), "ray_wall_s": round(ray_, 3), "ratio": round(ray_ / local, 3),
+        "ray_wall_without_bringup_s": round(warm, 3), "ratio_without_bringup": round(warm / local, 3),
         "target_ratio": 1.5, "same_ns": True, "walls": {k: [round(x, 3) for x in v] for k, v in walls.items()},
         "ray_parts": ray_parts,
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
@@ -166,6 +172,7 @@ def main() -> int:
     }
     print(f"coe sweep, {len(ref)} rows, medians of {args.rounds} round(s), same ns on both backends")
     print(f"  in-process {local:7.2f} s   Ray {ray_:7.2f} s   ratio {ray_ / local:5.2f}x (target <= 1.5x)")
+    print(f"  Ray without Ray start and node creation {warm:7.2f} s   ratio {warm / local:5.2f}x")
     p = ray_parts[len(ray_parts) // 2]
     print(f"  Ray: start {p['ray_start_s']:.2f} s, node create {p['node_create_s']:.2f} s, "
           f"reprofile {p['reprofile_s']:.2f} s, {p['actor_calls']} actor-call rounds waiting "
