@@ -45,6 +45,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/wall_per_message.py
 	$(BIN)/python bench/serve_wall.py
 	$(BIN)/python bench/fleet_cluster.py
+	$(BIN)/python bench/coe_sweep_wall.py
+	$(BIN)/python bench/bringup_wall.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache

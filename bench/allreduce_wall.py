@@ -10,9 +10,13 @@ alike), medians reported:
   sums them with numpy and broadcasts the sum back with one ``ray.put``
   (each actor copies it into its store, as the ring leaves its result there);
 * memcpy: ``np.copyto`` of the same 64 MiB in this process;
+* one-process ring: the same ring arithmetic (reduce-scatter then all-gather
+  over 8 chunks, in place, numpy) on 8 arrays in this process: the floor for
+  any ring that really moves and adds the data;
 * ring K=8 over the Ray actor-task path (``fast_p2p=False``), for reference.
 
-Targets: ring wall <= 1.5x the gather baseline; K=64 <= 1.2x K=8.
+Targets: ring wall <= 1.5x the gather baseline; K=64 <= 1.2x K=8; ring over the
+actors <= 2x the one-process ring.
 Prints a table and writes ``bench/results/allreduce_wall.json``.
 
     .venv/bin/python bench/allreduce_wall.py [--rounds 7] [--mib 64]
@@ -100,8 +104,25 @@ def main() -> int:
             np.copyto(dst, src)
             return time.perf_counter() - began
 
+        bufs = [inputs[s].copy() for s in range(n)]
+
+        def one_process_ring() -> float:
+            for s in range(n):  # fresh inputs, outside the timed part
+                np.copyto(bufs[s], inputs[s])
+            began = time.perf_counter()
+            chunks = [np.array_split(b, n) for b in bufs]
+            for step in range(n - 1):  # reduce-scatter: rank r adds its chunk into rank r+1's
+                for r in range(n):
+                    c = (r - step) % n
+                    np.add(chunks[(r + 1) % n][c], chunks[r][c], out=chunks[(r + 1) % n][c])
+            for step in range(n - 1):  # all-gather: rank r passes its reduced chunk on
+                for r in range(n):
+                    c = (r + 1 - step) % n
+                    np.copyto(chunks[(r + 1) % n][c], chunks[r][c])
+            return time.perf_counter() - began
+
         cases = {"ring K=8": lambda: ring(8), "ring K=64": lambda: ring(64), "gather-sum-scatter": gather,
-                 "numpy memcpy": memcpy}
+                 "numpy memcpy": memcpy, "one-process ring (numpy)": one_process_ring}
         samples: dict[str, list[float]] = {k: [] for k in cases}
         for r in range(2 + args.rounds):
             for label, fn in cases.items():
@@ -120,8 +141,10 @@ def main() -> int:
 
     med = {k: statistics.median(v) for k, v in samples.items()}
     ring8, ring64, base = med["ring K=8"], med["ring K=64"], med["gather-sum-scatter"]
+    one = med["one-process ring (numpy)"]
     checks = {
         "ring K=8 <= 1.5 x gather": ring8 <= 1.5 * base,
+        "ring K=8 <= 2 x one-process ring": ring8 <= 2 * one,
         "ring K=64 <= 1.2 x ring K=8": ring64 <= 1.2 * ring8,
         "ring result correct": wrong == 0,
     }
@@ -137,7 +160,8 @@ def main() -> int:
         "size_bytes": size, "dtype": "float32", "sockets": n, "rounds": args.rounds,
         "host": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "python": platform.python_version()},
         "wall_s": {k: {"median": med[k], "min": min(v), "max": max(v), "samples": v} for k, v in samples.items()},
-        "ratios": {"ring8_over_gather": ring8 / base, "ring64_over_ring8": ring64 / ring8},
+        "ratios": {"ring8_over_gather": ring8 / base, "ring64_over_ring8": ring64 / ring8,
+                   "ring8_over_one_process_ring": ring8 / one},
         "checks": checks, "wrong": wrong,
     }
     path = Path(args.json)

@@ -19,7 +19,7 @@ from sn40l_emu.cluster.node import ManagedNode, Versions
 from sn40l_emu.cluster.placement import Placement, PlacementSpec, actor_name, check_capacity, node_ids_for
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import ConfigError, SocketDeadError
-from sn40l_emu.program import Program
+from sn40l_emu.program import CollectiveOp, Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.socket_actor.state_changes import SetDegradation, StateChange
 from sn40l_emu.socket_actor.tile import Degradation
@@ -50,6 +50,7 @@ class RayNode(ManagedNode):
         self._versions = Versions()
         self._clock: list[int] | None = None  # the sockets' clocks as the actors last reported them
         self._pending: dict[int, int] = {}  # clocks moved here, not yet told to the actor
+        self._resets: set[int] = set()  # sockets power-cycled here, not yet told to the actor
         self.placement_group = placement_group
         self.owned = owned
         self._degradations = [Degradation() for _ in self.actors]
@@ -126,6 +127,7 @@ class RayNode(ManagedNode):
         actors = [ray.get_actor(actor_name(name, i), namespace=NAMESPACE) for i in range(n_sockets)]
         node = cls(profile, actors, name=name, owned=False)
         node.detached = True
+        node._versions.fresh()  # whatever earlier drivers did to it: a state no cost cache has seen
         return node
 
     def kill(self, socket: int, *, process: bool = False) -> None:
@@ -159,6 +161,7 @@ class RayNode(ManagedNode):
         # clocks moved here reach the survivors now; the dead start afresh (recovery may align them)
         gone = set(dead_sockets(self)) | self.virtually_dead
         self._pending = {s: t for s, t in self._pending.items() if s not in gone}
+        self._resets -= gone
         self._flush(timeout_s)
         self._clock = None
         self.last_recovery = recover(self, timeout_s=timeout_s)
@@ -228,9 +231,12 @@ class RayNode(ManagedNode):
         if dead:
             raise SocketDeadError(dead[0], "killed (virtual fault)")
         timeout = self.profile.p2p.timeout_s * 2 + 60
-        pending = self._pending
-        results = self._get([self.actors[i].run_program.remote(p, pending.get(i, 0))
+        if self._resets and any(isinstance(op, CollectiveOp) for p in programs.values() for op in p.ops):
+            self._flush(timeout)  # every peer power-cycled before the first frame flies
+        pending, resets = self._pending, self._resets
+        results = self._get([self.actors[i].run_program.remote(p, pending.get(i, 0), i in resets)
                              for i, p in programs.items()], timeout)
+        resets -= set(programs)
         clock = self.clocks() if self._clock is None else self._clock
         for r in results:
             pending.pop(r.socket, None)
@@ -238,7 +244,10 @@ class RayNode(ManagedNode):
         return {r.socket: r for r in results}
 
     def _flush(self, timeout_s: float | None = None, skip: set[int] | None = None) -> None:
-        """Tell the actors the clocks moved here (before anything that reads an actor's clock)."""
+        """Tell the actors the power-cycles and clocks decided here (before any other call)."""
+        if self._resets:
+            self._get([self.actors[s].reset.remote() for s in sorted(self._resets)], timeout_s or 120)
+            self._resets = set()
         todo = {s: t for s, t in self._pending.items() if not skip or s not in skip}
         if todo:
             self._get([self.actors[s].advance_to.remote(t) for s, t in todo.items()], timeout_s)
@@ -250,12 +259,15 @@ class RayNode(ManagedNode):
         return self._get([a.status.remote() for a in self.actors], 60)
 
     def load_tensors(self, per_socket: Mapping[int, Mapping[str, np.ndarray]]) -> None:
+        self._flush()
         self._get([self.actors[i].load_tensors.remote(dict(t)) for i, t in per_socket.items()])
 
     def get_tensors(self, socket: int, names: list[str]) -> dict[str, np.ndarray]:
+        self._flush()
         return self._get([self.actors[socket].get_tensors.remote(names)])[0]
 
     def apply_change(self, sockets: list[int], change: StateChange) -> None:
+        self._flush()
         self._get([self.actors[i].apply_change.remote(change) for i in sockets])
         if isinstance(change, SetDegradation):
             for i in sockets:
@@ -282,16 +294,36 @@ class RayNode(ManagedNode):
         self.advance_clocks(dict.fromkeys(sockets, t_ns))
 
     def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
+        self._flush()
         self._get([self.actors[socket].alloc.remote(tier, name, size_bytes, read_only)])
 
     def free(self, socket: int, tier: str, name: str) -> None:
+        self._flush()
         self._get([self.actors[socket].free.remote(tier, name)])
 
     def reset(self) -> None:
-        self._get([a.reset.remote() for a in self.actors], 120)
+        """Power-cycle every socket. The actors learn it with their next call: a program
+        without collectives carries it (so a sweep row's reset and load are one call)."""
+        self._resets = set(range(self.n_sockets))
         self.virtually_dead.clear()
         self._degradations = [Degradation() for _ in self.actors]
         self._versions.reset()
+        self._pending = {}
+        self._clock = [0] * self.n_sockets
+
+    def reprofile(self, profile: NodeProfile) -> None:
+        """Power-cycle every socket into a socket of ``profile`` (same actors, same placement).
+
+        Starting eight actor processes is most of a node's bring-up; a sweep over
+        platforms pays it once. Afterwards the node is exactly a fresh node of
+        ``profile``: clock 0, empty memory, idle links of the new profile.
+        """
+        self._get([a.reset.remote(profile) for a in self.actors], 120)
+        self._resets = set()
+        self.profile = profile
+        self.virtually_dead.clear()
+        self._degradations = [Degradation() for _ in self.actors]
+        self._versions = Versions()
         self._pending = {}
         self._clock = [0] * self.n_sockets
 
@@ -299,11 +331,17 @@ class RayNode(ManagedNode):
         return self._get([a.ping.remote() for a in self.actors], 60)
 
     def close(self) -> None:
-        """Kill the actors and the placement group this handle created."""
+        """Kill the actors and the placement group this handle created.
+
+        A node this handle merely attached to (``sn40l-emu up``) lives on: it is told
+        the clocks and power-cycles decided here first, so the next driver finds them.
+        """
         import ray
         from ray.util.placement_group import remove_placement_group
 
         if not self.owned:
+            if self.actors:
+                self._flush(60)
             return
         for a in self.actors:
             try:

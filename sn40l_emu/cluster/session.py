@@ -12,7 +12,7 @@ Everything the session started is stopped when it closes, and nothing else.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 
@@ -48,6 +48,7 @@ def open_node(profile: NodeProfile, *, backend: Backend = Backend.RAY, address: 
         finally:
             import ray
 
+            node.close()  # attached, not owned: hands over the clocks kept here, kills nothing
             ray.shutdown()
         return
     started = None
@@ -67,6 +68,68 @@ def open_node(profile: NodeProfile, *, backend: Backend = Backend.RAY, address: 
             import ray
 
             ray.shutdown()
+
+
+@contextmanager
+def open_nodes(profiles: Sequence[NodeProfile], *, backend: Backend = Backend.RAY, address: str = "",
+               trace: bool = True) -> Iterator[Iterator[tuple[NodeProfile, ManagedNode]]]:
+    """One node per profile, one after the other, for a sweep over platforms.
+
+    On Ray, one Ray for the whole sweep and one set of socket actors: a
+    profile with the socket count of the previous one power-cycles the same
+    actors into its sockets (:meth:`RayNode.reprofile`) instead of starting a
+    Ray and eight processes again. Each node handed out is a fresh node of its
+    profile; use it before asking for the next. Closes what it created on exit.
+    """
+    if backend is Backend.LOCAL or _up_node_exists():  # a node `sn40l-emu up` left: attach as before
+        def each_open() -> Generator[tuple[NodeProfile, ManagedNode], None, None]:
+            for prof in profiles:
+                with open_node(prof, backend=backend, address=address, trace=trace) as node:
+                    yield prof, node
+        gen = each_open()
+        try:
+            yield gen
+        finally:
+            gen.close()
+        return
+    from sn40l_emu.cluster.bringup import connect, start_local_ray
+    from sn40l_emu.cluster.ray_node import RayNode
+
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    started = None
+    if address:
+        connect(address)
+    else:
+        started = start_local_ray(num_cpus=2, sockets=max([16, *(p.sockets for p in profiles)]))
+    live: list[RayNode] = []
+
+    def each() -> Iterator[tuple[NodeProfile, ManagedNode]]:
+        for prof in profiles:
+            if live and live[0].n_sockets == prof.sockets:
+                live[0].reprofile(prof)
+            else:
+                for old in live:
+                    old.close()
+                live[:] = [RayNode.create(prof, trace=trace)]
+            yield prof, live[0]
+
+    try:
+        yield each()
+    finally:
+        for node in live:
+            node.close()
+        if started is not None:
+            started.shutdown()
+        else:
+            import ray
+
+            ray.shutdown()
+
+
+def _up_node_exists() -> bool:
+    from sn40l_emu.cluster import named
+
+    return named.NodeState.load(os.environ.get("SN40L_EMU_NODE", named.DEFAULT_NAME)) is not None
 
 
 def _same_profile(state: object, profile: NodeProfile) -> bool:

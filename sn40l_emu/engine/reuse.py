@@ -124,14 +124,14 @@ class CostReuse:
         self._sid_counter = itertools.count()
         self._segments: dict[int, tuple[Program, tuple[Program, ...]]] = {}
         self._intern: dict[tuple[Op, ...], Program] = {}
+        self._reusable_memo: dict[int, tuple[Program, bool]] = {}
         self.stats = ReuseStats()  # whole programs
         self.layer_stats = ReuseStats()  # decoder-layer segments
 
     # ---- running ------------------------------------------------------------
     def run(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
         """Run (or reuse) one program per socket; the node's clocks end as if all ran for real."""
-        distinct = {id(p): p for p in programs.values()}.values()
-        if not self.enabled or not all(_reusable(p) for p in distinct):
+        if not self.enabled or not all(self._reusable(p) for p in programs.values()):
             self.stats.real_runs += 1
             return self.node.run_programs(programs)
         if self.steps:
@@ -175,6 +175,15 @@ class CostReuse:
                                      self.node.run_programs).items():
                 parts[s].append(r)
         return {s: merge_results(parts[s], programs[s].label) for s in programs}
+
+    def _reusable(self, program: Program) -> bool:
+        """:func:`_reusable`, memoised by program (a decode loop asks about the same objects)."""
+        hit = self._reusable_memo.get(id(program))
+        if hit is None or hit[0] is not program:
+            if len(self._reusable_memo) > 50_000:
+                self._reusable_memo.clear()
+            hit = self._reusable_memo[id(program)] = (program, _reusable(program))  # keeps the id alive
+        return hit[1]
 
     def segments(self, program: Program) -> tuple[Program, ...]:
         """``program`` cut at decoder-layer boundaries, layer segments in canonical form (interned)."""

@@ -84,7 +84,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     :func:`default_trace_row`. Reused decode steps and layers are drawn as their shifted copies."""
     from tqdm import tqdm
 
-    from sn40l_emu.cluster.session import Backend, open_node
+    from sn40l_emu.cluster.session import Backend, open_nodes
     from sn40l_emu.coe.cache import CachePolicy
     from sn40l_emu.coe.coordinator import CoECoordinator, CoESetup
     from sn40l_emu.coe.workload import batches as make_batches
@@ -111,8 +111,8 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(profiles) * len(combos), disable=not progress, desc="coe sweep", unit="row")
     trace_done = False
-    for prof in profiles:
-        with open_node(prof, backend=Backend(cfg.backend)) as node:
+    with open_nodes(profiles, backend=Backend(cfg.backend)) as nodes:
+        for prof, node in nodes:
             # identical decoder layers and identical decode steps reuse their measured cost (exact)
             reuse = CostReuse(node)
             book = LayerPrograms(ProgramBook())

@@ -45,9 +45,15 @@ class SocketActorImpl:
         params = self.profile.p2p.params()
         self.network = NetworkView(self.index, make_topology(params.topology, self.n_sockets), params)
 
-    async def reset(self) -> int:
-        """Power-cycle the socket: clock 0, empty tiers and store, idle links (the process stays)."""
+    async def reset(self, profile: NodeProfile | None = None) -> int:
+        """Power-cycle the socket: clock 0, empty tiers and store, idle links (the process stays).
+
+        With ``profile`` the socket comes back as a socket of that profile: a sweep over
+        platforms reuses the actor processes instead of starting new ones.
+        """
         await self._close_transport()
+        if profile is not None:
+            self.profile = profile
         self._fresh_state()
         if self.peers:
             await self.connect(self.peers, self.endpoints)
@@ -123,9 +129,14 @@ class SocketActorImpl:
 
         handle_delivery(self.mailbox, header, payload, self.model.profile.p2p.max_frame_bytes)
 
-    async def run_program(self, program: Program, start_ns: int = 0) -> ProgramResult:
-        """Run ``program`` from ``max(clock, start_ns)``: the node moves clocks without a call of
-        their own (barriers, reused costs) and hands the new clock over with the next program."""
+    async def run_program(self, program: Program, start_ns: int = 0, reset: bool = False) -> ProgramResult:
+        """Run ``program`` from ``max(clock, start_ns)``, power-cycled first if ``reset``.
+
+        The node moves clocks and power-cycles without calls of their own (barriers,
+        reused costs, sweep rows) and hands them over with the next program.
+        """
+        if reset:
+            await self.reset()
         self.model.clock.advance_to(start_ns)
         return await self.model.run_program(program, self.transport)
 
