@@ -5,7 +5,8 @@ returns a valid object or raises a typed project error (an ``EmuError``, in
 practice ``ConfigError``), never anything else; its message is one short line;
 and the load allocates at most ``ALLOC_BOUND_BYTES`` (tracemalloc peak, around
 the call alone). A profile that loads has every quantity inside its declared
-range, so no later ``transfer_ns`` can divide by a zero bandwidth.
+range, so no later ``transfer_ns`` can divide by a zero bandwidth, and its
+``to_json()`` (``profile show --json``) loads back as the same profile.
 
 Inputs are real files written as a user would write them (a shipped profile
 ``extends``-ed and changed, a scenario with events), mutated: values of every
@@ -17,6 +18,7 @@ characters. Settings are derandomized: every run tries the same inputs.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import tracemalloc
@@ -196,6 +198,9 @@ def test_profile_files(workdir: Path, text: str) -> None:
     p = _load_checked(lambda: load_profile(str(f)))
     if p is not None:
         _assert_in_range(p)
+        saved = workdir / "saved.json"  # what `profile show --json` prints loads back unchanged
+        saved.write_text(json.dumps(p.to_json()))
+        assert load_profile(str(saved)) == p
 
 
 # ---- --set values ------------------------------------------------------------------
