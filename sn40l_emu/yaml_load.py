@@ -78,7 +78,11 @@ def load_yaml_text(text: str, what: str) -> Any:
         raise ConfigError(what, f"<{len(text)} characters>", f"at most {MAX_FILE_BYTES} bytes of YAML")
     try:
         _check_events(text)
-        return yaml.load(text, Loader=_LOADER)  # a safe loader: CSafeLoader or SafeLoader
+        loader = _LOADER(text)  # a safe loader: CSafeLoader or SafeLoader (what yaml.safe_load uses)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except _Refused as exc:
         raise ConfigError(what, text, f"YAML without aliases or deep nesting ({exc})") from None
     except yaml.YAMLError as exc:
