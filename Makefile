@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast test-under-load lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,16 @@ test: $(STAMP)
 # No test uses hypothesis, so its pytest plugin (seconds to import) stays off here.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -p no:hypothesispytest -m "not ray and not cluster and not slow"
+
+# The whole suite beside two CPU-bound processes (tests/cpu_burner.py) that this target
+# starts and stops itself, by pid, whatever the outcome: the suite must not flake on a busy machine.
+test-under-load: $(STAMP)
+	@set -e; \
+	$(BIN)/python tests/cpu_burner.py & b1=$$!; \
+	$(BIN)/python tests/cpu_burner.py & b2=$$!; \
+	trap 'kill $$b1 $$b2 2>/dev/null || true' EXIT INT TERM; \
+	echo "load: cpu burners pid $$b1 and $$b2"; \
+	$(MAKE) --no-print-directory test
 
 lint: $(STAMP)
 	$(BIN)/ruff check sn40l_emu tests bench

@@ -9,9 +9,11 @@ resolved sources travel with the profile and are written next to results.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 from sn40l_emu import yaml_load
 from sn40l_emu.errors import ConfigError
 from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
-from sn40l_emu.schema import Unit, build_section, q, split_leaf, to_base_dict
+from sn40l_emu.schema import Unit, base_value_text, build_section, field_specs, q, split_leaf
 
 
 class Platform(str, Enum):
@@ -216,12 +218,23 @@ class NodeProfile:
         return dict(self.sources).get(path, "")
 
     def to_json(self) -> dict[str, Any]:
-        """Base-unit JSON: bytes, bytes/s, FLOP/s, ns, counts; plus sources and knobs."""
+        """The profile as a document that loads back as the same profile.
+
+        Each leaf is ``{value, source, knob}`` under its YAML key, as in the shipped
+        files. Quantities are exact base-unit strings (``"68719476736 B"``,
+        ``"50000000000 B/s"``, ``"638000000000000 FLOP/s"``, ``"500 ns"``); counts,
+        fractions and choices are plain values. Saving ``profile show --json`` to
+        ``mine.json`` and passing ``--profile mine.json`` gives the same nanoseconds.
+        """
         out: dict[str, Any] = {"name": self.name, "description": self.description}
-        for section in _SECTIONS:
-            out[section] = to_base_dict(getattr(self, section))
-        out["sources"] = dict(self.sources)
-        out["knobs"] = list(self.knobs)
+        for section, cls in _SECTIONS.items():
+            obj = getattr(self, section)
+            leaves: dict[str, Any] = {}
+            for attr, spec in field_specs(cls):
+                path = f"{section}.{spec.yaml_key}"
+                leaves[spec.yaml_key] = {"value": base_value_text(getattr(obj, attr), spec.unit),
+                                         "source": self.source_of(path), "knob": path in self.knobs}
+            out[section] = leaves
         return out
 
 
@@ -245,8 +258,15 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
         if not res.is_file():
             raise ConfigError("profile", name_or_path,
                               "one of " + ", ".join(shipped_profiles()) + ", or a path to a YAML file")
-        path = Path(str(res))
+        return copy.deepcopy(_shipped_raw(name_or_path)), name_or_path
     return yaml_load.load_yaml_mapping(path, "profile"), name_or_path
+
+
+@cache
+def _shipped_raw(name: str) -> dict[str, Any]:
+    """A shipped profile's mapping, parsed once per process (callers get a deep copy)."""
+    res = resources.files("sn40l_emu") / "profiles" / f"{name}.yaml"
+    return yaml_load.load_yaml_mapping(Path(str(res)), "profile")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

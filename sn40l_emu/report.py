@@ -12,8 +12,11 @@ _SECTIONS = ("node", "socket", "dma", "host", "tile", "launch", "p2p", "runtime"
 
 
 def _human(value: Any, unit: Unit) -> str:
+    """A value for reading; a zero quantity is shown in the unit its key names (``0 us``, not ``0 ns``)."""
     from sn40l_emu import units as u
 
+    if value == 0 and unit not in (Unit.COUNT, Unit.FRACTION, Unit.FACTOR, Unit.CHOICE, Unit.TEXT):
+        return f"0 {unit.value}"
     if unit in (Unit.B, Unit.KIB, Unit.MIB, Unit.GIB, Unit.TIB, Unit.TB):
         return u.fmt_bytes(value) if value else "0 B"
     if unit is Unit.TBPS:

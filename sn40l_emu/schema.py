@@ -203,6 +203,24 @@ def _to_float(raw: int | float | str, spec: FieldSpec) -> float:
     return value
 
 
+_BASE_SUFFIX: dict[Unit, str] = {
+    **{u: "B" for u in (Unit.B, Unit.KIB, Unit.MIB, Unit.GIB, Unit.TIB, Unit.TB)},
+    Unit.GBPS: "B/s", Unit.TBPS: "B/s", Unit.TFLOPS: "FLOP/s", Unit.NS: "ns", Unit.US: "ns",
+}
+
+
+def base_value_text(value: Any, unit: Unit) -> Any:
+    """A converted value written so that :func:`convert` reads it back exactly.
+
+    Quantities become base-unit strings (``"68719476736 B"``); counts, fractions
+    and factors stay numbers; choices their text.
+    """
+    if isinstance(value, Enum):
+        return value.value
+    suffix = _BASE_SUFFIX.get(unit)
+    return f"{int(value)} {suffix}" if suffix else value
+
+
 def field_specs(cls: type) -> list[tuple[str, FieldSpec]]:
     """(attribute name, spec) for every schema field of a section dataclass."""
     out = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,42 @@ def test_units_parse() -> None:
     assert units.transfer_ns(units.GiB, 125 * units.GB) == -(-units.GiB * 10**9 // (125 * 10**9))
     with pytest.raises(ValueError):
         units.parse_size_bytes("3 furlongs")
+
+
+@pytest.mark.parametrize("name", shipped_profiles())
+def test_profile_show_json_loads_back_as_the_same_profile(tmp_path: Path, name: str) -> None:
+    """``profile show --json`` renamed keys (pcus -> compute_units) and could not be loaded back."""
+    p = load_profile(name, ["p2p.link_bw_gbps=12.5", "launch.ho_kernel_us=0.5"])
+    f = tmp_path / "saved.json"
+    f.write_text(json.dumps(p.to_json(), indent=2))
+    again = load_profile(str(f))
+    assert again == p
+    assert again.to_json() == p.to_json()
+    assert p.to_json()["socket"]["pcus"]["value"] == p.socket.compute_units
+
+
+def test_profile_show_json_round_trip_through_the_cli(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+
+    def cli(*args: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "sn40l_emu.cli", *args], env=env, capture_output=True,
+                           text=True, timeout=300, check=False)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    saved = tmp_path / "mine.json"
+    saved.write_text(cli("profile", "show", "sn40l", "--set", "p2p.link_bw_gbps=25", "--json"))
+    assert json.loads(cli("profile", "show", str(saved), "--json")) == json.loads(saved.read_text())
+
+
+def test_zero_quantities_shown_in_the_unit_of_their_key() -> None:
+    """``launch.ho_kernel_us`` (0) was shown as "0 ns"."""
+    from sn40l_emu.report import profile_table
+
+    row = next(line for line in profile_table(load_profile("sn40l")).splitlines() if "ho_kernel_us" in line)
+    assert " 0 us " in row

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from sn40l_emu.collectives import all_gather, all_reduce
-from sn40l_emu.errors import FrameError, SocketDeadError
+from sn40l_emu.errors import FrameError, P2PTimeoutError, SocketDeadError
 from sn40l_emu.fabric.network import NetworkView
 from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.fabric.topology import make_topology
@@ -189,11 +189,9 @@ def test_corrupt_frames_are_refused_and_the_server_keeps_serving() -> None:
             "dst != server": _frame(0, 3, np.zeros(4, np.float32)),
             "unknown kind": b"\x63",
         }
-        for what, data in bad.items():
-            began = time.monotonic()
-            with pytest.raises(FrameError):
+        for data in bad.values():
+            with pytest.raises(FrameError):  # refused from the header: a wait would end in a socket timeout
                 await asyncio.to_thread(send_raw, path, 0, data)
-            assert time.monotonic() - began < 2, what  # refused from the header, nothing awaited
         with pytest.raises(FrameError, match="not a peer"):
             await asyncio.to_thread(send_raw, path, 1, b"")  # HELLO as itself
         assert g.servers[1].rejected == len(bad) + 1
@@ -235,11 +233,11 @@ def test_lost_connection_fails_receives_at_once() -> None:
         waiting = asyncio.ensure_future(g.transports[0].recv(1, 3))
         await asyncio.sleep(0.05)
         link = g.transports[1]._links[0]
-        began = time.monotonic()
         link._shut()  # socket 1 "dies": its connection ends without BYE
         with pytest.raises(SocketDeadError) as info:
             await waiting
-        assert info.value.socket == 1 and time.monotonic() - began < 1  # not the 5 s timeout
+        assert info.value.socket == 1
+        assert not isinstance(info.value, P2PTimeoutError)  # the lost connection, not the receive timeout
         with pytest.raises(SocketDeadError):
             await g.transports[0].recv(1, 3)
         await g.close()
@@ -272,7 +270,8 @@ def test_wire_prefix_layout() -> None:
         wire.peek_header(header, len(header) + 15)
 
 
-async def _until(cond: Callable[[], bool], timeout_s: float = 2.0) -> None:
+async def _until(cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Poll ``cond`` up to ``timeout_s`` (generous: a loaded machine is slow, a met condition returns at once)."""
     deadline = time.monotonic() + timeout_s
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"

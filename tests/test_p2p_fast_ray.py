@@ -18,7 +18,7 @@ import pytest
 
 from sn40l_emu.cluster.node import LocalNode
 from sn40l_emu.config import load_profile
-from sn40l_emu.errors import FrameError, SocketDeadError
+from sn40l_emu.errors import FrameError, P2PTimeoutError, SocketDeadError
 from sn40l_emu.p2p.frame import encode_frame
 from sn40l_emu.p2p.wire import codec as wire
 from sn40l_emu.p2p.wire.endpoint import send_raw
@@ -106,11 +106,11 @@ def test_killed_peer_fails_a_waiting_receive_at_once(ray_session: None) -> None:
         op = CollectiveOp("ar", CollectiveKind.ALL_REDUCE, (0, 1), (16,), "float32", algo=Algo.ONESHOT, chunks=1)
         waiting = pair.actors[0].run_program.remote(Program.of("ar", [op]))  # socket 1 never joins
         time.sleep(0.5)
-        began = time.monotonic()
         ray.kill(pair.actors[1], no_restart=True)
         with pytest.raises(SocketDeadError) as info:
             pair._get([waiting], 60)
         assert info.value.socket == 1
-        assert time.monotonic() - began < 15  # EOF on its connection, not the 60 s receive timeout
+        # EOF on its connection, not the receive timeout (P2PTimeoutError) nor the 60 s get timeout
+        assert not isinstance(info.value, P2PTimeoutError) and "no answer in time" not in str(info.value)
     finally:
         pair.close()

@@ -6,7 +6,6 @@ does the same); actors are created once per module.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from sn40l_emu.collectives import all_reduce
-from sn40l_emu.errors import FrameError, SocketDeadError
+from sn40l_emu.errors import FrameError, P2PTimeoutError, SocketDeadError
 from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.p2p.inproc import run_group
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
@@ -195,9 +194,8 @@ def test_dead_peer_surfaces_as_socket_dead_error(ray_session: None) -> None:
     pair = {r: cls.remote(r, patient, 8) for r in (0, 1)}
     _connect(pair)
     ray.kill(pair[1])
-    began = time.monotonic()
     with pytest.raises(SocketDeadError) as info:
         ray.get(pair[0].all_reduce.remote((0, 1), np.ones(4, np.float32), 0, Algo.ONESHOT, 1, 0))
     assert info.value.socket == 1
-    assert time.monotonic() - began < 30  # the failed delivery, not the 60 s receive timeout
+    assert not isinstance(info.value, P2PTimeoutError)  # the failed delivery, not the 60 s receive timeout
     ray.kill(pair[0])

@@ -115,3 +115,67 @@ def test_tied_embeddings_count_once() -> None:
     data["tie_word_embeddings"] = True
     tied = model_from_dict(data, "m")
     assert untied.param_count - tied.param_count == tied.vocab_size * tied.hidden_size
+
+
+def test_all_missing_fields_reported_at_once() -> None:
+    data = _base()
+    for field in ("hidden_size", "vocab_size", "rope_theta"):
+        del data[field]
+    with pytest.raises(ConfigError) as info:
+        model_from_dict(data, "bad")
+    for field in ("bad.hidden_size", "bad.vocab_size", "bad.rope_theta"):
+        assert field in str(info.value)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("num_local_experts", 8),  # Mixtral
+    ("num_experts", 60),  # Qwen2-MoE, OLMoE
+    ("n_routed_experts", 64),  # DeepSeek
+    ("num_experts_per_tok", 2),
+])
+def test_mixture_of_experts_config_is_refused(field: str, value: int) -> None:
+    """A Mixtral config was silently modelled as a dense model."""
+    data = _base()
+    data[field] = value
+    with pytest.raises(ConfigError, match="mixture-of-experts") as info:
+        model_from_dict(data, "moe")
+    assert info.value.field == f"moe.{field}"
+
+
+def test_mixtral_config_file_is_refused_by_the_cli(tmp_path: Path) -> None:
+    """Run as a user would: ``capacity --model mixtral.json`` exits 2 naming the field."""
+    import os
+    import subprocess
+    import sys
+
+    data = _base()
+    data.update({"architectures": ["MixtralForCausalLM"], "num_local_experts": 8, "num_experts_per_tok": 2})
+    path = tmp_path / "mixtral.json"
+    path.write_text(json.dumps(data))
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "sn40l_emu.cli", "capacity", "--model", str(path)],
+                       env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
+    assert "mixtral.num_local_experts" in r.stderr
+
+
+def test_moe_fields_set_to_null_are_dense() -> None:
+    data = _base()
+    data["num_local_experts"] = None
+    assert model_from_dict(data, "m").hidden_size == 128
+
+
+@pytest.mark.parametrize("text", ["[" * 5000, '{"hidden_size": ' + "9" * 5000 + "}", '{"rope_theta": Infinity}',
+                                  "\x00\x01binary", ""])
+def test_hostile_config_json_is_a_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(text)
+    if text.startswith('{"rope_theta"'):
+        data = _base()
+        data.update(json.loads(text))
+        path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as info:
+        load_model(path)
+    assert len(str(info.value)) < 600 and "\n" not in str(info.value)

@@ -128,13 +128,40 @@ def _positive_float(name: str, field: str, value: object) -> float:
     return out
 
 
+# Hugging Face fields that make a model a mixture of experts (Mixtral, Qwen-MoE, OLMoE, DeepSeek,
+# Switch). A router picking experts per token is not modelled: such a model would be timed as
+# a dense one, silently wrong, so it is refused (a Composition of Experts is a different thing:
+# dense experts chosen per prompt, docs/model.md §4).
+_MOE_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok",
+               "moe_intermediate_size", "moe_num_experts", "num_sparse_encoder_layers")
+
+
+def _refuse_mixture_of_experts(data: dict[str, Any], name: str) -> None:
+    for field in _MOE_FIELDS:
+        value = data.get(field)
+        if value not in (None, 0, False):
+            raise ConfigError(
+                f"{name}.{field}", value,
+                "absent: mixture-of-experts models (per-token expert routing) are not modelled; "
+                "give a dense Llama-style config",
+            )
+    archs = data.get("architectures")
+    if isinstance(archs, list):
+        for arch in archs:
+            if isinstance(arch, str) and ("moe" in arch.lower() or "mixtral" in arch.lower()):
+                raise ConfigError(f"{name}.architectures", arch,
+                                  "a dense architecture: mixture-of-experts models are not modelled")
+
+
 def model_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
     """Validate a parsed ``config.json``; every error names the offending field."""
-    for field in (*_INT_FIELDS, "rms_norm_eps", "rope_theta"):
-        if field not in data:
-            raise ConfigError(
-                f"{name}.{field}", None, "required field of a Llama-style config.json"
-            )
+    _refuse_mixture_of_experts(data, name)
+    missing = [f for f in (*_INT_FIELDS, "rms_norm_eps", "rope_theta") if f not in data]
+    if missing:  # all of them at once, so a user fixes the file in one go
+        raise ConfigError(
+            ", ".join(f"{name}.{f}" for f in missing), "<missing>",
+            f"required field{'s' if len(missing) > 1 else ''} of a Llama-style config.json",
+        )
     ints = {f: _positive_int(name, f, data[f]) for f in _INT_FIELDS}
     heads = ints["num_attention_heads"]
     kv_heads = _positive_int(name, "num_key_value_heads", data.get("num_key_value_heads", heads))
