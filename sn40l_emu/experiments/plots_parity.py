@@ -1,4 +1,4 @@
-"""Parity plot of ``sn40l-emu validate``: predicted vs measured, one panel per unit.
+"""Parity plot of ``sn40l-emu validate``: predicted vs measured, one panel per quantity.
 
 Log-log axes, the line y = x with ±10 % and ±25 % bands, one colour per
 platform; filled markers are validation cases, hollow ones calibration cases
@@ -11,6 +11,29 @@ from pathlib import Path
 from typing import Any
 
 _PLATFORM_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+_TO_MS = {"s": 1e3, "ms": 1.0, "us": 1e-3}  # latencies share one panel, in ms
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks inside [lo, hi] (a log axis spanning less than a decade gets labels too)."""
+    import math
+
+    out = []
+    for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        out += [m * 10.0**k for m in (1, 2, 5) if lo <= m * 10.0**k <= hi]
+    return out
+
+
+def _points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows that ran, with times in ms and a panel label per quantity."""
+    out = []
+    for r in rows:
+        if r.get("got") is None:
+            continue
+        scale = _TO_MS.get(r["unit"], 1.0)
+        label = "latency (ms)" if r["unit"] in _TO_MS else r["unit"]
+        out.append({**r, "panel": label, "got": r["got"] * scale, "want": r["want"] * scale})
+    return out
 
 
 def plot_parity(rows: list[dict[str, Any]], out_dir: Path) -> Path:
@@ -20,14 +43,15 @@ def plot_parity(rows: list[dict[str, Any]], out_dir: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    done = [r for r in rows if r.get("got") is not None]
-    unit_list = sorted({r["unit"] for r in done}) or ["-"]
+    done = _points(rows)
+    unit_list = sorted({r["panel"] for r in done}) or ["-"]
     platforms = sorted({r["platform"] for r in done})
     color = {p: _PLATFORM_COLORS[i % len(_PLATFORM_COLORS)] for i, p in enumerate(platforms)}
     fig, axes = plt.subplots(1, len(unit_list), figsize=(5.2 * len(unit_list), 5.0), squeeze=False)
     for ax, unit in zip(axes[0], unit_list, strict=True):
-        pts = [r for r in done if r["unit"] == unit]
+        pts = [r for r in done if r["panel"] == unit]
         vals = [v for r in pts for v in (r["got"], r["want"])] or [1.0]
         lo, hi = min(vals) / 1.6, max(vals) * 1.6
         xs = np.geomspace(lo, hi, 50)
@@ -44,9 +68,13 @@ def plot_parity(rows: list[dict[str, Any]], out_dir: Path) -> Path:
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-        ax.set_xlabel(f"measured ({unit})")
-        ax.set_ylabel(f"emulated ({unit})")
-        ax.set_title(f"cases in {unit}")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(FixedLocator(_ticks(lo, hi)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"measured, {unit}")
+        ax.set_ylabel(f"emulated, {unit}")
+        ax.set_title(unit)
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("sn40l-emu validate: emulated vs published (hollow = calibration, filled = validation)",
                  fontsize=10)
