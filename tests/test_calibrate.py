@@ -14,7 +14,7 @@ import yaml
 
 from sn40l_emu.config import load_profile
 from sn40l_emu.errors import ConfigError
-from sn40l_emu.experiments.calibrate import calibrate_platform, knob_spec, profile_yaml
+from sn40l_emu.experiments.calibrate import calibrate_platform, knob_spec, profile_yaml, yaml_number
 from sn40l_emu.experiments.cases import Case, Target, predict
 from sn40l_emu.experiments.validate import run_validate
 
@@ -37,6 +37,11 @@ def _synthetic(platform: str = "dgx-h100", *, both: bool = False) -> list[Case]:
         probe = _case(f"syn-{platform}-tp{tp}-bs{batch}", tp, batch, platform)
         out.append(_case(probe.id, tp, batch, platform, value=predict(probe, truth)))
     return out
+
+
+@pytest.mark.parametrize("v", [1e-10, 0.0, 4.0, 6.863, 0.7, 12345678.9])
+def test_override_numbers_read_back_as_numbers(v: float) -> None:
+    assert yaml.safe_load(yaml_number(v)) == pytest.approx(v, rel=1e-12, abs=0)
 
 
 def test_knob_spec_bounds_and_errors() -> None:

@@ -82,6 +82,13 @@ def current_value(profile: str, knob: Knob) -> float:
     return float(value)
 
 
+def yaml_number(v: float) -> str:
+    """``v`` written so that YAML reads it back as that number (YAML 1.1 reads ``1e-10`` as a string)."""
+    import numpy as np
+
+    return str(np.format_float_positional(float(v), trim="0", unique=True))
+
+
 def _round(x: float) -> float:
     return float(f"{x:.{_SIG_DIGITS}g}") if x else 0.0
 
@@ -97,7 +104,7 @@ class Evaluator:
         self.runs = 0
 
     def overrides(self, x: Sequence[float]) -> tuple[str, ...]:
-        return tuple(f"{k.path}={float(v)!r}" for k, v in zip(self.knobs, x, strict=True))
+        return tuple(f"{k.path}={yaml_number(v)}" for k, v in zip(self.knobs, x, strict=True))
 
     def got(self, case: Case, x: Sequence[float]) -> float:
         key = (case.id, tuple(float(v) for v in x))
@@ -265,18 +272,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                           f"{', '.join(platforms)}), or pass --platform")
     fits: list[PlatformFit] = []
     skipped: dict[str, str] = {}
-    for platform in platforms:
+    written = []
+    for platform in platforms:  # each profile is written as soon as it is fitted
         pf, sk = calibrate_platform(platform, cases, knob_paths, profile_dir=args.profile_dir or None,
                                     backend=args.backend, loo=not args.no_loo, max_nfev=args.max_nfev)
         fits.append(pf)
         skipped.update(sk)
-    print(report_text(fits, skipped))
-    written = []
-    for pf in fits:
         path = out if out.suffix in (".yaml", ".yml") else out / f"{pf.platform}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(profile_yaml(pf))
         written.append(str(path))
+    print(report_text(fits, skipped))
     if args.json:
         jp = Path(args.json)
         jp.parent.mkdir(parents=True, exist_ok=True)
