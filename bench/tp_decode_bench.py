@@ -6,7 +6,7 @@ models in this process), on a power-cycled node with a cold program book:
 * ``first_step_plain_s``: one decode step run for real as one whole program
   per socket, no reuse of any kind (66 all-reduces/all-gathers over P2P);
 * ``first_step_s``: the same step as the emulator runs it, layer by layer with
-  the cost of identical decoder layers reused (``LayerReuseNode``);
+  the cost of identical decoder layers reused (``CostReuse``'s layer segments);
 * ``decode_200_s``: 200 decode steps (context 128 .. 327) with step-level
   cost reuse on top, program building included; ``reused_step_ms`` is the
   mean wall cost of one of the 199 reused steps; ``build_200_s`` the part of

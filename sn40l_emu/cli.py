@@ -125,6 +125,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sn40l_emu.experiments.coe_serve",
     "sn40l_emu.experiments.inject_cmd",
     "sn40l_emu.experiments.allreduce_bench",
+    "sn40l_emu.experiments.coll_bench",
     "sn40l_emu.experiments.validate",
     "sn40l_emu.experiments.calibrate",
 )

@@ -16,8 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from sn40l_emu import yaml_load
 from sn40l_emu.errors import ConfigError
 from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.schema import Unit, build_section, q, split_leaf, to_base_dict
@@ -170,23 +169,20 @@ def shipped_profiles() -> list[str]:
 
 def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
     path = Path(name_or_path)
-    if name_or_path.endswith((".yaml", ".yml")) or path.exists():
+    try:
+        is_path = name_or_path.endswith((".yaml", ".yml", ".json")) or path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte
+        raise ConfigError("profile", name_or_path, "a shipped profile name or an existing YAML file") from None
+    if is_path:
         if not path.is_file():
             raise ConfigError("profile", name_or_path, "a shipped profile name or an existing YAML file")
-        text = path.read_text()
     else:
         res = resources.files("sn40l_emu") / "profiles" / f"{name_or_path}.yaml"
         if not res.is_file():
             raise ConfigError("profile", name_or_path,
                               "one of " + ", ".join(shipped_profiles()) + ", or a path to a YAML file")
-        text = res.read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError("profile", name_or_path, f"valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError("profile", name_or_path, "a YAML mapping at top level")
-    return data, name_or_path
+        path = Path(str(res))
+    return yaml_load.load_yaml_mapping(path, "profile"), name_or_path
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -215,10 +211,7 @@ def parse_override(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise ConfigError("--set", text, "KEY=VALUE, e.g. p2p.link_bw_gbps=25")
     key, _, value = text.partition("=")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else value
-    except yaml.YAMLError:
-        parsed = value
+    parsed = yaml_load.parse_scalar(value, f"--set {key.strip()[:64]}") if value.strip() else value
     return key.strip(), parsed
 
 

@@ -6,6 +6,36 @@ Faults are ordinary events that surface as these types (SimGrid's
 
 from __future__ import annotations
 
+import reprlib
+
+_MAX_VALUE_CHARS = 80  # never echo more than this of a bad value (it may be a whole file)
+_MAX_TEXT_CHARS = 300
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _MAX_VALUE_CHARS
+_SHORT.maxother = _MAX_VALUE_CHARS
+_SHORT.maxlevel = 3
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+_SHORT.maxlong = 40
+
+
+def short_repr(value: object) -> str:
+    """A bounded, one-line ``repr``: bad input is quoted, never echoed whole.
+
+    ``reprlib`` caps depth and length, so even a structure of shared references
+    (what YAML aliases build) prints in bounded time.
+    """
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # a repr that fails (e.g. an int too long for str) must not hide the error
+        text = f"<{type(value).__name__}>"
+    return one_line(text, _MAX_VALUE_CHARS + 10)
+
+
+def one_line(text: str, limit: int = _MAX_TEXT_CHARS) -> str:
+    """``text`` with line breaks collapsed and cut to ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
 
 class EmuError(Exception):
     """Base of every error the emulator raises on purpose.
@@ -33,7 +63,7 @@ class ConfigError(EmuError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field}: got {value!r}; allowed: {allowed}")
+        super().__init__(f"{one_line(field, 120)}: got {short_repr(value)}; allowed: {one_line(allowed)}")
 
 
 class OutOfMemory(EmuError):

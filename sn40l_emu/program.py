@@ -128,8 +128,10 @@ class CopyOp:
 class CollectiveOp:
     """A collective over a group of sockets, run over the P2P layer.
 
-    ``buffer`` names the tensor-store entry it reads and overwrites in
-    functional mode; in timing mode ``shape``/``dtype`` stand for the data.
+    ``buffer`` names the tensor-store entry it reads and, in place, overwrites in
+    functional mode; ``out_buffer`` (when set) receives the result instead and
+    leaves ``buffer`` intact (out of place, as nccl-tests' out-of-place column).
+    In timing mode ``shape``/``dtype`` stand for the data.
     """
 
     name: str
@@ -142,6 +144,7 @@ class CollectiveOp:
     chunks: int = 0  # 0 = the selector's choice
     buffer: str = ""
     root: int = 0  # broadcast root (a socket index)
+    out_buffer: str = ""  # functional mode: where the result goes ("" = ``buffer``, in place)
 
     @property
     def size_bytes(self) -> int:

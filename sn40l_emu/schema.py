@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
 from typing import Any
 
@@ -65,6 +66,16 @@ def q(yaml_key: str, unit: Unit, *, allow_zero: bool = False, max_value: float |
     return dataclasses.field(metadata={"spec": spec})
 
 
+_MAX_BASE: dict[Unit, int] = {
+    **{u: units.MAX_SIZE_BYTES for u in (Unit.B, Unit.KIB, Unit.MIB, Unit.GIB, Unit.TIB, Unit.TB)},
+    Unit.GBPS: units.MAX_BW_BYTES_PER_S, Unit.TBPS: units.MAX_BW_BYTES_PER_S,
+    Unit.TFLOPS: units.MAX_FLOPS_PER_S, Unit.NS: units.MAX_TIME_NS, Unit.US: units.MAX_TIME_NS,
+}
+MAX_COUNT = 2**31  # counts (units, links, sockets) far beyond any machine; refuses typos like 1e30
+MAX_FACTOR = 1e6  # a multiplier beyond a million is a typo, not a model
+MAX_SECONDS_F = units.MAX_TIME_NS / units.NS_PER_S
+
+
 def allowed_text(spec: FieldSpec) -> str:
     if spec.unit is Unit.CHOICE and spec.choices is not None:
         return "one of " + ", ".join(repr(c.value) for c in spec.choices)
@@ -72,9 +83,10 @@ def allowed_text(spec: FieldSpec) -> str:
         return "a string"
     if spec.unit is Unit.COUNT:
         low = ">= 0" if spec.allow_zero else ">= 1"
-        return f"an integer {low}" + (f" and <= {spec.max_value:g}" if spec.max_value else "")
+        top = spec.max_value if spec.max_value is not None else MAX_COUNT
+        return f"an integer {low} and <= {top:g}"
     low = ">= 0" if spec.allow_zero else "> 0"
-    high = f" and <= {spec.max_value:g}" if spec.max_value is not None else ""
+    high = f" and <= {_max_in_unit(spec):g}"
     example = ""
     if spec.unit in _SIZE_UNITS:
         example = f" (a number in {spec.unit.value}, or a string like '64 GiB')"
@@ -82,11 +94,33 @@ def allowed_text(spec: FieldSpec) -> str:
         example = f" (a number in {spec.unit.value}, or a string like '50 GB/s')"
     elif spec.unit in _TIME_UNITS:
         example = f" (a number in {spec.unit.value}, or a string like '1 us')"
+    elif spec.unit is Unit.TFLOPS:
+        example = " (a number in TFLOP/s, or a string like '638 TFLOP/s')"
     return f"a number {low}{high}{example}"
 
 
+def _max_in_unit(spec: FieldSpec) -> float:
+    """The largest value accepted, in the unit the field is written in."""
+    if spec.unit is Unit.FRACTION:
+        return 1.0
+    if spec.unit is Unit.FACTOR:
+        cap = MAX_FACTOR
+    elif spec.unit is Unit.SECONDS_F:
+        cap = MAX_SECONDS_F
+    else:
+        cap = _MAX_BASE[spec.unit] / _SCALE[spec.unit]
+    return min(cap, spec.max_value) if spec.max_value is not None else cap
+
+
 def convert(path: str, raw: object, spec: FieldSpec) -> Any:
-    """Validate one YAML value and convert it to the field's base unit."""
+    """Validate one YAML value and convert it to the field's base unit.
+
+    A bare number (or a unitless string) is in the field's own unit; a string
+    with a unit is converted exactly. Refused, with the field, the value and
+    what is allowed: non-finite and negative values, values above the sanity
+    ceilings (``units.MAX_*``), and positive values that round to 0 in base
+    units (``0.0000000001 GB/s`` would otherwise be stored as 0 B/s).
+    """
     if spec.unit is Unit.TEXT:
         if not isinstance(raw, str):
             raise ConfigError(path, raw, allowed_text(spec))
@@ -95,44 +129,78 @@ def convert(path: str, raw: object, spec: FieldSpec) -> Any:
         assert spec.choices is not None
         try:
             return spec.choices(raw)
-        except ValueError:
+        except (ValueError, TypeError):
             raise ConfigError(path, raw, allowed_text(spec)) from None
-    value: float
-    if isinstance(raw, bool):
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         raise ConfigError(path, raw, allowed_text(spec))
+    try:
+        if spec.unit in (Unit.FRACTION, Unit.FACTOR, Unit.SECONDS_F):
+            return _to_float(raw, spec)
+        return _to_base(raw, spec)
+    except units.RoundsToZero as exc:
+        raise ConfigError(path, raw, f"{allowed_text(spec)}; {exc}") from None
+    except ValueError:
+        raise ConfigError(path, raw, allowed_text(spec)) from None
+
+
+def _to_base(raw: int | float | str, spec: FieldSpec) -> int:
+    scale = 1 if spec.unit is Unit.COUNT else _SCALE[spec.unit]
+    ceiling = MAX_COUNT if spec.unit is Unit.COUNT else _MAX_BASE[spec.unit]
+    value: Decimal | int | float = raw if not isinstance(raw, str) else Decimal(0)
     if isinstance(raw, str):
-        try:
+        number, unit = units.split_quantity(raw)
+        if unit:
             if spec.unit in _SIZE_UNITS:
-                return _check_num(path, raw, float(units.parse_size_bytes(raw)), spec, base=True)
-            if spec.unit in _BW_UNITS:
-                return _check_num(path, raw, float(units.parse_bw_bytes_per_s(raw)), spec, base=True)
-            if spec.unit in _TIME_UNITS:
-                return _check_num(path, raw, float(units.parse_time_ns(raw)), spec, base=True)
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(path, raw, allowed_text(spec)) from None
-    elif isinstance(raw, (int, float)):
+                out = units.parse_size_bytes(raw)
+            elif spec.unit in _BW_UNITS:
+                out = units.parse_bw_bytes_per_s(raw)
+            elif spec.unit in _TIME_UNITS:
+                out = units.parse_time_ns(raw)
+            elif spec.unit is Unit.TFLOPS:
+                out = units.parse_flops_per_s(raw)
+            else:
+                raise ValueError(f"no unit expected, got {unit[:16]!r}")
+            return _in_range(out, spec)
+        value = number
+    if spec.unit is Unit.COUNT and not _is_integral(value):
+        raise ValueError("not an integer")
+    return _in_range(units.to_base_int(value, scale, ceiling, spec.yaml_key), spec)
+
+
+def _is_integral(value: Decimal | int | float) -> bool:
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value) and value == int(value)
+    return value.is_finite() and value == value.to_integral_value()
+
+
+def _in_range(out: int, spec: FieldSpec) -> int:
+    if out == 0 and not spec.allow_zero:
+        raise ValueError("is 0")
+    scale = 1 if spec.unit is Unit.COUNT else _SCALE[spec.unit]
+    if spec.max_value is not None and out > spec.max_value * scale:
+        raise ValueError("above the maximum")
+    return out
+
+
+def _to_float(raw: int | float | str, spec: FieldSpec) -> float:
+    if isinstance(raw, str):
+        number, unit = units.split_quantity(raw)
+        if unit and not (spec.unit is Unit.SECONDS_F and unit == "s"):
+            raise ValueError(f"no unit expected, got {unit[:16]!r}")
+        raw = float(number)
+    try:
         value = float(raw)
-    else:
-        raise ConfigError(path, raw, allowed_text(spec))
-    return _check_num(path, raw, value, spec, base=False)
-
-
-def _check_num(path: str, raw: object, value: float, spec: FieldSpec, *, base: bool) -> Any:
-    if not math.isfinite(value) or value < 0 or (value == 0 and not spec.allow_zero):
-        raise ConfigError(path, raw, allowed_text(spec))
-    if spec.max_value is not None and value > spec.max_value and not base:
-        raise ConfigError(path, raw, allowed_text(spec))
-    if spec.unit is Unit.COUNT:
-        if value != int(value):
-            raise ConfigError(path, raw, allowed_text(spec))
-        return int(value)
-    if spec.unit in (Unit.FRACTION, Unit.FACTOR, Unit.SECONDS_F):
-        if spec.unit is Unit.FRACTION and value > 1:
-            raise ConfigError(path, raw, "a fraction > 0 and <= 1")
-        return value
-    scale = 1 if base else _SCALE[spec.unit]
-    return int(round(value * scale))
+    except OverflowError:
+        raise ValueError("too large") from None
+    if not math.isfinite(value):
+        raise ValueError("not finite")
+    if value < 0 or (value == 0 and not spec.allow_zero):
+        raise ValueError("out of range")
+    if value > _max_in_unit(spec):
+        raise ValueError("above the maximum")
+    return value
 
 
 def field_specs(cls: type) -> list[tuple[str, FieldSpec]]:

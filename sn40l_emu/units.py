@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal, InvalidOperation, localcontext
 
 KiB = 1024
 MiB = 1024**2
@@ -28,6 +29,16 @@ NS_PER_S = 1_000_000_000
 
 TFLOPS = 10**12  # FLOP/s per TFLOP/s
 
+# Sanity ceilings on any parsed quantity, in base units. They are far above any
+# real machine (a socket with 1 EiB of memory, 1 EB/s of bandwidth, 1 EFLOP/s)
+# and exist only so that a typo such as ``1e400 GiB`` is refused with a clear
+# error instead of overflowing later. Virtual time stops at 1e15 ns (11.6 days).
+MAX_SIZE_BYTES = 2**60
+MAX_BW_BYTES_PER_S = 10**18
+MAX_FLOPS_PER_S = 10**18
+MAX_TIME_NS = 10**15
+MAX_NUMBER_CHARS = 64  # a quantity written with more characters is a mistake
+
 _SIZE_UNITS = {
     "": 1, "b": 1, "B": 1,
     "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": TiB,
@@ -37,6 +48,7 @@ _SIZE_UNITS = {
 }
 _BW_UNITS = {"B/s": 1, "KB/s": KB, "MB/s": MB, "GB/s": GB, "TB/s": TB}
 _TIME_UNITS = {"ns": 1, "us": NS_PER_US, "ms": NS_PER_MS, "s": NS_PER_S}
+_FLOPS_UNITS = {"FLOP/s": 1, "GFLOP/s": 10**9, "TFLOP/s": TFLOPS, "PFLOP/s": 10**15}
 _NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 
@@ -59,39 +71,85 @@ def scale_rate(rate_per_s: int, factor: float) -> int:
     return max(1, int(round(rate_per_s * factor)))
 
 
-def _split(text: str) -> tuple[float, str]:
-    m = re.fullmatch(_NUM + r"\s*([A-Za-z/]*)", text.strip())
+class RoundsToZero(ValueError):
+    """A positive quantity too small to be represented in base units (it would become 0)."""
+
+
+def split_quantity(text: str) -> tuple[Decimal, str]:
+    """``"1.5 TiB"`` -> (Decimal("1.5"), "TiB"): the number kept exact, the unit as written."""
+    text = str(text).strip()
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a quantity of at most {MAX_NUMBER_CHARS} characters, got {len(text)}")
+    m = re.fullmatch(_NUM + r"\s*([A-Za-z/]*)", text)
     if not m:
-        raise ValueError(f"cannot parse {text!r}")
-    return float(m.group(1)), m.group(2)
+        raise ValueError(f"cannot parse {text[:MAX_NUMBER_CHARS]!r}")
+    return Decimal(m.group(1)), m.group(2)
+
+
+def to_base_int(value: Decimal | int | float, scale: int, max_base: int, what: str = "value") -> int:
+    """``value * scale`` rounded half-even to an integer, exactly; refuses non-finite,
+    negative and out-of-range results and positive values that would round to 0.
+
+    Exact decimal arithmetic (not float) so ``"1.8 TB/s"`` is 1_800_000_000_000
+    on every machine, and ``1e400`` is a clear ``ValueError`` rather than an
+    ``OverflowError`` from ``int(inf)``.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{what}: a number, got a boolean")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what}: a finite number, got {value}")
+    dec = value if isinstance(value, Decimal) else Decimal(value)
+    if not dec.is_finite():
+        raise ValueError(f"{what}: a finite number")
+    if dec < 0:
+        raise ValueError(f"{what}: a number >= 0")
+    if dec != 0 and dec.adjusted() > 40:  # far beyond every ceiling; skip the big product
+        raise ValueError(f"{what}: at most {max_base} in base units")
+    with localcontext() as ctx:
+        ctx.prec = 80
+        try:
+            base = (dec * scale).to_integral_value()
+        except InvalidOperation:
+            raise ValueError(f"{what}: a plain number") from None
+    out = int(base)
+    if out > max_base:
+        raise ValueError(f"{what}: at most {max_base} in base units")
+    if out == 0 and dec > 0:
+        raise RoundsToZero("this value rounds to 0 in base units (B, B/s, FLOP/s or ns)")
+    return out
+
+
+def _parse(text: str | int | float, table: dict[str, int], max_base: int, kind: str,
+           default_scale: int = 1) -> int:
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return to_base_int(text, default_scale, max_base, kind)
+    value, unit = split_quantity(str(text))
+    if unit not in table:
+        names = ", ".join(u for u in table if u)
+        raise ValueError(f"unknown {kind} unit {unit[:16]!r} (use {names})")
+    return to_base_int(value, table[unit] if unit else default_scale, max_base, kind)
 
 
 def parse_size_bytes(text: str | int | float) -> int:
-    """``"64GiB"``, ``"1.5 TiB"``, ``"8"``, ``"1G"`` -> bytes (exact integer)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return int(text)
-    value, unit = _split(str(text))
-    if unit not in _SIZE_UNITS:
-        raise ValueError(f"unknown size unit {unit!r} in {text!r} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")
-    return int(round(value * _SIZE_UNITS[unit]))
+    """``"64GiB"``, ``"1.5 TiB"``, ``"8"``, ``"1G"`` -> bytes (exact integer, <= 1 EiB)."""
+    return _parse(text, _SIZE_UNITS, MAX_SIZE_BYTES, "size")
 
 
 def parse_bw_bytes_per_s(text: str) -> int:
-    """``"1.8 TB/s"`` -> 1_800_000_000_000."""
-    value, unit = _split(text)
-    if unit not in _BW_UNITS:
-        raise ValueError(f"unknown bandwidth unit {unit!r} in {text!r} (use B/s, KB/s, MB/s, GB/s, TB/s)")
-    return int(round(value * _BW_UNITS[unit]))
+    """``"1.8 TB/s"`` -> 1_800_000_000_000 (<= 1 EB/s)."""
+    return _parse(text, _BW_UNITS, MAX_BW_BYTES_PER_S, "bandwidth")
+
+
+def parse_flops_per_s(text: str) -> int:
+    """``"638 TFLOP/s"`` -> 638_000_000_000_000 (<= 1 EFLOP/s)."""
+    return _parse(text, _FLOPS_UNITS, MAX_FLOPS_PER_S, "compute rate")
 
 
 def parse_time_ns(text: str | int) -> int:
-    """``"5ms"``, ``"1 us"``, ``"250ns"`` -> integer nanoseconds."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    value, unit = _split(str(text))
-    if unit not in _TIME_UNITS:
-        raise ValueError(f"unknown time unit {unit!r} in {text!r} (use ns, us, ms, s)")
-    return int(round(value * _TIME_UNITS[unit]))
+    """``"5ms"``, ``"1 us"``, ``"250ns"`` -> integer nanoseconds (<= 1e15 ns); a bare integer is ns."""
+    if isinstance(text, float):
+        raise ValueError("time: an integer number of ns, or a string with a unit like '5ms'")
+    return _parse(text, _TIME_UNITS, MAX_TIME_NS, "time")
 
 
 def fmt_bytes(size_bytes: int) -> str:

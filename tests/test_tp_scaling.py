@@ -18,7 +18,7 @@ import pytest
 from sn40l_emu.cli import main
 from sn40l_emu.cluster.node import LocalNode
 from sn40l_emu.config import load_profile
-from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode, canonical_program, layer_of
+from sn40l_emu.engine.layer_reuse import LayerPrograms, canonical_program, layer_of
 from sn40l_emu.engine.program_book import ProgramBook
 from sn40l_emu.engine.reuse import CostReuse
 from sn40l_emu.experiments.rows import ROW_BREAKDOWN_KEYS
@@ -72,12 +72,14 @@ def test_spilled_layers_stream_from_the_spill_tier() -> None:
     (8, ExecMode.FUSED_HO, Step.decode(1, 128)),
     (4, ExecMode.FUSED_SO, Step.prefill(2, 128)),
 ])
-def test_layer_reuse_node_gives_the_plain_nodes_ns(tp: int, mode: ExecMode, step: Step) -> None:
+def test_layer_reuse_gives_the_plain_nodes_ns(tp: int, mode: ExecMode, step: Step) -> None:
     programs = ProgramBook().group(LLAMA2, make_plan(LLAMA2, tp), step, mode)
-    plain = LocalNode(SN40L, trace=False).run_programs(programs)
-    layered = LayerReuseNode(LocalNode(SN40L, trace=False))
-    _same(plain, layered.run_programs(programs))
-    assert layered.reuse.stats.real_runs <= 4 and layered.reuse.stats.reused_runs >= 28
+    plain_node, layered_node = LocalNode(SN40L, trace=False), LocalNode(SN40L, trace=False)
+    plain = plain_node.run_programs(programs)
+    layered = CostReuse(layered_node, steps=False)
+    _same(plain, layered.run(programs))
+    assert layered.layer_stats.real_runs <= 4 and layered.layer_stats.reused_runs >= 28
+    assert layered_node.clocks() == plain_node.clocks()  # the node owns the clocks, reused or not
 
 
 @pytest.mark.parametrize("profile", ["sn40l", "dgx-h100"])
@@ -89,10 +91,10 @@ def test_layer_reuse_over_two_nodes_and_on_a_16_socket_node(profile: str) -> Non
     book = ProgramBook()
     p16 = book.group(short, make_plan(short, 16), Step.decode(1, 64), mode)
     _same(LocalNode(prof, 16, trace=False).run_programs(p16),
-          LayerReuseNode(LocalNode(prof, 16, trace=False)).run_programs(p16))
+          CostReuse(LocalNode(prof, 16, trace=False), steps=False).run(p16))
     p8 = book.group(LLAMA2, make_plan(LLAMA2, 8), Step.decode(1, 64), mode)
-    _same(LayerReuseNode(LocalNode(prof, 8, trace=False)).run_programs(p8),
-          LayerReuseNode(LocalNode(prof, 16, trace=False)).run_programs(p8))
+    _same(CostReuse(LocalNode(prof, 8, trace=False), steps=False).run(p8),
+          CostReuse(LocalNode(prof, 16, trace=False), steps=False).run(p8))
 
 
 def test_step_reuse_gives_the_ns_of_running_every_step() -> None:
@@ -100,12 +102,11 @@ def test_step_reuse_gives_the_ns_of_running_every_step() -> None:
     plan = make_plan(LLAMA2, 8)
     programs = LayerPrograms(ProgramBook())
     steps = [Step.decode(1, 128 + i) for i in range(30)]
-    on = CostReuse(LayerReuseNode(LocalNode(SN40L, trace=False)))
-    off = CostReuse(LayerReuseNode(LocalNode(SN40L, trace=False)), enabled=False)
+    on = CostReuse(LocalNode(SN40L, trace=False))
+    off = CostReuse(LocalNode(SN40L, trace=False), steps=False)  # layer reuse only: every step runs
     for step in steps:
         group = programs.group(LLAMA2, plan, step, ExecMode.FUSED_HO)
         _same(on.run(group), off.run(group))
-    on.sync()
     assert on.stats.real_runs == 1 and on.stats.reused_runs == 29 and off.stats.real_runs == 30
     assert on.node.clocks() == off.node.clocks()
 
@@ -115,7 +116,7 @@ def test_step_reuse_on_a_plain_node() -> None:
     short = dataclasses.replace(LLAMA2, num_hidden_layers=1)
     plan = make_plan(short, 4)
     book = ProgramBook()
-    on = CostReuse(LocalNode(SN40L, trace=False))
+    on = CostReuse(LocalNode(SN40L, trace=False), layers=False)
     off = CostReuse(LocalNode(SN40L, trace=False), enabled=False)
     for i in range(12):
         group = book.group(short, plan, Step.decode(2, 300 + i), ExecMode.UNFUSED)

@@ -1,100 +1,143 @@
 """Node handles: the emulated node as the layers above see it.
 
-Two implementations with one interface: :class:`RayNode` (one Ray actor per
-socket: the distributed emulator) and :class:`LocalNode` (the same socket
-models in this process with the in-process transport: exact timing for tests
-and for the reference runs). Same programs, same nanoseconds.
+The node alone owns virtual time: nothing above it keeps copies of the
+sockets' clocks. Its contract is small (:class:`Node`): run programs, read the
+clocks, move clocks forward (a barrier, or a result computed elsewhere and
+applied here), apply a state change. Every change of timing state moves
+``version``, so a cost measured on the node is valid exactly while ``version``
+is the same; callers key caches by it and never have to invalidate anything.
+Administration (:class:`NodeAdmin`: power-cycle, faults, recovery) and real
+tensors (:class:`TensorNode`) are separate, optional parts.
+
+Two implementations of all three: :class:`~sn40l_emu.cluster.ray_node.RayNode`
+(one Ray actor per socket: the distributed emulator) and :class:`LocalNode`
+(the same socket models in this process with the in-process transport: exact
+timing for tests and for the reference runs). Same programs, same nanoseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any
+import itertools
+from collections.abc import Hashable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from sn40l_emu.config import NodeProfile
-from sn40l_emu.errors import EmuError, SocketDeadError
+from sn40l_emu.errors import SocketDeadError
 from sn40l_emu.program import Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
 from sn40l_emu.socket_actor.tile import Degradation
 
 
-class Node(ABC):
-    """An emulated node of ``n_sockets`` sockets built from ``profile``."""
+@runtime_checkable
+class Node(Protocol):
+    """An emulated node of ``n_sockets`` sockets built from ``profile``: programs, clocks, changes."""
 
     profile: NodeProfile
     n_sockets: int
-    version: int  # bumped by every state change: cached program costs are valid for one version
 
-    @abstractmethod
+    @property
+    def version(self) -> int:
+        """The node's timing state: equal versions, equal costs (same history since the last reset)."""
+        ...
+
     def run_programs(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
         """Run one program per listed socket concurrently; collectives meet over P2P."""
-
-    @abstractmethod
-    def status(self) -> list[dict[str, Any]]:
-        """Per socket: index, ray node, clock and tier usage."""
-
-    @abstractmethod
-    def load_tensors(self, per_socket: Mapping[int, Mapping[str, np.ndarray]]) -> None:
-        """Functional mode: put real tensors in sockets' stores."""
-
-    @abstractmethod
-    def get_tensors(self, socket: int, names: list[str]) -> dict[str, np.ndarray]:
         ...
 
-    @abstractmethod
-    def apply_change(self, sockets: list[int], change: StateChange) -> None:
-        """Apply an injected change to the listed sockets (and bump ``version``)."""
-
-    @abstractmethod
     def clocks(self) -> list[int]:
+        """Every socket's virtual clock (ns)."""
         ...
-
-    @abstractmethod
-    def degradation(self, socket: int) -> Degradation:
-        """The socket's injected slow-downs (the node sees every change it applies)."""
 
     def advance_clocks(self, targets: Mapping[int, int]) -> None:
-        """Move each listed socket's clock to at least its target (cost reuse, barriers)."""
-        by_time: dict[int, list[int]] = {}
-        for s, t in targets.items():
-            by_time.setdefault(t, []).append(s)
-        for t, sockets in sorted(by_time.items()):
-            self.advance_to(sockets, t)
-
-    @abstractmethod
-    def advance_to(self, sockets: list[int], t_ns: int) -> None:
+        """Move each listed socket's clock to at least its target (a barrier, or a reused result)."""
         ...
 
-    @abstractmethod
-    def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
+    def apply_change(self, sockets: list[int], change: StateChange) -> None:
+        """Apply an injected change to the listed sockets (moves ``version``)."""
         ...
 
-    @abstractmethod
-    def free(self, socket: int, tier: str, name: str) -> None:
+    def degradation(self, socket: int) -> Degradation:
+        """The socket's injected slow-downs (the node sees every change it applies)."""
+        ...
+
+
+@runtime_checkable
+class NodeAdmin(Protocol):
+    """Optional: power-cycle, faults and recovery, status, release."""
+
+    def reset(self) -> None:
+        """Power-cycle every socket (clock 0, empty memory, idle links); ``version`` back to 0."""
         ...
 
     def kill(self, socket: int, *, process: bool = False) -> None:
         """Fault: socket ``socket`` dies (``process``: its OS process is really killed)."""
-        raise EmuError(f"{type(self).__name__} cannot inject socket faults")
+        ...
 
     def recover(self) -> list[int]:
         """Bring dead sockets back (fresh: clock 0, empty memory); returns their indices."""
-        raise EmuError(f"{type(self).__name__} cannot recover sockets")
+        ...
 
-    @abstractmethod
-    def reset(self) -> None:
-        """Power-cycle every socket (clock 0, empty memory, idle links); ``version`` back to 0."""
+    def status(self) -> list[dict[str, Any]]:
+        """Per socket: index, ray node, clock and tier usage."""
+        ...
 
-    def close(self) -> None:  # noqa: B027 - optional hook: most nodes own nothing to release
+    def close(self) -> None:
         """Release what this handle created (not a Ray it merely joined)."""
+        ...
 
 
-class LocalNode(Node):
+@runtime_checkable
+class TensorNode(Protocol):
+    """Optional: functional mode's real tensors in the sockets' stores."""
+
+    def load_tensors(self, per_socket: Mapping[int, Mapping[str, np.ndarray]]) -> None:
+        ...
+
+    def get_tensors(self, socket: int, names: list[str]) -> dict[str, np.ndarray]:
+        ...
+
+
+class ManagedNode(Node, NodeAdmin, TensorNode, Protocol):
+    """All three parts: what :func:`~sn40l_emu.cluster.session.open_node` hands out."""
+
+
+_FRESH = itertools.count(1)
+
+
+class Versions:
+    """Numbers a node's timing states: one small int per distinct history since the last reset.
+
+    A power-cycled node is version 0 again, and the same changes applied in
+    the same order after a reset give the same version as before it, so costs
+    measured in one sweep row stay valid in the next; a different history
+    never shares a number (a plain counter reset to 0 would).
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[Hashable, ...], int] = {(): 0}
+        self._history: tuple[Hashable, ...] = ()
+        self.version = 0
+
+    def reset(self) -> None:
+        self._history = ()
+        self.version = 0
+
+    def bump(self, what: Hashable) -> int:
+        """A state change: ``what`` describes it (a frozen change, ("kill", socket), ...)."""
+        self._history = (*self._history, what)
+        self.version = self._ids.setdefault(self._history, len(self._ids))
+        return self.version
+
+    def fresh(self) -> int:
+        """A state nobody can name again (a change described only by "something happened")."""
+        return self.bump(("fresh", next(_FRESH)))
+
+
+class LocalNode(ManagedNode):
     """All sockets in this process; collectives over the in-process transport."""
 
     def __init__(self, profile: NodeProfile, n_sockets: int | None = None, *, trace: bool = True) -> None:
@@ -102,15 +145,25 @@ class LocalNode(Node):
         self.n_sockets = n_sockets or profile.sockets
         self.trace = trace
         self._loop = asyncio.new_event_loop()
+        self._versions = Versions()
         self.dead: set[int] = set()
         self.models: list[SocketModel] = []
         self.transports: dict[int, Any] = {}
         self.reset()
 
+    @property
+    def version(self) -> int:
+        return self._versions.version
+
+    @version.setter
+    def version(self, _value: int) -> None:
+        """Someone changed the node behind its back: a state no cost cache has seen."""
+        self._versions.fresh()
+
     def kill(self, socket: int, *, process: bool = False) -> None:
         """In-process sockets have no process of their own: a kill is a virtual death."""
         self.dead.add(socket)
-        self.version += 1
+        self._versions.bump(("kill", socket))
 
     def recover(self) -> list[int]:
         from sn40l_emu.p2p.inproc import make_inproc_transports
@@ -126,14 +179,14 @@ class LocalNode(Node):
                 if i not in self.dead:
                     t.network = old[i].network
             self.dead.clear()
-            self.version += 1
+            self._versions.bump(("recover", tuple(back)))
         return back
 
     def reset(self) -> None:
         from sn40l_emu.p2p.inproc import make_inproc_transports
 
         self.dead = set()
-        self.version = 0
+        self._versions.reset()
         self.models = [SocketModel(i, self.profile, trace=self.trace) for i in range(self.n_sockets)]
         self.transports = make_inproc_transports(range(self.n_sockets), self.profile.p2p.params(),
                                                  n_sockets=self.n_sockets)
@@ -164,7 +217,7 @@ class LocalNode(Node):
     def apply_change(self, sockets: list[int], change: StateChange) -> None:
         for i in sockets:
             apply_change(self.models[i], self.transports[i].network, change)
-        self.version += 1
+        self._versions.bump((tuple(sockets), change))
 
     def clocks(self) -> list[int]:
         return [m.clock.now_ns for m in self.models]
@@ -177,8 +230,7 @@ class LocalNode(Node):
             self.models[s].clock.advance_to(t)
 
     def advance_to(self, sockets: list[int], t_ns: int) -> None:
-        for i in sockets:
-            self.models[i].clock.advance_to(t_ns)
+        self.advance_clocks(dict.fromkeys(sockets, t_ns))
 
     def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
         from sn40l_emu.program import Tier
@@ -192,3 +244,4 @@ class LocalNode(Node):
 
     def close(self) -> None:
         self._loop.close()
+

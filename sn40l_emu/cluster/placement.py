@@ -17,7 +17,6 @@ instead of waiting for Ray to find room that will never come.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 from sn40l_emu.cluster.bringup import SOCKET_RESOURCE
 from sn40l_emu.errors import ConfigError, NoCapacityError
+from sn40l_emu.yaml_load import load_json_file
 
 
 class Placement(str, Enum):
@@ -64,11 +64,10 @@ def parse_placement(text: str, n_sockets: int) -> PlacementSpec:
     if t.lower().startswith("map:"):
         path = Path(t[4:]).expanduser()
         try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError("placement", text, f"a readable JSON map file ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError("placement", text, f"valid JSON ({exc.msg} at line {exc.lineno})") from None
+            data = load_json_file(path, "placement")
+        except ConfigError as exc:
+            allowed = exc.allowed.replace("a readable file", "a readable JSON map file")
+            raise ConfigError("placement", text, allowed) from None
         return PlacementSpec(None, socket_map_from_json(data, n_sockets), source=t)
     raise ConfigError("placement", text, PLACEMENT_HELP)
 

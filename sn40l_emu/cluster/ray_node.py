@@ -1,4 +1,11 @@
-"""The distributed node: one :class:`SocketActor` per socket, placed with a placement group."""
+"""The distributed node: one :class:`SocketActor` per socket, placed with a placement group.
+
+The driver-side handle keeps the node's clocks: every actor call that moves a
+clock reports the new value, so reading the clocks costs no actor call, and a
+clock moved here without running anything (a barrier, or a cost-reuse result
+applied by :mod:`sn40l_emu.engine.reuse`) reaches the actor with its next
+program, in the same call. A program is one actor call per socket.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
-from sn40l_emu.cluster.node import Node
+from sn40l_emu.cluster.node import ManagedNode, Versions
 from sn40l_emu.cluster.placement import Placement, PlacementSpec, actor_name, check_capacity, node_ids_for
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import ConfigError, SocketDeadError
@@ -27,7 +34,7 @@ def _cluster_has_socket_resource() -> bool:
     return ray.cluster_resources().get(SOCKET_RESOURCE, 0) > 0
 
 
-class RayNode(Node):
+class RayNode(ManagedNode):
     """Sockets as Ray actors; collectives over the Ray P2P transport."""
 
     detached = False  # actors outlive the driver (``sn40l-emu up``); recovery recreates them alike
@@ -40,11 +47,23 @@ class RayNode(Node):
         self.actors = list(actors)
         self.n_sockets = len(self.actors)
         self.name = name
-        self.version = 0
+        self._versions = Versions()
+        self._clock: list[int] | None = None  # the sockets' clocks as the actors last reported them
+        self._pending: dict[int, int] = {}  # clocks moved here, not yet told to the actor
         self.placement_group = placement_group
         self.owned = owned
         self._degradations = [Degradation() for _ in self.actors]
         self.virtually_dead: set[int] = set()
+
+    @property
+    def version(self) -> int:
+        return self._versions.version
+
+    @version.setter
+    def version(self, _value: int) -> None:
+        """Changed from outside (recovery): a state no cost cache has seen; re-read the clocks."""
+        self._versions.fresh()
+        self._clock = None
 
     # ---- construction -----------------------------------------------------
     @classmethod
@@ -119,14 +138,14 @@ class RayNode(Node):
 
         if not process:
             self.virtually_dead.add(socket)
-            self.version += 1
+            self._versions.bump(("kill", socket))
             return
         st = self._get([self.actors[socket].status.remote()], 60)[0]
         if st["ray_node"] == ray.get_runtime_context().get_node_id():
             os.kill(int(st["pid"]), signal.SIGKILL)
         else:
             ray.kill(self.actors[socket], no_restart=True)
-        self.version += 1
+        self._versions.bump(("kill", socket, "process"))
 
     def recover(self, timeout_s: float = 60.0) -> list[int]:
         """Recreate dead sockets (fresh: clock 0, empty memory) on the capacity left; returns them.
@@ -135,8 +154,13 @@ class RayNode(Node):
         report (which Ray node each went to) is kept in ``last_recovery``. See
         :mod:`sn40l_emu.cluster.recovery`. Virtually killed sockets are power-cycled in place.
         """
-        from sn40l_emu.cluster.recovery import recover
+        from sn40l_emu.cluster.recovery import dead_sockets, recover
 
+        # clocks moved here reach the survivors now; the dead start afresh (recovery may align them)
+        gone = set(dead_sockets(self)) | self.virtually_dead
+        self._pending = {s: t for s, t in self._pending.items() if s not in gone}
+        self._flush(timeout_s)
+        self._clock = None
         self.last_recovery = recover(self, timeout_s=timeout_s)
         back = set(self.last_recovery.recreated)
         virtual = sorted(self.virtually_dead)
@@ -147,7 +171,9 @@ class RayNode(Node):
             back |= set(virtual)
         for i in back:
             self._degradations[i] = Degradation()
-        self.version += 1
+        self._versions.bump(("recover", tuple(sorted(back))))
+        self._flush(timeout_s)
+        self._clock = None  # recreated sockets start again at 0 (or aligned): ask the actors
         return sorted(back)
 
     def connect(self, timeout_s: float = 120.0, *, fast_p2p: bool = True) -> list[int]:
@@ -202,10 +228,25 @@ class RayNode(Node):
         if dead:
             raise SocketDeadError(dead[0], "killed (virtual fault)")
         timeout = self.profile.p2p.timeout_s * 2 + 60
-        results = self._get([self.actors[i].run_program.remote(p) for i, p in programs.items()], timeout)
+        pending = self._pending
+        results = self._get([self.actors[i].run_program.remote(p, pending.get(i, 0))
+                             for i, p in programs.items()], timeout)
+        clock = self.clocks() if self._clock is None else self._clock
+        for r in results:
+            pending.pop(r.socket, None)
+            clock[r.socket] = r.end_ns
         return {r.socket: r for r in results}
 
+    def _flush(self, timeout_s: float | None = None, skip: set[int] | None = None) -> None:
+        """Tell the actors the clocks moved here (before anything that reads an actor's clock)."""
+        todo = {s: t for s, t in self._pending.items() if not skip or s not in skip}
+        if todo:
+            self._get([self.actors[s].advance_to.remote(t) for s, t in todo.items()], timeout_s)
+        for s in todo:
+            del self._pending[s]
+
     def status(self) -> list[dict[str, Any]]:
+        self._flush(60)
         return self._get([a.status.remote() for a in self.actors], 60)
 
     def load_tensors(self, per_socket: Mapping[int, Mapping[str, np.ndarray]]) -> None:
@@ -219,19 +260,26 @@ class RayNode(Node):
         if isinstance(change, SetDegradation):
             for i in sockets:
                 self._degradations[i] = change.applied_to(self._degradations[i])
-        self.version += 1
+        self._versions.bump((tuple(sockets), change))
 
     def degradation(self, socket: int) -> Degradation:
         return self._degradations[socket]
 
     def advance_clocks(self, targets: Mapping[int, int]) -> None:
-        self._get([self.actors[s].advance_to.remote(t) for s, t in targets.items()])
+        """Move clocks here; each actor learns its clock with its next call (no call now)."""
+        clock = self.clocks() if self._clock is None else self._clock
+        for s, t in targets.items():
+            if t > clock[s]:
+                clock[s] = self._pending[s] = t
 
     def clocks(self) -> list[int]:
-        return self._get([a.clock_ns.remote() for a in self.actors])
+        if self._clock is None:
+            self._flush()
+            self._clock = list(self._get([a.clock_ns.remote() for a in self.actors]))
+        return list(self._clock)
 
     def advance_to(self, sockets: list[int], t_ns: int) -> None:
-        self._get([self.actors[i].advance_to.remote(t_ns) for i in sockets])
+        self.advance_clocks(dict.fromkeys(sockets, t_ns))
 
     def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
         self._get([self.actors[socket].alloc.remote(tier, name, size_bytes, read_only)])
@@ -243,7 +291,9 @@ class RayNode(Node):
         self._get([a.reset.remote() for a in self.actors], 120)
         self.virtually_dead.clear()
         self._degradations = [Degradation() for _ in self.actors]
-        self.version = 0
+        self._versions.reset()
+        self._pending = {}
+        self._clock = [0] * self.n_sockets
 
     def pids(self) -> list[int]:
         return self._get([a.ping.remote() for a in self.actors], 60)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 
-from sn40l_emu.cluster.node import LocalNode, Node
+from sn40l_emu.cluster.node import LocalNode, ManagedNode
 from sn40l_emu.config import NodeProfile
 
 
@@ -27,10 +27,10 @@ class Backend(str, Enum):
 
 @contextmanager
 def open_node(profile: NodeProfile, *, backend: Backend = Backend.RAY, address: str = "",
-              n_sockets: int | None = None, attach_name: str = "", trace: bool = True) -> Iterator[Node]:
+              n_sockets: int | None = None, attach_name: str = "", trace: bool = True) -> Iterator[ManagedNode]:
     """A node for one experiment; closes what it created on exit."""
     if backend is Backend.LOCAL:
-        node: Node = LocalNode(profile, n_sockets, trace=trace)
+        node: ManagedNode = LocalNode(profile, n_sockets, trace=trace)
         try:
             yield node
         finally:

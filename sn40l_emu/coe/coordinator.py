@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sn40l_emu.cluster.node import Node
+from sn40l_emu.cluster.node import Node, TensorNode
 from sn40l_emu.coe.cache import CachePolicy, ExpertCache
 from sn40l_emu.coe.capacity import expert_region_bytes, expert_shard_bytes, experts_per_node
 from sn40l_emu.coe.weight_store import WeightStore
@@ -34,7 +34,7 @@ from sn40l_emu.config import Platform
 from sn40l_emu.engine.functional_tp import TPGenerator
 from sn40l_emu.engine.program_book import GroupPrograms, ProgramBook
 from sn40l_emu.engine.reuse import CostReuse
-from sn40l_emu.errors import OutOfMemory
+from sn40l_emu.errors import EmuError, OutOfMemory
 from sn40l_emu.program import AllocOp, CopyOp, DmaFenceOp, FreeOp, Program, Tier
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.trace import TraceEvent
@@ -156,11 +156,8 @@ class CoECoordinator:
         slowest socket. Returns the recovery time in ns (failure to resumed);
         ``t_fail_ns`` is the latest clock seen before the failure.
         """
-        self.reuse.invalidate_clocks()
-        clocks = self.reuse.clocks()
-        t_fail = max(max(clocks.values()), t_fail_ns)
+        t_fail = max(max(self.node.clocks()), t_fail_ns)
         self.node.advance_clocks(dict.fromkeys(self.sockets, t_fail))
-        self.reuse.invalidate_clocks()
         resident = self.cache.resident()
         progs: dict[int, Program] = {}
         for s in self.sockets:
@@ -174,10 +171,8 @@ class CoECoordinator:
             self.cache = ExpertCache(self.cache.capacity_bytes, self.setup.policy, self._future)
             self._seq = 0 if self._future is None else self._seq
         self._active = None
-        self.reuse.invalidate_clocks()
-        t_back = max(self.reuse.clocks().values())
+        t_back = max(self.node.clocks())
         self.node.advance_clocks(dict.fromkeys(self.sockets, t_back))
-        self.reuse.invalidate_clocks()
         return t_back - t_fail
 
     # ---- one batch --------------------------------------------------------
@@ -236,12 +231,13 @@ class CoECoordinator:
     def _run_functional(self, r: Request) -> list[int]:
         """Real tensors: the expert's shards come from the host weight store, tokens are greedy."""
         assert self.store is not None
+        if not isinstance(self.node, TensorNode):
+            raise EmuError(f"{type(self.node).__name__} holds no tensors: functional mode needs them")
         gen = TPGenerator(self.node, self.setup.model, self.plan, self.mode)
         if self._active != r.expert:
             gen.load_shards({s: self.store.read_shard(r.expert, s) for s in self.sockets})
             self._active = r.expert
         out = gen.generate(prompt_tokens(self.setup.model, r), r.output_tokens)
-        self.reuse.invalidate_clocks()  # the functional programs ran outside the reuse tables
         return [int(x) for x in out[0]]
 
     def _run_request(self, r: Request, events: list[TraceEvent]) -> None:
@@ -258,7 +254,8 @@ class CoECoordinator:
         return self.reuse.run(programs)
 
     def _now(self) -> int:
-        return max(self.reuse.clocks()[s] for s in self.sockets)
+        clocks = self.node.clocks()
+        return max(clocks[s] for s in self.sockets)
 
 
 def prompt_tokens(model: ModelConfig, r: Request) -> np.ndarray:

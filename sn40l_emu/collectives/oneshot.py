@@ -1,7 +1,7 @@
 """One-shot (direct) algorithms: every rank talks to every other rank once.
 
 Latency-optimal on a full mesh (one link latency for the whole collective,
-SPEC §3: small decode all-reduces are latency bound). A rank sends to its
+docs/model.md §3: small decode all-reduces are latency bound). A rank sends to its
 peers in rotated group order (index+1, index+2, ...) so that, where routes
 share links, not every rank hits the same peer first. Contributions are
 reduced in group order on every rank, so float results are bitwise identical

@@ -11,19 +11,24 @@ logits back from the first socket of the group.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 
-from sn40l_emu.cluster.node import Node
+from sn40l_emu.cluster.node import Node, TensorNode
 from sn40l_emu.program import Program
 from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step, build_group_programs
 from sn40l_emu.workload.functional import shard_weights
 
 
+class FunctionalNode(Node, TensorNode, Protocol):
+    """What functional mode needs of a node: programs and real tensors."""
+
+
 class TPGenerator:
     """Greedy generation of one model, TP-sharded over ``plan.group`` of ``node``."""
 
-    def __init__(self, node: Node, model: ModelConfig, plan: ShardPlan, mode: ExecMode) -> None:
+    def __init__(self, node: FunctionalNode, model: ModelConfig, plan: ShardPlan, mode: ExecMode) -> None:
         self.node, self.model, self.plan, self.mode = node, model, plan, mode
         self.context_len = 0
         self.last_results: dict[int, object] = {}

@@ -1,20 +1,18 @@
-"""Cost reuse between identical decoder layers of one program (timing mode).
+"""Decoder layers as segments of one program (timing mode), and layer-canonical programs.
 
 A model's decoder layers are the same program again and again (same shapes,
 same collectives), so once one layer has run on the node, the next costs
-exactly the same, shifted in time. :class:`LayerReuseNode` wraps a node and
+exactly the same, shifted in time. :class:`~sn40l_emu.engine.reuse.CostReuse`
 runs a timing-mode program as a sequence of segments::
 
     [embed, all-reduce] [L0 ...] [L1 ...] ... [L{n-1} ...] [lm_head, all-gather, unshard]
 
-each segment through a :class:`~sn40l_emu.engine.reuse.CostReuse`, which runs
-it for real the first time and reuses its measured cost afterwards while that
-is exact (its docstring lists the conditions it checks: same structure, same
-node version, same relative clock offsets, links idle at every collective).
-Layer segments are made identical by writing every layer's op names as
-``L*.<op>`` (names never enter a cost); a segment that differs in anything
-else simply runs for real. So a 126-layer Llama3.1-405B decode step costs a
-handful of real segments instead of 253 real all-reduces.
+cut here (:func:`split_layers`), each segment run for real the first time and
+reused afterwards while that is exact. Layer segments are made identical by
+writing every layer's op names as ``L*.<op>`` (names never enter a cost); a
+segment that differs in anything else simply runs for real. So a 126-layer
+Llama3.1-405B decode step costs a handful of real segments instead of 253 real
+all-reduces.
 
 Why this is exact: a socket's program is a sequence, so running it in
 consecutive pieces gives the same clocks as running it whole (the socket keeps
@@ -22,28 +20,16 @@ its clock, links and collective sequence numbers between calls); and the
 reuse of a piece is the same shift argument as for whole decode steps.
 ``tests/test_tp_scaling.py`` checks end times and breakdowns against the plain
 node.
-
-It is a :class:`Node`, so the step-level :class:`CostReuse` of an experiment
-wraps it as it would any node: the first decode step of a shape runs in
-segments, the following steps are shifted copies of it. Functional programs,
-and programs with memory or DMA side effects, pass straight through.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from sn40l_emu.cluster.node import Node
-from sn40l_emu.engine.reuse import CostReuse
 from sn40l_emu.program import CollectiveOp, KernelOp, Op, Program
 from sn40l_emu.socket_actor.socket_model import BREAKDOWN_KEYS, ProgramResult
-from sn40l_emu.socket_actor.state_changes import StateChange
-from sn40l_emu.socket_actor.tile import Degradation
 from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step, make_plan
 from sn40l_emu.workload.placement import HBM_ONLY, Placement
 
@@ -161,12 +147,6 @@ class LayerPrograms:
         return Program(hbm.label, ops)
 
 
-def _segmentable(program: Program) -> bool:
-    """Timing-mode kernels and collectives only (what :class:`CostReuse` may reuse)."""
-    return all((isinstance(op, KernelOp) and op.fn is None) or isinstance(op, CollectiveOp)
-               for op in program.ops)
-
-
 def merge_results(parts: list[ProgramResult], label: str) -> ProgramResult:
     """One socket's consecutive segment results as the result of the whole program."""
     bd = dict.fromkeys(BREAKDOWN_KEYS, 0)
@@ -181,121 +161,3 @@ def merge_results(parts: list[ProgramResult], label: str) -> ProgramResult:
         last.link_free_ns,
         all(r.links_idle for r in parts),
     )
-
-
-class LayerReuseNode(Node):
-    """A node that runs timing programs layer by layer, reusing identical layers' cost."""
-
-    def __init__(self, inner: Node) -> None:
-        self.inner = inner
-        self.profile = inner.profile
-        self.n_sockets = inner.n_sockets
-        self.reuse = CostReuse(inner)
-        self._segments: dict[int, tuple[Program, tuple[Program, ...]]] = {}
-        self._intern: dict[tuple[Op, ...], Program] = {}
-
-    @property
-    def version(self) -> int:
-        return self.inner.version
-
-    @version.setter
-    def version(self, value: int) -> None:  # pragma: no cover - the inner node owns it
-        raise AttributeError("LayerReuseNode.version follows the inner node")
-
-    # ---- segments ------------------------------------------------------------
-    def segments(self, program: Program) -> tuple[Program, ...]:
-        """``program`` cut at decoder-layer boundaries, layer segments in canonical form."""
-        hit = self._segments.get(id(program))
-        if hit is not None and hit[0] is program:
-            return hit[1]
-        groups = split_layers(program.ops)
-        out = []
-        for i, (layer, ops) in enumerate(groups):
-            if layer is None:
-                out.append(Program(f"{program.label}#{i}", tuple(ops)))
-                continue
-            canon = tuple(canonical_op(op) for op in ops)
-            seg = self._intern.get(canon)
-            if seg is None:
-                seg = self._intern.setdefault(canon, Program(f"{program.label}#L*", canon))
-            out.append(seg)
-        if len(self._segments) > 10_000:
-            self._segments.clear()
-        if len(self._intern) > 10_000:
-            self._intern.clear()
-        self._segments[id(program)] = (program, tuple(out))  # keeps the id alive
-        return tuple(out)
-
-    # ---- Node ----------------------------------------------------------------
-    def run_programs(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
-        if not all(_segmentable(p) for p in programs.values()):
-            return self._direct(programs)
-        segs = {s: self.segments(p) for s, p in programs.items()}
-        if len({len(v) for v in segs.values()}) != 1:
-            return self._direct(programs)  # sockets disagree on the layer structure
-        parts: dict[int, list[ProgramResult]] = {s: [] for s in programs}
-        for k in range(len(next(iter(segs.values())))):
-            for s, r in self.reuse.run({s: segs[s][k] for s in programs}).items():
-                parts[s].append(r)
-        return {s: merge_results(parts[s], programs[s].label) for s in programs}
-
-    def _direct(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
-        self.reuse.sync()
-        try:
-            return self.inner.run_programs(programs)
-        finally:
-            self.reuse.invalidate_clocks()
-
-    def clocks(self) -> list[int]:
-        now = self.reuse.clocks()
-        return [now[i] for i in range(self.n_sockets)]
-
-    def advance_to(self, sockets: list[int], t_ns: int) -> None:
-        self.reuse.sync()
-        self.inner.advance_to(sockets, t_ns)
-        self.reuse.invalidate_clocks()
-
-    def advance_clocks(self, targets: Mapping[int, int]) -> None:
-        self.reuse.sync()
-        self.inner.advance_clocks(targets)
-        self.reuse.invalidate_clocks()
-
-    def status(self) -> list[dict[str, Any]]:
-        self.reuse.sync()
-        return self.inner.status()
-
-    def load_tensors(self, per_socket: Mapping[int, Mapping[str, np.ndarray]]) -> None:
-        self.inner.load_tensors(per_socket)
-
-    def get_tensors(self, socket: int, names: list[str]) -> dict[str, np.ndarray]:
-        return self.inner.get_tensors(socket, names)
-
-    def apply_change(self, sockets: list[int], change: StateChange) -> None:
-        self.reuse.sync()
-        self.inner.apply_change(sockets, change)
-
-    def degradation(self, socket: int) -> Degradation:
-        return self.inner.degradation(socket)
-
-    def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
-        self.inner.alloc(socket, tier, name, size_bytes, read_only)
-
-    def free(self, socket: int, tier: str, name: str) -> None:
-        self.inner.free(socket, tier, name)
-
-    def kill(self, socket: int, *, process: bool = False) -> None:
-        self.reuse.sync()
-        self.inner.kill(socket, process=process)
-
-    def recover(self) -> list[int]:
-        self.reuse.sync()
-        back = self.inner.recover()
-        self.reuse.invalidate_clocks()  # recovered sockets restart at clock 0
-        return back
-
-    def reset(self) -> None:
-        self.inner.reset()
-        self.reuse.forget_clocks()  # a pristine node: measured layer costs stay valid (version 0)
-
-    def close(self) -> None:
-        """Nothing to release: the inner node belongs to whoever opened it."""

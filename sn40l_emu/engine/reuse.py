@@ -9,7 +9,8 @@ That is exact, not an approximation, under conditions this module checks:
 
 1. the programs have the same structure as a reference run (same ops in the
    same order; collectives identical; only kernel costs differ);
-2. the node has not changed since (``node.version``), and sockets enter with
+2. the node is in the same timing state (``node.version``: every change of
+   state moves it, a power-cycle brings it back to 0), and sockets enter with
    the same clock offsets relative to each other as in the reference;
 3. for every kernel position the change d_k is the same on every socket and
    not negative (a later step only ever reads more KV cache);
@@ -19,17 +20,31 @@ That is exact, not an approximation, under conditions this module checks:
 Otherwise the programs run for real. Functional programs (with real numbers)
 and programs that allocate or copy (their side effects must happen) always run
 for real.
+
+The same argument works inside one program: a model's decoder layers are the
+same program again and again, so a timing program is run as a sequence of
+segments (``[embed, all-reduce] [L*] [L*] ... [lm_head, ...]``, see
+:mod:`sn40l_emu.engine.layer_reuse`), each looked up or run like a step. A
+socket's program is a sequence, so running it in consecutive pieces gives the
+same clocks as running it whole. So a 126-layer decode step costs a handful of
+real segments, and the following steps are shifted copies of the first.
+
+This object holds no clocks. It reads the start clocks from the node, and a
+reused result is applied to the node (``node.advance_clocks``) before it is
+returned, so the node's clocks are always those of running everything for
+real; anything may run on the node in between, and nothing needs telling.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sn40l_emu.cluster.node import Node
-from sn40l_emu.program import CollectiveOp, KernelOp, Program
+from sn40l_emu.engine.layer_reuse import canonical_op, merge_results, split_layers
+from sn40l_emu.program import CollectiveOp, KernelOp, Op, Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.socket_actor.tile import Degradation, KernelCost, kernel_cost
 from sn40l_emu.trace import TraceEvent
@@ -66,18 +81,27 @@ class ReuseStats:
     reused_runs: int = 0
 
 
+def apply_results(node: Node, results: Mapping[int, ProgramResult]) -> None:
+    """Apply results computed without the node (reused costs) to it: each socket's clock moves to its end."""
+    node.advance_clocks({s: r.end_ns for s, r in results.items()})
+
+
 class CostReuse:
     """Runs group programs on a node, reusing measured costs when that is exact.
 
-    It keeps the sockets' clocks itself: a reused run only moves its own copy
-    of the clocks, and they are pushed to the node (one call per socket)
-    before the next real run or on :meth:`sync`. So a long sequence of reused
-    decode steps costs no actor calls at all.
+    Two levels, one table: whole programs (``steps``: a decode step at a new
+    context length is the last one shifted) and decoder-layer segments
+    (``layers``). A reused run costs no actor call: the node applies its
+    result to its own clocks and hands them to the sockets with their next
+    program. The tables are keyed by the node's version, so they stay valid
+    across power-cycles (sweep rows) and injections never need an invalidation.
     """
 
-    def __init__(self, node: Node, *, enabled: bool = True) -> None:
+    def __init__(self, node: Node, *, enabled: bool = True, steps: bool = True, layers: bool = True) -> None:
         self.node = node
         self.enabled = enabled
+        self.steps = steps
+        self.layers = layers
         self._refs: dict[Any, _Ref] = {}
         self._kcost: dict[tuple[Degradation, KernelOp], KernelCost] = {}
         self._pcost: dict[tuple[int, Degradation], tuple[Program, list[KernelCost]]] = {}
@@ -85,37 +109,83 @@ class CostReuse:
         self._sids: dict[tuple[Any, ...], int] = {}  # program structure -> small id (never reused)
         self._sid_counter = itertools.count()
         self._shifts: dict[tuple[Any, Any], tuple[int, dict[int, dict[str, int]], dict[int, list[int]]]] = {}
-        self._clock: dict[int, int] = {}
-        self._dirty: set[int] = set()
-        self.stats = ReuseStats()
-
-    # ---- clocks -------------------------------------------------------------
-    def clocks(self) -> dict[int, int]:
-        if not self._clock:
-            self._clock = dict(enumerate(self.node.clocks()))
-        return self._clock
-
-    def sync(self) -> None:
-        """Push the clocks moved by reused runs to the node."""
-        if self._dirty:
-            self.node.advance_clocks({s: self._clock[s] for s in self._dirty})
-            self._dirty.clear()
-
-    def known_clocks(self) -> dict[int, int]:
-        """The clocks this object holds, without asking the node (empty if none are cached)."""
-        return dict(self._clock)
-
-    def forget_clocks(self) -> None:
-        """Drop cached clocks without pushing them (after the node was reset: they are stale)."""
-        self._dirty.clear()
-        self._clock = {}
-
-    def invalidate_clocks(self) -> None:
-        """Forget cached clocks (after something else ran on the node)."""
-        self.sync()
-        self._clock = {}
+        self._segments: dict[int, tuple[Program, tuple[Program, ...]]] = {}
+        self._intern: dict[tuple[Op, ...], Program] = {}
+        self.stats = ReuseStats()  # whole programs
+        self.layer_stats = ReuseStats()  # decoder-layer segments
 
     # ---- running ------------------------------------------------------------
+    def run(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
+        """Run (or reuse) one program per socket; the node's clocks end as if all ran for real."""
+        distinct = {id(p): p for p in programs.values()}.values()
+        if not self.enabled or not all(_reusable(p) for p in distinct):
+            self.stats.real_runs += 1
+            return self.node.run_programs(programs)
+        if self.steps:
+            return self._cached(programs, self.stats, self._segmented)
+        self.stats.real_runs += 1
+        return self._segmented(programs)
+
+    def _cached(self, programs: Mapping[int, Program], stats: ReuseStats,
+                real: Callable[[Mapping[int, Program]], dict[int, ProgramResult]]) -> dict[int, ProgramResult]:
+        """Reuse a reference run of the same structure, state and offsets, or run ``real`` and keep it."""
+        now = self.node.clocks()
+        base = min(now[s] for s in programs)
+        offsets = tuple(now[s] - base for s in sorted(programs))
+        skey, _ = self._structure_key(programs)
+        version = self.node.version
+        key = (skey, version, offsets)
+        ref = self._refs.get(key)
+        if ref is not None:
+            shifted = self._shift(key, ref, programs, now)
+            if shifted is not None:
+                stats.reused_runs += 1
+                apply_results(self.node, shifted)
+                return shifted
+        stats.real_runs += 1
+        results = real(programs)
+        if self.node.version == version and all(r.links_idle for r in results.values()):
+            self._refs[key] = _Ref(results, {s: self._costs(s, p) for s, p in programs.items()})
+        return results
+
+    def _segmented(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
+        """Run decoder layers as segments, each reused when exact; the merged result per socket."""
+        if not self.layers:
+            return self.node.run_programs(programs)
+        segs = {s: self.segments(p) for s, p in programs.items()}
+        counts = {len(v) for v in segs.values()}
+        if len(counts) != 1 or counts == {1}:  # sockets disagree on the layers, or there are none
+            return self.node.run_programs(programs)
+        parts: dict[int, list[ProgramResult]] = {s: [] for s in programs}
+        for k in range(counts.pop()):
+            for s, r in self._cached({s: segs[s][k] for s in programs}, self.layer_stats,
+                                     self.node.run_programs).items():
+                parts[s].append(r)
+        return {s: merge_results(parts[s], programs[s].label) for s in programs}
+
+    def segments(self, program: Program) -> tuple[Program, ...]:
+        """``program`` cut at decoder-layer boundaries, layer segments in canonical form (interned)."""
+        hit = self._segments.get(id(program))
+        if hit is not None and hit[0] is program:
+            return hit[1]
+        out = []
+        for i, (layer, ops) in enumerate(split_layers(program.ops)):
+            if layer is None:
+                out.append(Program(f"{program.label}#{i}", tuple(ops)))
+                continue
+            canon = tuple(canonical_op(op) for op in ops)
+            seg = self._intern.get(canon)
+            if seg is None:
+                seg = self._intern.setdefault(canon, Program(f"{program.label}#L*", canon))
+            out.append(seg)
+        if len(self._segments) > 10_000:
+            self._segments.clear()
+        if len(self._intern) > 10_000:
+            self._intern.clear()
+        self._segments[id(program)] = (program, tuple(out))  # keeps the id alive
+        return tuple(out)
+
+    # ---- costs and keys -----------------------------------------------------
     def _costs(self, socket: int, program: Program) -> list[KernelCost]:
         """Kernel costs of ``program`` on ``socket`` (memoised by program and degradation)."""
         from sn40l_emu.socket_actor.socket_model import host_rate_per_socket
@@ -164,43 +234,16 @@ class CostReuse:
             self._keys[ident] = hit
         return hit
 
-    def run(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
-        """Run (or reuse) one program per socket."""
-        distinct = {id(p): p for p in programs.values()}.values()
-        if not self.enabled or not all(_reusable(p) for p in distinct):
-            return self._real(programs, None)
-        now = self.clocks()
-        base = min(now[s] for s in programs)
-        offsets = tuple(now[s] - base for s in sorted(programs))
-        skey, _ = self._structure_key(programs)
-        key = (skey, self.node.version, offsets)
-        ref = self._refs.get(key)
-        if ref is not None:
-            shifted = self._shift(key, ref, programs, now)
-            if shifted is not None:
-                self.stats.reused_runs += 1
-                return shifted
-        return self._real(programs, key)
-
-    def _real(self, programs: Mapping[int, Program], key: Any) -> dict[int, ProgramResult]:
-        self.sync()
-        self.stats.real_runs += 1
-        results = self.node.run_programs(programs)
-        if self._clock:
-            for s, r in results.items():
-                self._clock[s] = r.end_ns
-        if key is not None and all(r.links_idle for r in results.values()):
-            self._refs[key] = _Ref(results, {s: self._costs(s, p) for s, p in programs.items()})
-        return results
-
     def _shift(self, key: Any, ref: _Ref, programs: Mapping[int, Program],
-               now: dict[int, int]) -> dict[int, ProgramResult] | None:
+               now: list[int]) -> dict[int, ProgramResult] | None:
         ident = tuple((s, id(programs[s])) for s in sorted(programs))
         memo = self._shifts.get((key, ident))
         if memo is None:
             memo = self._compute_shift(ref, programs)
             if memo is None:
                 return None
+            if len(self._shifts) > 50_000:
+                self._shifts.clear()
             self._shifts[(key, ident)] = memo
         total, bds, kns = memo
         out: dict[int, ProgramResult] = {}
@@ -212,8 +255,6 @@ class CostReuse:
                             {"reused_from": r.label})
             out[s] = ProgramResult(s, prog.label, start, end, dict(bds[s]), kns[s], [ev],
                                    r.link_free_ns, r.links_idle)
-            now[s] = end
-            self._dirty.add(s)
         return out
 
     def _compute_shift(self, ref: _Ref, programs: Mapping[int, Program]

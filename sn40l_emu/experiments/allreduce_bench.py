@@ -224,6 +224,16 @@ def format_row(row: Row, op: ReduceOp) -> str:
             f"{wrong:>7} {row.wall_us:>10.0f}")
 
 
+def summary_lines(wrong: int | None, busbw_gbps: list[float]) -> list[str]:
+    """nccl-tests' closing lines; ``wrong`` None = nothing was checked, said so (never "0 OK")."""
+    if wrong is None:
+        oob = "# Out of bounds values : N/A (not checked: --timing-only or --no-check)"
+    else:
+        oob = f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}"
+    avg = sum(busbw_gbps) / max(1, len(busbw_gbps))
+    return [oob, f"# Avg bus bandwidth    : {avg:.4g} GB/s"]
+
+
 def _preamble(cfg: BenchConfig, profile: Any, backend: str) -> list[str]:
     p = profile.p2p
     lines = [
@@ -271,9 +281,9 @@ def cmd_allreduce_bench(args: argparse.Namespace) -> int:
         for row in run_bench(node, cfg):
             rows.append(row)
             print(format_row(row, cfg.op), flush=True)
+    checked = any(r.wrong is not None for r in rows)
     wrong = sum(r.wrong or 0 for r in rows)
-    print(f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}")
-    print(f"# Avg bus bandwidth    : {sum(r.busbw_gbps for r in rows) / max(1, len(rows)):.4g} GB/s")
+    print("\n".join(summary_lines(wrong if checked else None, [r.busbw_gbps for r in rows])))
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

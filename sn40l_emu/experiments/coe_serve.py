@@ -26,7 +26,7 @@ def run_serving(platform: str, model_name: str, n_experts: int, batch: int, rate
     from sn40l_emu.coe.serving import BatchTiming, simulate_serving
     from sn40l_emu.coe.workload import Request, parse_workload, poisson_arrivals, requests
     from sn40l_emu.config import load_profile
-    from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
+    from sn40l_emu.engine.layer_reuse import LayerPrograms
     from sn40l_emu.engine.program_book import ProgramBook
     from sn40l_emu.engine.reuse import CostReuse
     from sn40l_emu.workload import load_model
@@ -38,13 +38,11 @@ def run_serving(platform: str, model_name: str, n_experts: int, batch: int, rate
     rows = []
     prof = load_profile(platform, list(overrides))
     bar = tqdm(total=len(policies) * n_requests, disable=not progress, desc="coe-serve", unit="req")
-    with open_node(prof, backend=Backend(backend)) as raw_node:
-        node = LayerReuseNode(raw_node)
+    with open_node(prof, backend=Backend(backend)) as node:
         reuse, book = CostReuse(node), LayerPrograms(ProgramBook())
         for pol in policies:
             policy = CachePolicy(pol)
             node.reset()
-            reuse.forget_clocks()
             future = [r.expert for r in reqs] if policy is CachePolicy.OPT else None
             coord = CoECoordinator(node, CoESetup(model, n_experts, batch, prompt_len, tokens, policy),
                                    reuse=reuse, book=book, future=future)

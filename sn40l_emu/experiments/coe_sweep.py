@@ -55,7 +55,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     from sn40l_emu.coe.workload import batches as make_batches
     from sn40l_emu.coe.workload import expert_sequence, parse_workload
     from sn40l_emu.config import load_profile
-    from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
+    from sn40l_emu.engine.layer_reuse import LayerPrograms
     from sn40l_emu.engine.program_book import ProgramBook
     from sn40l_emu.engine.reuse import CostReuse
     from sn40l_emu.trace import write_chrome_trace
@@ -73,15 +73,13 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     bar = tqdm(total=len(profiles) * len(combos), disable=not progress, desc="coe sweep", unit="row")
     trace_done = False
     for prof in profiles:
-        with open_node(prof, backend=Backend(cfg.backend)) as raw_node:
+        with open_node(prof, backend=Backend(cfg.backend)) as node:
             # identical decoder layers and identical decode steps reuse their measured cost (exact)
-            node = LayerReuseNode(raw_node)
             reuse = CostReuse(node)
             book = LayerPrograms(ProgramBook())
             for n, b, t in combos:
                 bar.set_postfix_str(f"{prof.name} experts={n} batch={b} tokens={t}")
                 node.reset()
-                reuse.forget_clocks()
                 future = expert_sequence(spec, n, b * cfg.n_batches, cfg.seed) if policy is CachePolicy.OPT else None
                 setup = CoESetup(model, n, b, cfg.prompt_len, t, policy)
                 coord = CoECoordinator(node, setup, reuse=reuse, book=book, future=future)
@@ -103,7 +101,6 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
                         row["hbm_hits"] += res.hits
                         row["hbm_misses"] += res.misses
                         all_events += res.events
-                    reuse.sync()
                     for k in ("router_ns", "switch_ns", "expert_ns"):
                         row[k] //= cfg.n_batches
                     row["total_ns"] = row["router_ns"] + row["switch_ns"] + row["expert_ns"]

@@ -22,31 +22,9 @@ def run_scenario_file(path: str, backend: str | None = None) -> Any:
 
 
 def _plot(report: Any, out: Path) -> Path:
-    import matplotlib
+    from sn40l_emu.experiments.plots_inject import inject_timeline
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in report.rows if r.get("status") == "completed"]
-    key = "total_ns" if rows and "total_ns" in rows[0] else "time_ns"
-    xs = [r.get("batch", r.get("repeat")) for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    ax.plot(xs, [r[key] / 1e6 for r in rows], "o-")
-    for e in report.events:
-        if e.requests_done_at_apply is not None:
-            per = max(1, len(rows[0].get("requests", [0]))) if rows else 1
-            x = e.requests_done_at_apply / per - 0.5
-            ax.axvline(x, color="red", ls="--", alpha=0.6)
-            ax.text(x, ax.get_ylim()[1] * 0.95, e.kind, rotation=90, va="top", fontsize=8, color="red")
-    ax.set_xlabel("batch" if key == "total_ns" else "all-reduce")
-    ax.set_ylabel("latency (ms)")
-    ax.set_title(f"{report.scenario}")
-    ax.grid(alpha=0.3)
-    fig.subplots_adjust(bottom=0.14, top=0.9, left=0.1, right=0.97)
-    p = out / "inject_timeline.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return inject_timeline(report, out)
 
 
 def cmd_inject(args: argparse.Namespace) -> int:

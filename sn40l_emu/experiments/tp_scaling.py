@@ -45,10 +45,9 @@ Execution modes: on a GPU platform every row runs :data:`ExecMode.GPU`
 Speed, without approximation (each step is checked against a full run in
 ``tests/test_tp_scaling.py``): programs are assembled from a one-layer build
 (:class:`~sn40l_emu.engine.layer_reuse.LayerPrograms`), a step runs
-layer by layer with the cost of identical layers reused
-(:class:`~sn40l_emu.engine.layer_reuse.LayerReuseNode`), and every
+layer by layer with the cost of identical layers reused, and every
 decode step after the first reuses the first one's cost shifted by the extra
-KV-cache reads (:class:`~sn40l_emu.engine.reuse.CostReuse`).
+KV-cache reads (both by :class:`~sn40l_emu.engine.reuse.CostReuse`).
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ from sn40l_emu.workload.memory_plan import Fit, fit_in_hbm
 from sn40l_emu.workload.placement import Placement
 
 if TYPE_CHECKING:
-    from sn40l_emu.cluster.node import Node
+    from sn40l_emu.cluster.node import ManagedNode
     from sn40l_emu.config import NodeProfile
     from sn40l_emu.engine.program_book import ProgramBook
     from sn40l_emu.socket_actor.socket_model import ProgramResult
@@ -194,20 +193,17 @@ class HbmBytes:
 class Runner:
     """Runs rows on one node: power-cycle, then the row's steps through layer and step reuse."""
 
-    def __init__(self, node: Node, book: ProgramBook) -> None:
-        from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
+    def __init__(self, node: ManagedNode, book: ProgramBook) -> None:
+        from sn40l_emu.engine.layer_reuse import LayerPrograms
         from sn40l_emu.engine.reuse import CostReuse
 
-        self.node = LayerReuseNode(node)
+        self.node = node
         self.programs = LayerPrograms(book)
         self.hbm_bytes = HbmBytes(node.profile)
-        self.reuse = CostReuse(self.node)
+        self.reuse = CostReuse(self.node)  # keyed by the node's version: valid across power-cycles
 
     def fresh(self) -> None:
-        from sn40l_emu.engine.reuse import CostReuse
-
         self.node.reset()
-        self.reuse = CostReuse(self.node)
 
     def run_steps(self, model: ModelConfig, plan: ShardPlan, steps: list[Step], mode: ExecMode,
                   fit: Fit, on_step: Callable[[], object] | None = None, *, fresh: bool = True) -> _Acc:
@@ -221,7 +217,6 @@ class Runner:
             acc.add(self.reuse.run(programs), programs, self.hbm_bytes)
             if on_step is not None:
                 on_step()
-        self.reuse.sync()
         return acc
 
 
@@ -294,7 +289,7 @@ def _steps(cfg: ScalingConfig, phase: str) -> tuple[list[Step], int, int, int]:
 
 
 @contextmanager
-def _nodes(cfg: ScalingConfig, profile: NodeProfile, n_sockets: int) -> Iterator[Node]:
+def _nodes(cfg: ScalingConfig, profile: NodeProfile, n_sockets: int) -> Iterator[ManagedNode]:
     from sn40l_emu.cluster.session import Backend, open_node
 
     with open_node(profile, backend=Backend(cfg.backend), address=cfg.address, n_sockets=n_sockets,

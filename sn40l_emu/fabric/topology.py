@@ -243,7 +243,7 @@ class Topology(ABC):
 
 
 class FullMesh(Topology):
-    """Every socket has a direct link to every other one (SPEC §3 default: 7 per socket).
+    """Every socket has a direct link to every other one (docs/model.md §3 default: 7 per socket).
 
     ::
 

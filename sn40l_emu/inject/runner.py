@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sn40l_emu.cluster.node import Node
+from sn40l_emu.cluster.node import ManagedNode
 from sn40l_emu.errors import EmuError, SocketDeadError
 from sn40l_emu.inject.changes import changes_for
 from sn40l_emu.inject.scenario import Event, EventKind, KillMode, Scenario, WorkloadKind
@@ -57,7 +57,7 @@ class RunReport:
 
 
 class ScenarioRunner:
-    def __init__(self, scenario: Scenario, node: Node) -> None:
+    def __init__(self, scenario: Scenario, node: ManagedNode) -> None:
         self.sc = scenario
         self.node = node
         self.report = RunReport(scenario.name, [EventReport(e.index, e.kind.value, e.label) for e in scenario.events])
@@ -137,13 +137,12 @@ class ScenarioRunner:
         from sn40l_emu.coe.cache import CachePolicy
         from sn40l_emu.coe.coordinator import CoECoordinator, CoESetup
         from sn40l_emu.coe.workload import batches, parse_workload
-        from sn40l_emu.engine.layer_reuse import LayerPrograms, LayerReuseNode
+        from sn40l_emu.engine.layer_reuse import LayerPrograms
         from sn40l_emu.engine.program_book import ProgramBook
         from sn40l_emu.workload import load_model
 
         w = self.sc.workload
         model = load_model(w.model)
-        self.node = LayerReuseNode(self.node)  # identical layers reuse their cost; faults pass through
         coord = CoECoordinator(self.node, CoESetup(model, w.experts, w.batch, w.prompt_len, w.tokens,
                                                    CachePolicy(w.policy)), book=LayerPrograms(ProgramBook()))
         coord.load()
@@ -151,7 +150,7 @@ class ScenarioRunner:
         self.report.submitted = sum(len(b) for b in work)
         done = 0
         for k, batch in enumerate(work):
-            self.apply_due(max(coord.reuse.clocks().values()), done)
+            self.apply_due(max(self.node.clocks()), done)
             if self._needs_recovery:
                 self._recover(coord.reload_after_failure)
                 self._needs_recovery = False
@@ -164,9 +163,7 @@ class ScenarioRunner:
                     res = coord.run_batch(batch)
                 except SocketDeadError as exc:
                     coord.cache.unpin_all()
-                    seen = coord.reuse.known_clocks()
-                    t_seen = max(seen.values()) if seen else 0
-                    coord.reuse.forget_clocks()  # a dead socket cannot take pushed clocks
+                    t_seen = max(self.node.clocks())  # the node's own record: no call to the dead
                     if self.manual_dead or attempt >= MAX_ATTEMPTS:
                         self._fail(batch, k, exc, attempt)
                         break
@@ -185,7 +182,6 @@ class ScenarioRunner:
                                          "status": "completed"})
                 self._after(res.total_ns)
                 break
-        coord.reuse.sync()
 
     def _fail(self, batch: list[Any], k: int, exc: EmuError, attempts: int) -> None:
         self.report.failed += len(batch)

@@ -20,9 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sn40l_emu import units
+from sn40l_emu import units, yaml_load
 from sn40l_emu.errors import ConfigError
 
 
@@ -119,11 +117,7 @@ def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("scenario", str(path), "a path to a scenario YAML file")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError("scenario", str(path), f"valid YAML ({exc})") from None
-    return parse_scenario(raw, p.stem)
+    return parse_scenario(yaml_load.load_yaml_mapping(p, "scenario"), p.stem)
 
 
 def parse_scenario(raw: Any, default_name: str = "scenario") -> Scenario:
@@ -167,10 +161,11 @@ def _workload(raw: Any) -> WorkloadSpec:
         if k == "size_bytes":
             try:
                 v = units.parse_size_bytes(v)
-            except ValueError:
+            except (ValueError, TypeError):
                 raise ConfigError("workload.size_bytes", v, "a size like '64 MiB'") from None
-        if isinstance(default, int) and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-            raise ConfigError(f"workload.{k}", v, "a positive integer")
+        if isinstance(default, int) and (not isinstance(v, int) or isinstance(v, bool)
+                                         or not 0 < v <= units.MAX_SIZE_BYTES):
+            raise ConfigError(f"workload.{k}", v, f"a positive integer <= {units.MAX_SIZE_BYTES}")
         if isinstance(default, str) and not isinstance(v, str):
             raise ConfigError(f"workload.{k}", v, "a string")
         kwargs[k] = v
@@ -195,13 +190,14 @@ def _event(i: int, raw: Any, n_sockets: int) -> Event:
         try:
             at_ns = units.parse_time_ns(raw["at"])
         except (ValueError, TypeError):
-            raise ConfigError(f"{where}.at", raw["at"], "a virtual time like '5ms', '250us' or 0") from None
+            raise ConfigError(f"{where}.at", raw["at"],
+                              f"a virtual time >= 0 and <= {units.MAX_TIME_NS} ns, like '5ms', '250us' or 0") from None
         if at_ns < 0:
             raise ConfigError(f"{where}.at", raw["at"], "a time >= 0")
     elif "after_requests" in raw:
         after = raw["after_requests"]
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise ConfigError(f"{where}.after_requests", after, "an integer >= 0")
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= _MAX_REQUESTS:
+            raise ConfigError(f"{where}.after_requests", after, f"an integer >= 0 and <= {_MAX_REQUESTS}")
     else:
         at_ns = 0
     spec = _FIELDS[kind]
@@ -222,12 +218,16 @@ def _event(i: int, raw: Any, n_sockets: int) -> Event:
     return ev
 
 
+_MAX_FACTOR = 1e6  # a slow-down or speed-up beyond a million is a typo, not a fault model
+_MAX_REQUESTS = 10**9
+
+
 def _allowed(tag: str, n: int) -> str:
     return {
         "socket": f"a socket index 0..{n - 1}",
         "sockets": f"a socket index 0..{n - 1}, a list of them, or 'all'",
-        "factor": "a number > 0 (1.0 = unchanged, 0.5 = half speed)",
-        "time": "a duration >= 0 like '2us'",
+        "factor": f"a finite number > 0 and <= {_MAX_FACTOR:g} (1.0 = unchanged, 0.5 = half speed)",
+        "time": f"a duration >= 0 and <= {units.MAX_TIME_NS} ns, like '2us'",
         "bool": "true or false",
         "mode": "virtual or process",
     }[tag]
@@ -246,8 +246,8 @@ def _value(where: str, v: Any, tag: str, n: int) -> Any:
             raise ConfigError(where, v, _allowed(tag, n))
         return tuple(vals)
     if tag == "factor":
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ConfigError(where, v, _allowed(tag, n))
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= _MAX_FACTOR:
+            raise ConfigError(where, v, _allowed(tag, n))  # also refuses nan and inf
         return float(v)
     if tag == "time":
         try:

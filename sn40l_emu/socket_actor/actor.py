@@ -123,7 +123,10 @@ class SocketActorImpl:
 
         handle_delivery(self.mailbox, header, payload, self.model.profile.p2p.max_frame_bytes)
 
-    async def run_program(self, program: Program) -> ProgramResult:
+    async def run_program(self, program: Program, start_ns: int = 0) -> ProgramResult:
+        """Run ``program`` from ``max(clock, start_ns)``: the node moves clocks without a call of
+        their own (barriers, reused costs) and hands the new clock over with the next program."""
+        self.model.clock.advance_to(start_ns)
         return await self.model.run_program(program, self.transport)
 
     async def status(self) -> dict[str, Any]:
@@ -158,7 +161,6 @@ class SocketActorImpl:
 
     async def advance_to(self, t_ns: int) -> int:
         return self.model.clock.advance_to(t_ns)
-
 
     async def apply_change(self, change: StateChange) -> int:
         """Apply an injected change (a typed :class:`StateChange`) to this socket's models."""

@@ -199,8 +199,9 @@ class SocketModel:
         self.clock.advance_to(end_ns)
         self.trace.record(t0, self.clock.now_ns - t0, "p2p", op.name, kind=op.kind.value,
                           size_bytes=op.size_bytes, group=str(op.group))
-        if op.buffer and isinstance(result, np.ndarray):
-            self.store[op.buffer] = result
+        target = op.out_buffer or op.buffer
+        if target and isinstance(result, np.ndarray):
+            self.store[target] = result
         return result
 
     # ---- state -------------------------------------------------------------

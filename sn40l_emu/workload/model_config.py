@@ -10,13 +10,13 @@ Every derived quantity assumes BF16 storage: the emulator runs BF16 whatever
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sn40l_emu.errors import ConfigError
+from sn40l_emu.yaml_load import load_json_file
 
 BF16_BYTES = 2  # bytes per BF16 value: weights, KV cache and activations in timing mode
 _SUPPORTED_ACT = "silu"
@@ -106,16 +106,26 @@ _INT_FIELDS = (
 )
 
 
+_MAX_DIM = 2**31  # a sanity ceiling on every shape (far above any real model); refuses typos like 1e30
+_MAX_FLOAT = 1e30
+
+
 def _positive_int(name: str, field: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name}.{field}", value, "a positive integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_DIM:
+        raise ConfigError(f"{name}.{field}", value, f"a positive integer <= {_MAX_DIM}")
     return value
 
 
 def _positive_float(name: str, field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{name}.{field}", value, "a positive number")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}.{field}", value, f"a finite number > 0 and <= {_MAX_FLOAT:g}")
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ConfigError(f"{name}.{field}", value, f"a finite number > 0 and <= {_MAX_FLOAT:g}") from None
+    if not 0 < out <= _MAX_FLOAT:  # also refuses NaN and Infinity, which json accepts
+        raise ConfigError(f"{name}.{field}", value, f"a finite number > 0 and <= {_MAX_FLOAT:g}")
+    return out
 
 
 def model_from_dict(data: dict[str, Any], name: str) -> ModelConfig:
@@ -186,18 +196,23 @@ def shipped_models() -> tuple[str, ...]:
 def load_model(name_or_path: str | Path) -> ModelConfig:
     """A shipped model by name (``"llama3.1-8b"``) or a user's ``config.json`` by path."""
     path = Path(name_or_path)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte
+        is_file = False
+    if not is_file:
         shipped = shipped_model_path(str(name_or_path))
-        if not shipped.is_file():
+        try:
+            found = shipped.is_file()
+        except (OSError, ValueError):
+            found = False
+        if not found:
             raise ConfigError(
                 "model", str(name_or_path),
                 f"one of {', '.join(shipped_models())} or the path of a config.json",
             )
         path = shipped
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError("model", str(path), f"valid JSON ({exc})") from exc
+    data = load_json_file(path, "model")
     if not isinstance(data, dict):
         raise ConfigError("model", str(path), "a JSON object (a config.json)")
     return model_from_dict(data, path.stem)

@@ -1,0 +1,417 @@
+"""nccl-tests' ``*_perf`` for every collective of the emulated node: out-of-place and in-place.
+
+`sn40l-emu coll-bench --coll NAME` (and the aliases `allgather-bench`,
+`reducescatter-bench`, `broadcast-bench`) sweeps sizes like nccl-tests
+(``-b``, ``-e``, ``-f``) and prints its columns::
+
+    size count type redop root | time algbw busbw #wrong (out-of-place) | time algbw busbw #wrong (in-place)
+
+Sizes and counts follow nccl-tests (``src/<coll>.cu``, ``*GetCollByteCount``):
+``size`` is the larger of the send and receive buffers of one rank, ``count`` the
+elements the call is given (all-gather: each rank's part; reduce-scatter: each
+rank's result; all-reduce and broadcast: the whole buffer). Bandwidths follow
+nccl-tests' PERFORMANCE.md: algbw = bytes / time with bytes = ``size``, and
+
+    busbw = algbw x 2(n-1)/n (all-reduce), (n-1)/n (all-gather, reduce-scatter), 1 (broadcast).
+
+Every call is a real collective through the node (one one-op :class:`Program` per
+socket); ``time`` is virtual time from a common start to the last socket's result
+(median of ``-n`` calls). Out-of-place calls read ``in`` and write ``out`` (the
+input stays intact, and a changed input counts as wrong); in-place calls read and
+write one buffer. The emulator charges no time for where the result lands, so the
+two columns differ only if the fabric's state does.
+
+``#wrong`` counts elements (over all sockets) outside the tolerance of a float64
+numpy reference (sums: ``n * eps * sum |x|``; max, min, gathers and broadcasts:
+exact). It reads ``N/A`` when nothing was checked (``--timing-only`` or
+``--no-check``), as in nccl-tests with ``-c 0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sn40l_emu.errors import ConfigError
+from sn40l_emu.experiments.allreduce_bench import DTYPES, count_wrong, sizes_bytes, summary_lines
+from sn40l_emu.program import Algo, CollectiveKind, ReduceOp
+
+IN_BUFFER = "coll_bench_in"
+OUT_BUFFER = "coll_bench_out"
+
+
+@dataclass(frozen=True)
+class CollSpec:
+    """One collective as nccl-tests benchmarks it."""
+
+    name: str  # nccl-tests' binary, e.g. all_gather_perf
+    kind: CollectiveKind
+    reduces: bool  # has a reduction op (the redop column)
+    rooted: bool  # has a root (the root column)
+    bus_factor: Callable[[int], float]
+
+
+COLLS: dict[str, CollSpec] = {
+    "allreduce": CollSpec("all_reduce_perf", CollectiveKind.ALL_REDUCE, True, False,
+                          lambda n: 2 * (n - 1) / n),
+    "allgather": CollSpec("all_gather_perf", CollectiveKind.ALL_GATHER, False, False, lambda n: (n - 1) / n),
+    "reducescatter": CollSpec("reduce_scatter_perf", CollectiveKind.REDUCE_SCATTER, True, False,
+                              lambda n: (n - 1) / n),
+    "broadcast": CollSpec("broadcast_perf", CollectiveKind.BROADCAST, False, True, lambda n: 1.0),
+}
+
+
+def bus_factor(coll: str, n: int) -> float:
+    """busbw / algbw for ``coll`` over ``n`` ranks (nccl-tests PERFORMANCE.md)."""
+    return COLLS[coll].bus_factor(n) if n > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Element counts of one call on each rank, the nccl-tests way (``*GetCollByteCount``)."""
+
+    send: int  # elements each rank sends (its input)
+    recv: int  # elements each rank receives (its result)
+    param: int  # the count the call is given: the ``count`` column
+
+
+def counts(coll: str, size_bytes: int, itemsize: int, n: int) -> Counts:
+    """Counts for a requested size: the total is rounded down to whole elements (and ranks)."""
+    total = max(1, size_bytes // itemsize)
+    if coll == "allgather":
+        part = max(1, total // n)
+        return Counts(part, part * n, part)
+    if coll == "reducescatter":
+        part = max(1, total // n)
+        return Counts(part * n, part, part)
+    return Counts(total, total, total)
+
+
+@dataclass(frozen=True)
+class CollBenchConfig:
+    coll: str = "allgather"
+    min_bytes: int = 8
+    max_bytes: int = 64 * 1024**2
+    step_factor: int = 2
+    algo: Algo = Algo.AUTO
+    chunks: int = 0
+    sockets: int = 8
+    dtype: str = "float32"
+    op: ReduceOp = ReduceOp.SUM
+    root: int = 0
+    check: bool = True
+    timing_only: bool = False
+    iters: int = 3
+    warmup: int = 1
+    seed: int = 0
+
+    def validate(self, n_node_sockets: int) -> None:
+        if self.coll not in COLLS:
+            raise ConfigError("--coll", self.coll, ", ".join(COLLS))
+        if self.min_bytes < 1 or self.max_bytes < self.min_bytes:
+            raise ConfigError("-b/-e", f"{self.min_bytes}..{self.max_bytes}", "1 <= minbytes <= maxbytes")
+        if self.step_factor < 2:
+            raise ConfigError("-f", self.step_factor, "an integer factor >= 2")
+        if not 1 <= self.sockets <= n_node_sockets:
+            raise ConfigError("--sockets", self.sockets, f"1..{n_node_sockets} (the node's sockets)")
+        if not 0 <= self.root < self.sockets:
+            raise ConfigError("--root", self.root, f"0..{self.sockets - 1} (a socket of the group)")
+        if self.dtype not in DTYPES:
+            raise ConfigError("--dtype", self.dtype, ", ".join(DTYPES))
+        if self.chunks < 0:
+            raise ConfigError("--chunks", self.chunks, "0 (tuned) or a positive chunk count")
+        if self.iters < 1 or self.warmup < 0:
+            raise ConfigError("-n/-w", f"{self.iters}/{self.warmup}", "iters >= 1, warmup >= 0")
+
+    @property
+    def checked(self) -> bool:
+        return self.check and not self.timing_only
+
+
+@dataclass(frozen=True)
+class Result:
+    """One column group: out-of-place or in-place."""
+
+    time_us: float
+    algbw_gbps: float
+    busbw_gbps: float
+    wrong: int | None  # None: not checked ("N/A")
+    wall_us: float
+
+
+@dataclass(frozen=True)
+class CollRow:
+    size_bytes: int
+    count: int
+    dtype: str
+    redop: str  # "none" for collectives without a reduction, as nccl-tests prints
+    root: int  # -1 for collectives without a root
+    out_of_place: Result
+    in_place: Result
+
+
+def _inputs(cfg: CollBenchConfig, c: Counts) -> dict[int, np.ndarray]:
+    from sn40l_emu.program import np_dtype
+
+    dt = np_dtype(cfg.dtype)
+    return {s: np.random.default_rng(cfg.seed + s).standard_normal(c.send, dtype=np.float32).astype(dt)
+            for s in range(cfg.sockets)}
+
+
+def expected(coll: str, inputs: list[np.ndarray], rank: int, op: ReduceOp, root: int) -> np.ndarray:
+    """What rank ``rank`` must hold afterwards (float64 for reductions)."""
+    xs = [x.astype(np.float64) for x in inputs]
+    if coll == "allgather":
+        return np.concatenate(xs)
+    if coll == "broadcast":
+        return xs[root]
+    stacked = np.stack(xs)
+    red = stacked.sum(axis=0) if op is ReduceOp.SUM else (
+        stacked.max(axis=0) if op is ReduceOp.MAX else stacked.min(axis=0))
+    if coll == "reducescatter":
+        return np.array_split(red, len(xs))[rank]
+    return red
+
+
+def wrong_elements(coll: str, got: np.ndarray, inputs: list[np.ndarray], rank: int, op: ReduceOp,
+                   dtype: str, root: int) -> int:
+    """Elements of ``got`` outside the tolerance (reductions) or not equal (data movement)."""
+    g = np.asarray(got).reshape(-1)
+    if coll in ("allreduce", "reducescatter"):
+        if coll == "allreduce":
+            return count_wrong(g, inputs, op, dtype)
+        parts = [np.array_split(x.reshape(-1), len(inputs))[rank] for x in inputs]
+        return count_wrong(g, parts, op, dtype)
+    ref = expected(coll, inputs, rank, op, root)
+    if g.size != ref.size:
+        return int(max(g.size, ref.size))
+    return int(g.size - np.count_nonzero(g.astype(np.float64) == ref))
+
+
+def _align(node: Any, group: tuple[int, ...], busy_ns: int) -> int:
+    clocks = node.clocks()
+    t0 = max(max(clocks[s] for s in group), busy_ns)
+    node.advance_clocks({s: t0 for s in group})
+    return t0
+
+
+def _run_one(node: Any, cfg: CollBenchConfig, c: Counts, nbytes: int, in_place: bool,
+             inputs: dict[int, np.ndarray], busy_ns: int) -> tuple[Result, int]:
+    """Warm-up and timed calls of one column; returns its result and when the links are idle."""
+    from sn40l_emu.program import CollectiveOp, Program
+
+    spec = COLLS[cfg.coll]
+    group = tuple(range(cfg.sockets))
+    real = not cfg.timing_only
+    src = (OUT_BUFFER if in_place else IN_BUFFER) if real else ""
+    dst = "" if in_place or not real else OUT_BUFFER
+    op = CollectiveOp(f"{cfg.coll}-{nbytes}B", spec.kind, group, (c.send,), cfg.dtype, op=cfg.op,
+                      algo=cfg.algo, chunks=cfg.chunks, buffer=src, root=cfg.root, out_buffer=dst)
+    programs = {s: Program.of(f"{cfg.coll}-bench {nbytes} B", [op]) for s in group}
+
+    def load() -> None:
+        if real:
+            node.load_tensors({s: {src: inputs[s]} for s in group})
+
+    times_ns: list[int] = []
+    walls_s: list[float] = []
+    total = cfg.warmup + cfg.iters
+    for it in range(total):
+        load()  # every call starts from the inputs (in place, the last call overwrote them)
+        t0 = _align(node, group, busy_ns)
+        began = time.perf_counter()  # wall-clock ok: the bench reports host wall time
+        results = node.run_programs(programs)
+        wall = time.perf_counter() - began  # wall-clock ok
+        busy_ns = max(max(r.end_ns, r.link_free_ns) for r in results.values())
+        if it >= cfg.warmup:
+            times_ns.append(max(r.end_ns for r in results.values()) - t0)
+            walls_s.append(wall)
+    wrong: int | None = None
+    if cfg.checked:
+        parts = [inputs[s] for s in group]
+        names = [OUT_BUFFER] if in_place else [OUT_BUFFER, IN_BUFFER]
+        wrong = 0
+        for s in group:
+            got = node.get_tensors(s, names)
+            wrong += wrong_elements(cfg.coll, got[OUT_BUFFER], parts, s, cfg.op, cfg.dtype, cfg.root)
+            if not in_place:  # out of place must leave the input as it was
+                wrong += int(np.count_nonzero(np.asarray(got[IN_BUFFER]).reshape(-1) != inputs[s].reshape(-1)))
+    t_ns = sorted(times_ns)[len(times_ns) // 2]
+    algbw = nbytes / t_ns if t_ns > 0 else 0.0  # B/ns == GB/s
+    return Result(t_ns / 1e3, algbw, algbw * bus_factor(cfg.coll, cfg.sockets), wrong,
+                  1e6 * sum(walls_s) / len(walls_s)), busy_ns
+
+
+def run_coll_bench(node: Any, cfg: CollBenchConfig) -> Iterator[CollRow]:
+    """Yield one row per size (out-of-place, then in-place, as nccl-tests runs them)."""
+    from sn40l_emu.program import np_dtype
+
+    cfg.validate(node.n_sockets)
+    spec = COLLS[cfg.coll]
+    group = tuple(range(cfg.sockets))
+    itemsize = np_dtype(cfg.dtype).itemsize
+    busy_ns = 0
+    for size in sizes_bytes(cfg.min_bytes, cfg.max_bytes, cfg.step_factor):
+        c = counts(cfg.coll, size, itemsize, cfg.sockets)
+        nbytes = max(c.send, c.recv) * itemsize
+        inputs = _inputs(cfg, c) if not cfg.timing_only else {}
+        oop, busy_ns = _run_one(node, cfg, c, nbytes, False, inputs, busy_ns)
+        inp, busy_ns = _run_one(node, cfg, c, nbytes, True, inputs, busy_ns)
+        if not cfg.timing_only:
+            empty = np.zeros(0, np_dtype(cfg.dtype))
+            node.load_tensors({s: {IN_BUFFER: empty, OUT_BUFFER: empty} for s in group})  # free them
+        yield CollRow(nbytes, c.param, cfg.dtype, cfg.op.value if spec.reduces else "none",
+                      cfg.root if spec.rooted else -1, oop, inp)
+
+
+# ---- output, in nccl-tests' layout ---------------------------------------------------------------
+
+_TYPE_NAMES = {"float32": "float", "float16": "half", "bfloat16": "bfloat16"}
+
+
+def header() -> str:
+    """nccl-tests' three header lines (the first names the column groups)."""
+    left = f"#{'':>12}  {'':>12}  {'':>8}  {'':>6}  {'':>6}"
+    cols = f"  {'time':>7}  {'algbw':>6}  {'busbw':>6} {'#wrong':>6}"
+    units = f"  {'(us)':>7}  {'(GB/s)':>6}  {'(GB/s)':>6} {'':>6}"
+    group_w = len(cols)
+    return "\n".join([
+        left + f"{'out-of-place':^{group_w}}" + f"{'in-place':^{group_w}}",
+        f"#{'size':>12}  {'count':>12}  {'type':>8}  {'redop':>6}  {'root':>6}" + cols + cols,
+        f"#{'(B)':>12}  {'(elements)':>12}  {'':>8}  {'':>6}  {'':>6}" + units + units,
+    ])
+
+
+def _time_str(us: float) -> str:
+    """nccl-tests' time format: fewer decimals as the time grows."""
+    if us >= 10000.0:
+        return f"{us:7.0f}"
+    if us >= 100.0:
+        return f"{us:7.1f}"
+    return f"{us:7.2f}"
+
+
+def _group(r: Result) -> str:
+    wrong = "N/A" if r.wrong is None else str(r.wrong)
+    return f"  {_time_str(r.time_us)}  {r.algbw_gbps:6.2f}  {r.busbw_gbps:6.2f}  {wrong:>5}"
+
+
+def format_row(row: CollRow) -> str:
+    name = _TYPE_NAMES.get(row.dtype, row.dtype)
+    return (f" {row.size_bytes:>12d}  {row.count:>12d}  {name:>8}  {row.redop:>6}  {row.root:>6d}"
+            + _group(row.out_of_place) + _group(row.in_place))
+
+
+def total_wrong(rows: list[CollRow]) -> int | None:
+    vals = [r.wrong for row in rows for r in (row.out_of_place, row.in_place)]
+    if all(v is None for v in vals):
+        return None
+    return sum(v or 0 for v in vals)
+
+
+def preamble(cfg: CollBenchConfig, profile: Any, backend: str) -> list[str]:
+    p = profile.p2p
+    spec = COLLS[cfg.coll]
+    factor = {"allreduce": "2(n-1)/n", "allgather": "(n-1)/n", "reducescatter": "(n-1)/n", "broadcast": "1"}
+    return [
+        f"# sn40l-emu coll-bench --coll {cfg.coll} (nccl-tests {spec.name}): group = sockets "
+        f"0..{cfg.sockets - 1}, profile {profile.name}, backend {backend}",
+        f"# topology {p.topology.value}, link {p.link_bw_bytes_per_s / 1e9:g} GB/s per direction, "
+        f"latency {p.link_latency_ns / 1e3:g} us, chunk overhead {p.chunk_overhead_ns} ns",
+        f"# algo {cfg.algo.value}, chunks {cfg.chunks or 'tuned'}, dtype {cfg.dtype}, "
+        f"{'timing only (symbolic payloads)' if cfg.timing_only else 'real data'}, "
+        f"check {'on' if cfg.checked else 'off'}, iters {cfg.iters}, warmup {cfg.warmup}",
+        f"# time: virtual time from a common start to the last socket's result (median); "
+        f"algbw = size / time; busbw = algbw x {factor[cfg.coll]}",
+    ]
+
+
+def to_json(cfg: CollBenchConfig, rows: list[CollRow], **extra: Any) -> dict[str, Any]:
+    cfg_json = {**asdict(cfg), "algo": cfg.algo.value, "op": cfg.op.value, **extra}
+    return {"config": cfg_json, "rows": [asdict(r) for r in rows]}
+
+
+# ---- command -------------------------------------------------------------------------------------
+
+def cmd_coll_bench(args: argparse.Namespace) -> int:
+    from sn40l_emu.cluster.session import Backend, open_node
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.units import parse_size_bytes
+
+    try:
+        lo, hi = parse_size_bytes(args.minbytes), parse_size_bytes(args.maxbytes)
+    except ValueError as exc:
+        raise ConfigError("-b/-e", f"{args.minbytes}/{args.maxbytes}", f"sizes like 8, 64K, 1M, 1G ({exc})") from None
+    profile = load_profile(args.profile, args.overrides)
+    cfg = CollBenchConfig(args.coll, lo, hi, args.stepfactor, Algo(args.algo), args.chunks,
+                          args.sockets or profile.sockets, args.dtype, ReduceOp(args.op), args.root,
+                          bool(args.check), args.timing_only, args.iters, args.warmup, args.seed)
+    cfg.validate(profile.sockets)
+    rows: list[CollRow] = []
+    with open_node(profile, backend=Backend(args.backend), address=args.address, trace=False) as node:
+        for line in preamble(cfg, profile, args.backend):
+            print(line)
+        print(header(), flush=True)
+        for row in run_coll_bench(node, cfg):
+            rows.append(row)
+            print(format_row(row), flush=True)
+    wrong = total_wrong(rows)
+    for line in summary_lines(wrong, [r.out_of_place.busbw_gbps for r in rows]):
+        print(line)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        doc = to_json(cfg, rows, backend=args.backend, profile=profile.name, overrides=list(args.overrides))
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0 if not wrong else 1
+
+
+def _add_options(p: argparse.ArgumentParser, coll: str | None) -> None:
+    from sn40l_emu.experiments.options import profile_args
+
+    if coll is None:
+        p.add_argument("--coll", default="allgather", choices=list(COLLS), help="the collective (default: %(default)s)")
+    else:
+        p.set_defaults(coll=coll)
+    p.add_argument("-b", "--minbytes", default="8", help="smallest size (B; K/M/G suffixes are binary; default 8)")
+    p.add_argument("-e", "--maxbytes", default="64M", help="largest size (default 64M)")
+    p.add_argument("-f", "--stepfactor", type=int, default=2, help="multiply the size by this between rows (default 2)")
+    p.add_argument("--algo", default="auto", choices=[a.value for a in Algo],
+                   help="collective algorithm; auto = the selector's choice per size (default auto)")
+    p.add_argument("--chunks", type=int, default=0, help="chunks per frame / ring segment (default 0 = tuned)")
+    p.add_argument("--sockets", type=int, default=0, help="group = sockets 0..N-1 of the node (default: all)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="element type (default float32)")
+    p.add_argument("--op", default="sum", choices=[o.value for o in ReduceOp],
+                   help="reduction (all-reduce, reduce-scatter; default sum)")
+    p.add_argument("--root", type=int, default=0, help="broadcast root socket (default 0)")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare every socket's result with numpy (default on; off with --timing-only)")
+    p.add_argument("--timing-only", action="store_true",
+                   help="symbolic payloads (shapes only): sizes beyond this host's memory; #wrong reads N/A")
+    p.add_argument("-n", "--iters", type=int, default=3, help="timed calls per size and column (default 3)")
+    p.add_argument("-w", "--warmup", type=int, default=1, help="untimed calls first (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the input data (default 0)")
+    p.add_argument("--backend", default="ray", choices=["ray", "local"],
+                   help="ray: one actor per socket; local: in-process (default ray)")
+    p.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS or a private local Ray)")
+    profile_args(p)
+    p.add_argument("--json", default="", metavar="PATH", help="write {config, rows} here")
+    p.set_defaults(func=cmd_coll_bench)
+
+
+def register(sub: Any) -> None:
+    """``coll-bench --coll NAME`` and one ``<name>-bench`` alias per collective all-reduce lacks."""
+    desc = (__doc__ or "").split("\n\n", 1)[-1].replace("``", "").replace(":class:", "")
+    fmt = argparse.RawDescriptionHelpFormatter
+    _add_options(sub.add_parser("coll-bench", help="nccl-tests-style sweep of any collective (out-of-place, "
+                                "in-place)", description=desc, formatter_class=fmt), None)
+    for coll in ("allgather", "reducescatter", "broadcast"):
+        _add_options(sub.add_parser(f"{coll}-bench", help=f"nccl-tests {COLLS[coll].name}-style sweep",
+                                    description=desc, formatter_class=fmt), coll)

@@ -1,0 +1,180 @@
+"""Reading user files (YAML profiles and scenarios, JSON model configs) with bounds.
+
+Every input file a user can name passes through here, so hostile or mistaken
+files all fail the same way: a ``ConfigError`` naming the file and what is
+allowed, never a traceback, a hang or a multi-gigabyte allocation. The limits:
+
+- at most ``MAX_FILE_BYTES`` (256 KiB) per file and ``MAX_SCALAR_CHARS`` per
+  ``--set`` value: real profiles and scenarios are a few KiB;
+- UTF-8 text only (a binary file is refused before parsing);
+- YAML aliases (``*name``) are refused: with them a 500-byte file can expand
+  into gigabytes once walked (the "billion laughs"), and no input needs them;
+- nesting at most ``MAX_DEPTH`` (32) levels: PyYAML's composer and ``json``
+  recurse, so a 5,000-deep ``[[[...`` would otherwise raise ``RecursionError``.
+
+Values are checked by their consumers (``schema``, the scenario and model
+loaders), which also bound magnitudes (``units.MAX_*``).
+
+Error messages quote a location (line and column), never the file's contents.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.events import AliasEvent, CollectionStartEvent
+
+from sn40l_emu.errors import ConfigError
+
+MAX_FILE_BYTES = 256 * 1024
+MAX_SCALAR_CHARS = 256
+MAX_DEPTH = 32
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses aliases and deep nesting while composing the tree."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(AliasEvent):
+            event = self.peek_event()
+            raise _Refused(f"line {event.start_mark.line + 1}: YAML aliases (*name) are not accepted")
+        opens = self.check_event(CollectionStartEvent)
+        if opens:
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                event = self.peek_event()
+                raise _Refused(f"line {event.start_mark.line + 1}: nesting deeper than {MAX_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if opens:
+                self._depth -= 1
+
+
+class _Refused(Exception):
+    """Internal: a bound was hit; turned into ConfigError by the caller."""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The location and the problem of a YAML error, without the quoted source lines."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
+def load_yaml_text(text: str, what: str) -> Any:
+    """Parse YAML ``text`` within the bounds above; ``what`` names the input in errors."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(what, f"<{len(text)} characters>", f"at most {MAX_FILE_BYTES} bytes of YAML")
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except _Refused as exc:
+        raise ConfigError(what, text, f"YAML without aliases or deep nesting ({exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(what, text, f"valid YAML ({_yaml_problem(exc)})") from None
+    except (ValueError, OverflowError, RecursionError, TypeError) as exc:
+        # PyYAML's constructors raise these on odd scalars (bad dates, huge ints, unhashable keys)
+        raise ConfigError(what, text, f"valid YAML ({type(exc).__name__}: {exc})") from None
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(what, str(path), f"a file of at most {MAX_FILE_BYTES} bytes (this one has {size})")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(what, str(path), f"a readable file ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(what, str(path), f"a file of at most {MAX_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(what, str(path), f"a UTF-8 text file (byte {exc.start} is not UTF-8)") from None
+
+
+def load_yaml_file(path: str | Path, what: str) -> Any:
+    """Read and parse one YAML file within the bounds; errors name ``what`` and the path."""
+    p = Path(path)
+    text = _read_text(p, what)
+    try:
+        return load_yaml_text(text, what)
+    except ConfigError as exc:
+        raise ConfigError(what, str(p), exc.allowed) from None
+
+
+def load_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level must be a mapping (profiles, scenarios)."""
+    data = load_yaml_file(path, what)
+    if not isinstance(data, dict):
+        raise ConfigError(what, str(path), f"a YAML mapping at top level (this file holds {_kind(data)})")
+    return data
+
+
+def parse_scalar(text: str, what: str) -> Any:
+    """One ``--set`` value read as YAML (``25``, ``'50 GB/s'``, ``true``); odd YAML stays a string."""
+    if len(text) > MAX_SCALAR_CHARS:
+        raise ConfigError(what, text, f"a value of at most {MAX_SCALAR_CHARS} characters")
+    try:
+        return load_yaml_text(text, what)
+    except ConfigError as exc:
+        if "aliases" in exc.allowed:
+            raise
+        return text
+
+
+def load_json_file(path: str | Path, what: str) -> Any:
+    """Read and parse one JSON file (a model ``config.json``) within the same bounds."""
+    p = Path(path)
+    text = _read_text(p, what)
+    depth = _json_depth(text)
+    if depth > MAX_DEPTH:
+        raise ConfigError(what, str(p), f"JSON nested at most {MAX_DEPTH} levels (this file: {depth})")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(what, str(p), f"valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(what, str(p), f"valid JSON ({type(exc).__name__}: {exc})") from None
+
+
+def _json_depth(text: str) -> int:
+    """Deepest bracket nesting outside strings (an upper bound is all that matters)."""
+    depth = deepest = 0
+    in_str = escaped = False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _kind(data: object) -> str:
+    if data is None:
+        return "nothing"
+    if isinstance(data, str):
+        return "plain text"
+    if isinstance(data, list):
+        return "a list"
+    return f"a {type(data).__name__}"
