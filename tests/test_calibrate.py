@@ -47,6 +47,9 @@ def test_override_numbers_read_back_as_numbers(v: float) -> None:
 def test_knob_spec_bounds_and_errors() -> None:
     k = knob_spec("launch.gpu_kernel_us")
     assert (k.lower, k.upper) == (0.0, float("inf"))
+    assert k.quantum == pytest.approx(1e-3)  # one ns in us
+    assert k.snap(0.0004) == 0.0 and k.snap(6.8634) == pytest.approx(6.863)
+    assert load_profile("dgx-h100", [f"launch.gpu_kernel_us={yaml_number(k.snap(1e-10))}"]).launch.gpu_kernel_ns == 0
     assert knob_spec("tile.compute_efficiency").upper == 1.0
     for bad in ("nosuch.field", "launch.nosuch", "p2p.topology", "node.sockets"):
         with pytest.raises(ConfigError):

@@ -39,18 +39,29 @@ _SIG_DIGITS = 4
 
 @dataclass(frozen=True)
 class Knob:
-    """One fittable profile field: ``section.key``, its schema spec and its bounds in YAML units."""
+    """One fittable profile field: ``section.key``, its schema spec and its bounds in YAML units.
+
+    ``quantum`` is one base unit (1 ns, 1 B/s, 1 FLOP/s) in YAML units: the profile
+    stores integers, so a value is snapped to that grain before it is passed on
+    (and a value below half a grain becomes 0, which the loader accepts only as 0).
+    """
 
     path: str
     spec: FieldSpec
     lower: float
     upper: float
+    quantum: float = 0.0  # 0: a float field (fraction, factor), nothing to snap
+
+    def snap(self, v: float) -> float:
+        if not self.quantum:
+            return float(v)
+        return round(float(v) / self.quantum) * self.quantum
 
 
 def knob_spec(path: str) -> Knob:
     """The schema of ``section.key`` (raises ConfigError for an unknown or non-numeric field)."""
     from sn40l_emu import config
-    from sn40l_emu.schema import field_specs
+    from sn40l_emu.schema import convert, field_specs
 
     sections: dict[str, type] = config._SECTIONS  # the profile's sections, whatever the build adds
     section, _, key = path.partition(".")
@@ -62,9 +73,10 @@ def knob_spec(path: str) -> Knob:
     spec = specs[key]
     if spec.unit not in _FITTABLE:
         raise ConfigError("--fit", path, "a continuous numeric knob (a fraction, factor, time, rate or bandwidth)")
-    lower = 0.0 if spec.allow_zero else 1e-9
+    quantum = 0.0 if spec.unit in (Unit.FRACTION, Unit.FACTOR) else 1.0 / convert(path, 1, spec)
+    lower = 0.0 if spec.allow_zero else (quantum or 1e-9)
     upper = 1.0 if spec.unit is Unit.FRACTION else (spec.max_value if spec.max_value is not None else math.inf)
-    return Knob(path, spec, lower, upper)
+    return Knob(path, spec, lower, upper, quantum)
 
 
 def current_value(profile: str, knob: Knob) -> float:
@@ -104,7 +116,7 @@ class Evaluator:
         self.runs = 0
 
     def overrides(self, x: Sequence[float]) -> tuple[str, ...]:
-        return tuple(f"{k.path}={yaml_number(v)}" for k, v in zip(self.knobs, x, strict=True))
+        return tuple(f"{k.path}={yaml_number(k.snap(v))}" for k, v in zip(self.knobs, x, strict=True))
 
     def got(self, case: Case, x: Sequence[float]) -> float:
         key = (case.id, tuple(float(v) for v in x))
@@ -187,13 +199,13 @@ def calibrate_platform(platform: str, cases: Sequence[Case], knob_paths: Sequenc
     mine, skipped = runnable([c for c in cases if c.platform == platform], ev, start)
     if not mine:
         raise ConfigError("--fit", ",".join(knob_paths), f"cases of platform {platform} that this build can run")
-    x = [_round(v) for v in fit(ev, mine, start, max_nfev=max_nfev)]
+    x = [_round(k.snap(v)) for k, v in zip(knobs, fit(ev, mine, start, max_nfev=max_nfev), strict=True)]
     errs = {c.id: rel_err(ev.got(c, x), c.value) for c in mine}
     loo_errs: dict[str, float] = {}
     if loo and len(mine) > 1:
         for c in mine:
             rest = [o for o in mine if o.id != c.id]
-            xi = [_round(v) for v in fit(ev, rest, x, max_nfev=max_nfev)]
+            xi = [_round(k.snap(v)) for k, v in zip(knobs, fit(ev, rest, x, max_nfev=max_nfev), strict=True)]
             loo_errs[c.id] = rel_err(ev.got(c, xi), c.value)
     return PlatformFit(platform, profile, tuple(knobs), tuple(mine), start, x, errs, loo_errs, ev.runs), skipped
 
