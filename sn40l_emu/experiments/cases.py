@@ -9,9 +9,10 @@ A case file (``validation/*.yaml``) holds ``cases:``, a list of mappings:
   ``batch``, ``prompt_len``, ``output_tokens``, ``phase``, ``metric``
   (collective cases: ``size_bytes`` and ``algo`` instead of the model fields);
 * ``value`` and ``unit``: the measured number as published;
-* optional ``mode`` (SN40L execution mode, default ``fused-ho``), ``assumed``
-  (configuration fields the source does not state, so the case had to choose
-  them) and ``note``.
+* optional ``mode`` (SN40L execution mode, default ``fused-ho``), ``set``
+  (profile settings the measurement was taken with, as ``--set`` strings, e.g.
+  ``runtime.spec_draft_model=llama3.1-8b``), ``assumed`` (configuration fields
+  the source does not state, so the case had to choose them) and ``note``.
 
 Every prediction goes through the emulator's normal run path, so a mechanism
 added to the model changes the predictions without touching this file:
@@ -23,7 +24,8 @@ added to the model changes the predictions without touching this file:
   LMDeploy ``profile_generation`` definition: generated tokens over total time,
   prefill included);
 * ``ttft``: a ``prefill`` row (time to the first token);
-* ``tokens_per_s_per_user``: 1 / one ``decode`` step at context ``prompt_len``;
+* ``tokens_per_s_per_user``: 1 / one ``decode`` step at context ``prompt_len``
+  (phase ``speculative``: expected tokens per speculative iteration / its latency);
 * ``busbw``: one all-reduce of ``size_bytes`` on sockets ``0..tp-1`` through
   :func:`~sn40l_emu.experiments.allreduce_bench.run_bench` (nccl-tests' busbw).
 """
@@ -41,18 +43,18 @@ import yaml
 from sn40l_emu.errors import ConfigError
 
 ROLES = ("calibration", "validation")
-METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
-    # metric -> (phase it needs, units it may be published in)
-    "e2e_latency": ("generate", ("s", "ms", "us")),
-    "output_tokens_per_s": ("generate", ("tok/s",)),
-    "ttft": ("prefill", ("s", "ms", "us")),
-    "tokens_per_s_per_user": ("decode", ("tok/s",)),
-    "busbw": ("collective", ("GB/s",)),
+METRICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # metric -> (phases it may run as, units it may be published in)
+    "e2e_latency": (("generate",), ("s", "ms", "us")),
+    "output_tokens_per_s": (("generate",), ("tok/s",)),
+    "ttft": (("prefill",), ("s", "ms", "us")),
+    "tokens_per_s_per_user": (("decode", "speculative"), ("tok/s",)),
+    "busbw": (("collective",), ("GB/s",)),
 }
 _TIME_NS = {"s": 1e9, "ms": 1e6, "us": 1e3}
 _REQUIRED = ("id", "source", "role", "platform", "tp", "phase", "metric", "value", "unit")
 _MODEL_FIELDS = ("model", "batch", "prompt_len")
-_OPTIONAL = ("model", "batch", "prompt_len", "output_tokens", "mode", "size_bytes", "algo", "assumed", "note")
+_OPTIONAL = ("model", "batch", "prompt_len", "output_tokens", "mode", "size_bytes", "algo", "set", "assumed", "note")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Case:
     mode: str = ""
     size_bytes: int = 0
     algo: str = "auto"
+    settings: tuple[str, ...] = field(default_factory=tuple)  # YAML key ``set``
     assumed: tuple[str, ...] = field(default_factory=tuple)
     note: str = ""
 
@@ -110,9 +113,10 @@ def case_from(raw: object, where: str) -> Case:
     metric = raw["metric"]
     if metric not in METRICS:
         raise ConfigError(f"{path}.metric", metric, ", ".join(METRICS))
-    phase, units = METRICS[metric]
-    if raw["phase"] != phase:
-        raise ConfigError(f"{path}.phase", raw["phase"], f"{phase!r} for metric {metric}")
+    phases, units = METRICS[metric]
+    phase = raw["phase"]
+    if phase not in phases:
+        raise ConfigError(f"{path}.phase", phase, " or ".join(phases) + f" for metric {metric}")
     if raw["unit"] not in units:
         raise ConfigError(f"{path}.unit", raw["unit"], " or ".join(units))
     value = raw["value"]
@@ -121,7 +125,10 @@ def case_from(raw: object, where: str) -> Case:
     assumed = raw.get("assumed", [])
     if not isinstance(assumed, list) or not all(isinstance(a, str) for a in assumed):
         raise ConfigError(f"{path}.assumed", assumed, "a list of configuration field names")
-    kw: dict[str, Any] = {}
+    settings = raw.get("set", [])
+    if not isinstance(settings, list) or not all(isinstance(x, str) and "=" in x for x in settings):
+        raise ConfigError(f"{path}.set", settings, "a list of SECTION.FIELD=VALUE profile settings")
+    kw: dict[str, Any] = {"settings": tuple(settings)}
     if phase == "collective":
         kw["size_bytes"] = _int(f"{path}.size_bytes", raw.get("size_bytes"))
         kw["algo"] = str(raw.get("algo", "auto"))
@@ -186,12 +193,17 @@ class Target:
     backend: str = "local"
 
 
+def _overrides(case: Case, target: Target) -> list[str]:
+    """The case's own settings, then the target's (calibration knobs come last and win)."""
+    return [*case.settings, *target.overrides]
+
+
 def _scaling_row(case: Case, target: Target, phase: str) -> dict[str, Any]:
     from sn40l_emu.experiments.tp_scaling import ScalingConfig, run_scaling
 
     mode = case.mode or "fused-ho"  # a GPU profile runs every row in 'gpu' mode whatever this says
     cfg = ScalingConfig(model=case.model, tps=(case.tp,), phases=(phase,), modes=(mode,), profile=target.profile,
-                        overrides=target.overrides, batch=case.batch, prompt_len=case.prompt_len,
+                        overrides=tuple(_overrides(case, target)), batch=case.batch, prompt_len=case.prompt_len,
                         context_len=case.prompt_len, tokens=case.output_tokens if phase == "generate" else 0,
                         backend=target.backend)
     rows = run_scaling(cfg)
@@ -214,8 +226,8 @@ def predict_ttft(case: Case, target: Target) -> float:
 
 
 def predict_tokens_per_s_per_user(case: Case, target: Target) -> float:
-    """One over the latency of one decode step at context ``prompt_len`` (tok/s)."""
-    return 1e9 / _scaling_row(case, target, "decode")["latency_ns"]
+    """Tokens one sequence advances per second in a decode step (or speculative iteration) at ``prompt_len``."""
+    return float(_scaling_row(case, target, case.phase)["tokens_per_s_per_user"])
 
 
 def predict_busbw(case: Case, target: Target) -> float:
@@ -229,7 +241,7 @@ def predict_busbw(case: Case, target: Target) -> float:
         algo = Algo(case.algo)
     except ValueError:
         raise ConfigError(f"{case.id}.algo", case.algo, ", ".join(a.value for a in Algo)) from None
-    profile = load_profile(target.profile, list(target.overrides))
+    profile = load_profile(target.profile, _overrides(case, target))
     cfg = BenchConfig(min_bytes=case.size_bytes, max_bytes=case.size_bytes, algo=algo, sockets=case.tp,
                       check=False, timing_only=True, iters=1, warmup=0)
     with open_node(profile, backend=Backend(target.backend), trace=False) as node:
