@@ -139,14 +139,20 @@ def fit(ev: Evaluator, cases: Sequence[Case], x0: Sequence[float], *, max_nfev: 
     lower = np.array([k.lower for k in ev.knobs])
     upper = np.array([k.upper for k in ev.knobs])
     start = np.clip(np.array(x0, dtype=float), lower, upper)
-    scale = np.maximum(np.abs(start), 1e-3)
+    # A start on a bound (a knob shipped at 0, a fraction at 1) would stop the fit at once:
+    # trust-region-reflective scales the gradient by the distance to the bound. Step inside.
+    room = np.minimum(1.0, (upper - lower) / 100)
+    start = np.where(start <= lower, lower + room, np.where(start >= upper, upper - room, start))
+
     def fun(x: Any) -> Any:
         return np.array(ev.residuals(cases, list(x)))
 
-    # Tolerances well above the integer-nanosecond grain of the emulator's answers (a step
-    # below it changes nothing, and the fit would wander on rounding noise).
-    res = least_squares(fun, start, bounds=(lower, upper), method="trf", x_scale=scale, diff_step=1e-3,
-                        xtol=1e-4, ftol=1e-6, gtol=1e-6, max_nfev=max_nfev)
+    # Scaled by the Jacobian, so a knob starting at 0 (no natural scale) moves as far as
+    # its effect asks; finite-difference steps of 1 % of max(1, |x|) and tolerances well
+    # above the integer-nanosecond grain of the emulator's answers (a step below it
+    # changes nothing, and the fit would wander on rounding noise).
+    res = least_squares(fun, start, bounds=(lower, upper), method="trf", x_scale="jac", diff_step=1e-2,
+                        xtol=1e-4, ftol=1e-6, gtol=1e-8, max_nfev=max_nfev)
     return [float(v) for v in res.x]
 
 
