@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,14 +16,21 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The paper's CoE sweep (72 rows) on a local Ray; writes runs/coe-<UTC time>-<hash>/ and ends
+# with a conclusion: latency at 150 experts, speedups, where each platform leaves HBM, paths.
 demo: $(STAMP)
-	$(BIN)/sn40l-emu coe --json out/coe.json --out out/
+	$(BIN)/sn40l-emu coe
 
 test: $(STAMP)
 	$(BIN)/ruff check sn40l_emu tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+# The pure tier: no Ray, no cluster, no slow full-size runs (pytest markers in pyproject.toml); < 30 s.
+# No test uses hypothesis, so its pytest plugin (seconds to import) stays off here.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -p no:hypothesispytest -m "not ray and not cluster and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check sn40l_emu tests bench
@@ -35,6 +42,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/allreduce_wall.py
 	$(BIN)/python bench/tp_decode_bench.py
 	$(BIN)/python bench/p2p_paths.py
+	$(BIN)/python bench/wall_per_message.py
+	$(BIN)/python bench/serve_wall.py
+	$(BIN)/python bench/fleet_cluster.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache

@@ -71,6 +71,8 @@ class TileSpec:
     hbm_stream_efficiency: float = q("hbm_stream_efficiency", Unit.FRACTION)
     ddr_stream_efficiency: float = q("ddr_stream_efficiency", Unit.FRACTION)
     compute_efficiency: float = q("compute_efficiency", Unit.FRACTION)
+    # tiles a fused kernel streams its all-reduce in (1 = kernel then collective), socket_actor/pipeline.py
+    collective_tiles: int = q("collective_tiles", Unit.COUNT, max_value=65536)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class LaunchSpec:
     so_call_ns: int = q("so_call_us", Unit.US, allow_zero=True)
     ho_kernel_ns: int = q("ho_kernel_us", Unit.US, allow_zero=True)
     gpu_kernel_ns: int = q("gpu_kernel_us", Unit.US, allow_zero=True)
+    # CUDA graphs: a step's kernels replay from the device, gpu_graph_kernel_us each (socket_actor/tile.py)
+    cuda_graphs: int = q("cuda_graphs", Unit.COUNT, allow_zero=True, max_value=1)
+    gpu_graph_kernel_ns: int = q("gpu_graph_kernel_us", Unit.US, allow_zero=True, max_value=1e3)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,61 @@ class P2PSpec:
 
 
 @dataclass(frozen=True)
+class RuntimeSpec:
+    """The host runtime around the device (sn40l_emu/workload/host_runtime.py).
+
+    Per request: tokenization, scheduling, and Program Load + Argument Load when
+    a socket switches program (Argument Load alone when only weight addresses
+    change). Per output token: logits (host sampling) or token ids over the host
+    link, host sampling, the next token back, and the framework's per-token
+    cost. GPU profiles: the serving framework's per-step overhead (CUDA graphs
+    are a ``launch`` knob: they change what each kernel launch costs).
+    """
+
+    tokenize_ns_per_token: int = q("tokenize_ns_per_token", Unit.NS, allow_zero=True, max_value=1e6)
+    schedule_ns: int = q("schedule_us", Unit.US, allow_zero=True, max_value=1e5)
+    program_load_ns: int = q("program_load_us", Unit.US, allow_zero=True, max_value=1e6)
+    argument_load_ns: int = q("argument_load_us", Unit.US, allow_zero=True, max_value=1e5)
+    host_sampling: int = q("host_sampling", Unit.COUNT, allow_zero=True, max_value=1)
+    sample_ns: int = q("sample_us", Unit.US, allow_zero=True, max_value=1e5)
+    token_overhead_ns: int = q("token_overhead_us", Unit.US, allow_zero=True, max_value=1e5)
+    step_overhead_ns: int = q("step_overhead_us", Unit.US, allow_zero=True, max_value=1e5)
+    # speculative decoding (workload/speculative.py): draft model name ("" = off), draft length, acceptance
+    spec_draft_model: str = q("spec_draft_model", Unit.TEXT)
+    spec_draft_len: int = q("spec_draft_len", Unit.COUNT, max_value=64)
+    spec_acceptance: float = q("spec_acceptance", Unit.FRACTION, allow_zero=True)
+    # DDR per socket kept for the router, KV caches and the runtime (coe/capacity.py)
+    ddr_reserved_bytes: int = q("ddr_reserved_gib", Unit.GIB, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class NcclSpec:
+    """NCCL's own tuning model for GPU collectives inside one node (sn40l_emu/collectives/nccl.py).
+
+    Constants from NVIDIA/nccl ``src/graph/tuning.cc`` (latencies, LL/LL128 caps,
+    NVLS efficiency) and ``src/graph/topo.h``/``search.cc`` (per-link NVLink
+    rate, channel search); ``enabled: 0`` keeps the P2P ring model.
+    """
+
+    enabled: int = q("enabled", Unit.COUNT, allow_zero=True, max_value=1)
+    ring_channels: int = q("ring_channels", Unit.COUNT, allow_zero=True, max_value=64)
+    ring_channel_bw_bytes_per_s: int = q("ring_channel_bw_gbps", Unit.GBPS, allow_zero=True)
+    ll_max_bw_bytes_per_s: int = q("ll_max_bw_gbps", Unit.GBPS, allow_zero=True)
+    ll128_channel_max_bw_bytes_per_s: int = q("ll128_channel_max_bw_gbps", Unit.GBPS, allow_zero=True)
+    ll128_enabled: int = q("ll128_enabled", Unit.COUNT, allow_zero=True, max_value=1)
+    ring_base_lat_ll_ns: int = q("ring_base_lat_ll_us", Unit.US, allow_zero=True)
+    ring_base_lat_ll128_ns: int = q("ring_base_lat_ll128_us", Unit.US, allow_zero=True)
+    ring_base_lat_simple_ns: int = q("ring_base_lat_simple_us", Unit.US, allow_zero=True)
+    ring_hw_lat_ll_ns: int = q("ring_hw_lat_ll_us", Unit.US, allow_zero=True)
+    ring_hw_lat_ll128_ns: int = q("ring_hw_lat_ll128_us", Unit.US, allow_zero=True)
+    ring_hw_lat_simple_ns: int = q("ring_hw_lat_simple_us", Unit.US, allow_zero=True)
+    nvls_channels: int = q("nvls_channels", Unit.COUNT, allow_zero=True, max_value=64)
+    nvls_channel_bw_bytes_per_s: int = q("nvls_channel_bw_gbps", Unit.GBPS, allow_zero=True)
+    nvls_efficiency: float = q("nvls_efficiency", Unit.FRACTION, allow_zero=True)
+    nvls_lat_ns: int = q("nvls_lat_us", Unit.US, allow_zero=True)
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     sockets: int = q("sockets", Unit.COUNT, max_value=1024)
     platform: Platform = q("platform", Unit.CHOICE, choices=Platform)
@@ -121,6 +181,8 @@ _SECTIONS: dict[str, type] = {
     "tile": TileSpec,
     "launch": LaunchSpec,
     "p2p": P2PSpec,
+    "runtime": RuntimeSpec,
+    "nccl": NcclSpec,
 }
 
 
@@ -137,6 +199,8 @@ class NodeProfile:
     tile: TileSpec
     launch: LaunchSpec
     p2p: P2PSpec
+    runtime: RuntimeSpec
+    nccl: NcclSpec
     sources: tuple[tuple[str, str], ...]  # (yaml path, source note)
     knobs: tuple[str, ...]  # yaml paths of the fields docs/model.md marks as knobs
 

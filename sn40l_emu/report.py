@@ -8,7 +8,7 @@ from typing import Any
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.schema import Unit, field_specs
 
-_SECTIONS = ("node", "socket", "dma", "host", "tile", "launch", "p2p")
+_SECTIONS = ("node", "socket", "dma", "host", "tile", "launch", "p2p", "runtime", "nccl")
 
 
 def _human(value: Any, unit: Unit) -> str:

@@ -13,6 +13,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Ray fixes its auth mode when it is first imported; a test module that imports ray at
 # collection time must already see token mode, or the session's Ray refuses this driver.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# Commands run by the tests write their default run directories (runs/...) here, not into the checkout.
+if "SN40L_EMU_RUNS_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["SN40L_EMU_RUNS_DIR"] = os.path.join(tempfile.mkdtemp(prefix="sn40l-emu-test-runs-"), "runs")
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,9 @@ import pytest
 from sn40l_emu.cli import main
 from sn40l_emu.experiments.allreduce_bench import bus_factor, sizes_bytes
 
+# CLI sweeps with real data: the slow tier
+pytestmark = pytest.mark.slow
+
 
 def _bench(tmp_path: Path, *args: str) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
     out = tmp_path / "bench.json"

@@ -106,6 +106,7 @@ def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_up_refuses_all_interfaces_without_allow_open(tmp_path: Path) -> None:
     for bind in ("0.0.0.0", "::"):
         r = _cli("up", "--name", "t-open", "--bind", bind, tmp_path=tmp_path)
@@ -115,6 +116,7 @@ def test_up_refuses_all_interfaces_without_allow_open(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.json"))  # nothing was started
 
 
+@pytest.mark.slow
 def test_up_rejects_bad_sockets_and_placement(tmp_path: Path) -> None:
     r = _cli("up", "--name", "t-bad", "--sockets", "12", tmp_path=tmp_path)
     assert r.returncode == 2 and "sockets" in r.stderr and "multiple of 8" in r.stderr
@@ -162,6 +164,7 @@ def test_stop_with_nothing_started_stops_nothing(tmp_path: Path) -> None:
     assert "ray stop" not in scripts  # the scripts never run it
 
 
+@pytest.mark.slow
 def test_cluster_launcher_yaml_is_valid_and_safe() -> None:
     cfg = yaml.safe_load((DEPLOY / "cluster-onprem.yaml").read_text())
     assert cfg["provider"]["type"] == "local"
@@ -191,6 +194,7 @@ def _calls(tree: ast.AST) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_yaml_only_through_the_safe_loader_and_no_pickle_on_the_wire() -> None:
     for path in PKG.rglob("*.py"):
         tree = ast.parse(path.read_text(), str(path))

@@ -36,7 +36,7 @@ def test_sn40l_llama7b(sn40l: NodeProfile) -> None:
     assert cap.expert_shard_bytes == SHARD
     assert cap.hbm_region_bytes == 64 * GiB - SHARD == 67_034_476_736
     assert cap.hbm_experts == 39  # 39 x 1.685e9 = 65.7e9 <= 67.03e9 < 40 x 1.685e9
-    assert cap.total_experts == cap.backing_experts == 978  # 1.5 TiB // 1.685e9
+    assert cap.total_experts == cap.backing_experts == 938  # (1.5 TiB - 64 GiB reserved) // 1.685e9
     assert (cap.backing_tier, cap.limiting_tier) == (ExpertTier.DDR, ExpertTier.DDR)
     assert cap.home_tier(150) is ExpertTier.DDR and cap.home_tier(10) is ExpertTier.DDR
     assert hbm_expert_slots(sn40l, EXPERT, ROUTER, 0) == 39
@@ -74,7 +74,7 @@ def test_kv_reservation_shrinks_the_region(sn40l: NodeProfile) -> None:
     cap = experts_per_node(sn40l, EXPERT, ROUTER, kv)
     assert cap.reserved_hbm_bytes == SHARD + kv // 8
     assert cap.hbm_experts == (64 * GiB - SHARD - kv // 8) // SHARD == 38
-    assert cap.total_experts == 978  # DDR is unaffected
+    assert cap.total_experts == 938  # DDR is unaffected
 
 
 def test_hbm_runs_out_when_no_expert_fits(sn40l: NodeProfile, dgx: NodeProfile) -> None:

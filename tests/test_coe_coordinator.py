@@ -24,6 +24,9 @@ from sn40l_emu.program import Tier
 from sn40l_emu.workload import load_model
 from sn40l_emu.workload.reference import ReferenceModel, make_weights
 
+# CoE batches of full-size experts on a node: the slow tier
+pytestmark = pytest.mark.slow
+
 TINY = load_model("tiny-llama")
 
 
@@ -98,7 +101,7 @@ def test_lru_across_batches_and_eviction_copies_nothing(tmp_path: Path) -> None:
 
 
 def test_sweep_reports_oom_and_goes_on() -> None:
-    cfg = SweepConfig(platforms=("dgx-a100", "sn40l"), experts=(1, 50), batches=(1,), tokens=(2,),
+    cfg = SweepConfig(platforms=("dgx-a100", "sn40l"), experts=(1, 50), batch_sizes=(1,), tokens=(2,),
                       model="tiny-llama", prompt_len=4, backend="local",
                       overrides=("host.dram_tib=0.00002", "socket.hbm_gib=0.00012"))
     rows = run_sweep(cfg, progress=False)
@@ -174,10 +177,10 @@ def test_serving_reports_percentiles_per_policy() -> None:
 
 def test_composition_spread_over_two_emulated_nodes() -> None:
     """16 sockets = two SN40L nodes joined by the scale-out link: twice the DDR, TP16 experts."""
-    cfg = SweepConfig(platforms=("sn40l",), experts=(4,), batches=(2,), tokens=(2,), model="llama2-7b",
+    cfg = SweepConfig(platforms=("sn40l",), experts=(4,), batch_sizes=(2,), tokens=(2,), model="llama2-7b",
                       prompt_len=4, backend="local", overrides=("node.sockets=16",))
     (row16,) = run_sweep(cfg, progress=False)
-    (row8,) = run_sweep(SweepConfig(platforms=("sn40l",), experts=(4,), batches=(2,), tokens=(2,),
+    (row8,) = run_sweep(SweepConfig(platforms=("sn40l",), experts=(4,), batch_sizes=(2,), tokens=(2,),
                                     model="llama2-7b", prompt_len=4, backend="local"), progress=False)
     assert row16["experts_per_node"] >= 2 * row8["experts_per_node"] - 1
     assert not row16["oom"] and row16["total_ns"] > 0

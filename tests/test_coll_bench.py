@@ -45,6 +45,7 @@ def test_counts_follow_nccl_tests_byte_counts() -> None:
     ("reducescatter-bench", 7 / 8, "sum", -1),
     ("broadcast-bench", 1.0, "none", 3),
 ])
+@pytest.mark.slow
 def test_real_data_both_columns_right(tmp_path: Path, cmd: str, factor: float, redop: str, root: int,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     code, rows, cfg = _bench(tmp_path, cmd, "-b", "1K", "-e", "256K", "-f", "16", "--root", "3",
@@ -65,6 +66,7 @@ def test_real_data_both_columns_right(tmp_path: Path, cmd: str, factor: float, r
     assert "out-of-place" in text and "in-place" in text and "Out of bounds values : 0 OK" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("op", ["sum", "min"])
 def test_reductions_in_16_bit_and_max_min(tmp_path: Path, dtype: str, op: str) -> None:
@@ -78,6 +80,7 @@ def test_reductions_in_16_bit_and_max_min(tmp_path: Path, dtype: str, op: str) -
     assert code == 0 and all(r["in_place"]["wrong"] == 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_timing_only_says_not_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, rows, cfg = _bench(tmp_path, "coll-bench", "--coll", "allgather", "--timing-only", "-b", "1G", "-e", "1G",
                              "--algo", "ring", "-n", "1", "-w", "0")
@@ -91,6 +94,7 @@ def test_timing_only_says_not_checked(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "Out of bounds values : N/A" in out and "0 OK" not in out
 
 
+@pytest.mark.slow
 def test_allreduce_bench_timing_only_no_longer_claims_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["allreduce-bench", "--backend", "local", "--timing-only", "-b", "1M", "-e", "1M", "-n", "1",
                  "-w", "0"]) == 0
@@ -119,6 +123,7 @@ def test_wrong_elements_catches_a_bad_result() -> None:
     assert wrong_elements("broadcast", inputs[0], inputs, 0, ReduceOp.SUM, "float32", 1) == 16
 
 
+@pytest.mark.slow
 def test_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _bench(tmp_path, "broadcast-bench", "--root", "8")[0] == 2
     assert _bench(tmp_path, "allgather-bench", "-b", "1M", "-e", "1K")[0] == 2

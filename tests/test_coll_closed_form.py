@@ -135,7 +135,7 @@ def test_tree_broadcast_pipelines_any_chunk_count() -> None:
 
 
 @pytest.mark.parametrize("topology", list(TopologyKind))
-@pytest.mark.parametrize("size_bytes", [8 * KiB, 4 * MiB])
+@pytest.mark.parametrize("size_bytes", [8 * KiB, pytest.param(4 * MiB, marks=pytest.mark.slow)])
 @pytest.mark.parametrize(("algo", "k"), [(Algo.RING, 4), (Algo.ONESHOT, 1), (Algo.TREE, 1)])
 def test_whole_node_all_reduce_is_exact_on_every_topology(
     topology: TopologyKind, size_bytes: int, algo: Algo, k: int

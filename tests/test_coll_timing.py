@@ -116,6 +116,7 @@ def test_no_route_left_names_the_links() -> None:
             _all_reduce_ends(data, algo, 1, inject=cut, params=params)
 
 
+@pytest.mark.slow
 def test_more_chunks_help_until_overhead_dominates() -> None:
     data = SymbolicTensor((256 * KiB,), "float32")  # 1 MiB
     counts = [1, 2, 4, 8, 16, 32, 64]
@@ -126,6 +127,7 @@ def test_more_chunks_help_until_overhead_dominates() -> None:
     assert times[best:] == sorted(times[best:])
 
 
+@pytest.mark.slow
 def test_symbolic_and_real_agree_under_injection() -> None:
     def inject(n: NetworkView) -> None:
         n.link_down(1, 2, 0)
@@ -137,6 +139,7 @@ def test_symbolic_and_real_agree_under_injection() -> None:
         assert real == sym
 
 
+@pytest.mark.slow
 def test_back_to_back_collectives_and_determinism() -> None:
     data = SymbolicTensor((64 * KiB,), "float32")
 
@@ -178,6 +181,7 @@ def test_selector_picks_the_fastest_prediction() -> None:
         ) > predict_ns(CollectiveKind.ALL_REDUCE, algo, 64 * MiB, GROUP, ring, p, k)
 
 
+@pytest.mark.slow
 def test_explicit_ring_without_chunks_uses_the_profile_default() -> None:
     mesh = make_topology(TopologyKind.FULL_MESH, 8)
     fixed = P2PParams(TopologyKind.FULL_MESH, LINK, 100, 1 << 30, 5, 5.0, LINK)

@@ -32,6 +32,9 @@ from sn40l_emu.program import (
 from sn40l_emu.socket_actor.socket_model import SocketModel
 from sn40l_emu.socket_actor.state_changes import apply_change
 
+# scenario runs and CLI subprocesses: the slow tier
+pytestmark = pytest.mark.slow
+
 PROFILE = load_profile("sn40l")
 
 

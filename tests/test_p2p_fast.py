@@ -123,6 +123,7 @@ def _inproc_all_reduce(group: tuple[int, ...], data: dict[int, Tensor], **kw: An
         (Algo.AUTO, 0, np.float32, ReduceOp.MIN, 1 << 18, None),  # 1 MiB inline: read straight into place
     ],
 )
+@pytest.mark.slow
 def test_same_ns_and_bits_as_in_process(
     algo: Algo, chunks: int, dtype: type, op: ReduceOp, size: int, shm_min: int | None
 ) -> None:
@@ -136,6 +137,7 @@ def test_same_ns_and_bits_as_in_process(
         assert f_res.tobytes() == r_res.tobytes()
 
 
+@pytest.mark.slow
 def test_symbolic_and_subgroup() -> None:
     sym: dict[int, Tensor] = {r: SymbolicTensor((1 << 28,), "bfloat16") for r in GROUP}  # 512 MiB, never allocated
     fast = _fast_all_reduce(GROUP, sym, algo=Algo.RING, chunks=16)
@@ -277,6 +279,7 @@ async def _until(cond: Callable[[], bool], timeout_s: float = 2.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_arena_blocks_come_back_when_the_views_die() -> None:
     async def main() -> None:
         g = await FastGroup((0, 1)).start()

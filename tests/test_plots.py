@@ -39,6 +39,7 @@ def test_start_state_says_where_experts_start() -> None:
     assert hbm_edge([r for r in ROWS if r["platform"] == "dgx-a100"]) == 49
 
 
+@pytest.mark.slow  # renders PNGs (seconds each): make test, not make test-fast
 def test_latency_plot_breaks_the_line_at_the_cliff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     drawn: list[tuple[str, list[int]]] = []
     real = plots_coe._plt()
@@ -68,6 +69,7 @@ def test_latency_plot_breaks_the_line_at_the_cliff(tmp_path: Path, monkeypatch: 
     assert segs["sn40l (experts in DDR, HBM cache)"] == [1, 25, 50, 150]
 
 
+@pytest.mark.slow  # renders PNGs (seconds each): make test, not make test-fast
 def test_breakdowns_share_one_scale_and_draw_intervals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [dict(r, total_ci95_ns=int(50e6)) for r in ROWS if not r["oom"]]
     limits: list[tuple[float, float]] = []
@@ -90,6 +92,7 @@ def test_breakdowns_share_one_scale_and_draw_intervals(tmp_path: Path, monkeypat
     assert "ErrorbarContainer" in errbars
 
 
+@pytest.mark.slow  # renders PNGs (seconds each): make test, not make test-fast
 def test_inject_timeline_integer_batches_from_zero_and_the_recovery(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace

@@ -21,6 +21,9 @@ from sn40l_emu.workload import ExecMode, ModelConfig, Step, build_group_programs
 from sn40l_emu.workload.functional import shard_weights
 from sn40l_emu.workload.reference import ReferenceModel, Weights, make_weights
 
+# real tensors through TP programs on a node: the slow tier
+pytestmark = pytest.mark.slow
+
 RTOL = ATOL = 1e-4
 BATCH, PROMPT_LEN, DECODE_STEPS = 2, 5, 16
 PROFILE = load_profile("sn40l")

@@ -28,6 +28,9 @@ from sn40l_emu.workload import ExecMode, Step, build_program, load_model, make_p
 from sn40l_emu.workload.memory_plan import fit_in_hbm
 from sn40l_emu.workload.placement import Placement
 
+# full-size models through the node and the CLI: the slow tier (make test, not make test-fast)
+pytestmark = pytest.mark.slow
+
 SN40L = load_profile("sn40l")
 LLAMA2 = load_model("llama2-7b")
 ROW_KEYS = {"platform", "model", "tp", "phase", "mode", "batch", "prompt_len", "context_len", "latency_ns",

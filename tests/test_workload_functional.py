@@ -90,7 +90,8 @@ def model_and_weights(request: pytest.FixtureRequest) -> tuple[ModelConfig, dict
 
 
 @pytest.mark.parametrize("mode", [ExecMode.UNFUSED, ExecMode.FUSED_HO])
-@pytest.mark.parametrize("tp", [1, 2, 4, 8])
+@pytest.mark.parametrize("tp", [pytest.param(1, marks=pytest.mark.slow), 2,
+                                pytest.param(4, marks=pytest.mark.slow), pytest.param(8, marks=pytest.mark.slow)])
 def test_sharded_programs_match_reference(
     model_and_weights: tuple[ModelConfig, dict[str, np.ndarray]], tp: int, mode: ExecMode
 ) -> None:
@@ -127,6 +128,7 @@ def test_gpu_and_fused_so_modes_compute_the_same_logits() -> None:
         np.testing.assert_allclose(got, results[0], rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_functional_programs_have_identical_timing_fields() -> None:
     model = load_model("tiny-gqa")
     plan = make_plan(model, 8)

@@ -96,6 +96,11 @@ class LocalRay:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+# Ray waits a fixed 30 s for its raylet to register; on a loaded 2-core machine that is
+# sometimes not enough. A failed start leaves nothing behind after ray.shutdown(), so try again.
+START_ATTEMPTS = 3
+
+
 def start_local_ray(num_cpus: int = 2, sockets: int = 16, *, log_to_driver: bool = False) -> LocalRay:
     """Start a private local Ray on 127.0.0.1 that advertises ``sockets`` socket slots."""
     prepare_env()
@@ -103,19 +108,46 @@ def start_local_ray(num_cpus: int = 2, sockets: int = 16, *, log_to_driver: bool
 
     if ray.is_initialized():
         return LocalRay(temp_dir="", started=False)
-    temp_dir = tempfile.mkdtemp(prefix="sn40l-ray-")
-    ray.init(
-        num_cpus=num_cpus,
-        resources={SOCKET_RESOURCE: sockets},
-        include_dashboard=False,
-        _temp_dir=temp_dir,
-        _node_ip_address=LOOPBACK,
-        namespace=NAMESPACE,
-        log_to_driver=log_to_driver,
-        configure_logging=True,
-        logging_level=logging.WARNING,
-    )
-    return LocalRay(temp_dir=temp_dir)
+    for attempt in range(START_ATTEMPTS):
+        temp_dir = tempfile.mkdtemp(prefix="sn40l-ray-")
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                resources={SOCKET_RESOURCE: sockets},
+                include_dashboard=False,
+                _temp_dir=temp_dir,
+                _node_ip_address=LOOPBACK,
+                namespace=NAMESPACE,
+                log_to_driver=log_to_driver,
+                configure_logging=True,
+                logging_level=logging.WARNING,
+            )
+        except Exception as exc:  # Ray raises a bare Exception when its raylet is slow to register
+            if ray.is_initialized():
+                ray.shutdown()
+            for pid in _pids_using(temp_dir):  # the half-started GCS and raylet: ours, stopped by pid
+                stop_pid(pid, 5.0)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            if attempt + 1 == START_ATTEMPTS or "timed out during startup" not in str(exc):
+                raise
+            continue
+        return LocalRay(temp_dir=temp_dir)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pids_using(temp_dir: str) -> list[int]:
+    """Processes whose command line names ``temp_dir``: the Ray processes one ``ray.init`` of ours started."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if temp_dir.encode() in cmd:
+            out.append(int(entry.name))
+    return out
 
 
 def connect(address: str) -> None:

@@ -16,9 +16,10 @@ cannot fit even one expert shard there cannot serve at all (total 0, HBM is
 the tier that runs out).
 
 SN40L (docs/model.md §4: "all expert weights live in DDR; a region of HBM is set
-aside for the currently active expert(s)"; docs/model.md §1: 1.5 TiB DDR/socket):
+aside for the currently active expert(s)"; docs/model.md §1: 1.5 TiB DDR/socket),
+less the DDR kept for the router, KV caches and runtime (``runtime.ddr_reserved_gib``):
 
-    total_experts    = ddr_bytes // shard_bytes    (per socket = per node, TP8)
+    total_experts    = (ddr_bytes - ddr_reserved) // shard_bytes    (per socket = per node, TP8)
     served from DDR, limited by DDR
 
 GPU / DGX (docs/model.md §5: "experts in GPU HBM while they fit, otherwise in host
@@ -33,6 +34,18 @@ and nothing else is needed. Beyond that the host holds every expert and HBM
 caches hbm_experts of them, as DDR does for the SN40L: an expert evicted from
 HBM must still exist somewhere, so HBM and host capacities do not add up.
 The limiting tier is the one that sets ``total_experts``.
+
+Two definitions of capacity (both reported by ``sn40l-emu capacity``):
+
+* ``total_experts``: experts that fit when switching an expert in from the
+  backing tier (DDR, host DRAM) is allowed;
+* ``latency_experts``: experts that can be served at TP8 latency. On a GPU a
+  switch from host memory (``expert_bytes / host rate``: about a second for a 7B
+  expert at 64 GB/s) is no TP8 latency, so every expert must sit in HBM:
+  ``latency_experts = hbm_experts`` when the composition fits there, else the
+  HBM count. On the SN40L the DDR -> HBM switch (``shard / ddr_hbm rate`` per
+  socket, all sockets in parallel) counts inside the latency, so
+  ``latency_experts = total_experts``. ``switch_ns`` is that switch time.
 """
 
 from __future__ import annotations
@@ -42,7 +55,7 @@ from enum import Enum
 
 from sn40l_emu.config import NodeProfile, Platform
 from sn40l_emu.errors import ConfigError, OutOfMemory
-from sn40l_emu.units import ceil_div
+from sn40l_emu.units import ceil_div, transfer_ns
 
 
 class ExpertTier(str, Enum):
@@ -65,8 +78,10 @@ class CapacityResult:
     hbm_experts: int  # experts resident in HBM at once (the fast tier)
     backing_tier: ExpertTier  # DDR on SN40L, HOST on a GPU node
     backing_experts: int  # experts the backing tier alone could hold
-    total_experts: int  # experts the node can hold and serve
+    total_experts: int  # experts the node can hold and serve (switching from the backing tier allowed)
     limiting_tier: ExpertTier  # the tier that sets total_experts
+    latency_experts: int = 0  # experts served at TP8 latency (GPU: HBM only; SN40L: DDR, switch inside)
+    switch_ns: int = 0  # one expert's switch from the backing tier into HBM
 
     def home_tier(self, n_experts: int) -> ExpertTier:
         """The tier a composition of ``n_experts`` is served from on this node.
@@ -126,9 +141,11 @@ def experts_per_node(profile: NodeProfile, expert_bytes: int, router_bytes: int,
     hbm_experts = region // shard
     if profile.platform is Platform.SN40L:
         backing_tier = ExpertTier.DDR
-        backing = profile.socket.ddr_bytes // shard
+        backing = max(0, profile.socket.ddr_bytes - profile.runtime.ddr_reserved_bytes) // shard
         total = backing if hbm_experts > 0 else 0
         limiting = ExpertTier.DDR if hbm_experts > 0 else ExpertTier.HBM
+        latency = total  # the DDR -> HBM switch counts inside the latency
+        switch = transfer_ns(shard, profile.dma.ddr_hbm_bw_bytes_per_s)
     else:
         backing_tier = ExpertTier.HOST
         backing = profile.host.dram_bytes // expert_bytes
@@ -138,11 +155,13 @@ def experts_per_node(profile: NodeProfile, expert_bytes: int, router_bytes: int,
             total, limiting = backing, ExpertTier.HOST
         else:
             total, limiting = hbm_experts, ExpertTier.HBM
+        latency = hbm_experts  # no switch from host memory at TP8 latency: all in HBM
+        switch = transfer_ns(expert_bytes, profile.host.link_bw_bytes_per_s * profile.host.links)
     return CapacityResult(
         platform=profile.platform, sockets=profile.sockets, expert_shard_bytes=shard,
         reserved_hbm_bytes=reserved, hbm_region_bytes=region, hbm_experts=hbm_experts,
         backing_tier=backing_tier, backing_experts=backing, total_experts=total,
-        limiting_tier=limiting,
+        limiting_tier=limiting, latency_experts=latency, switch_ns=switch,
     )
 
 

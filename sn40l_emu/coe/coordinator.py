@@ -246,8 +246,7 @@ class CoECoordinator:
         events += _events(res)
         for i in range(1, r.output_tokens):
             res = self._run(self.book.group(model, plan, Step.decode(1, r.prompt_len + i - 1), mode))
-            if i == 1:
-                events += _events(res)
+            events += _events(res)  # a reused step is one event per socket; the trace expands it
 
     # ---- helpers ----------------------------------------------------------
     def _run(self, programs: dict[int, Program]) -> dict[int, ProgramResult]:

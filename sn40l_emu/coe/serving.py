@@ -17,7 +17,11 @@ Reported:
   nearest-rank method: with the n latencies sorted ascending, the P-th
   percentile is the value at 1-based rank ceil(P/100 * n). It is always one of
   the measured values (an integer ns), never an interpolation;
-- cache hit rate, when the callback reports hits and misses.
+- cache hit rate, when the callback reports hits and misses;
+- per request, when the callback reports first-token offsets: time to first
+  token (TTFT = end of its prefill - arrival) and time per output token
+  (TPOT = (completion - first token) / (output tokens - 1)); see
+  :mod:`sn40l_emu.coe.serving_metrics` for means, percentiles and goodput.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ class BatchTiming:
     completion_offsets_ns: tuple[int, ...]  # per request, batch order, from batch start
     hits: int | None = None  # expert-cache hits in this batch, if the callback tracks them
     misses: int | None = None
+    #: per request, batch order, from batch start: when its first output token exists
+    #: (end of its prefill); None when the callback does not say
+    first_token_offsets_ns: tuple[int, ...] | None = None
 
 
 ServeFn = Callable[[list[Request]], BatchTiming]
@@ -59,6 +66,20 @@ class RequestRecord:
     start_ns: int  # when its batch started
     completion_ns: int
     batch_index: int
+    first_token_ns: int | None = None  # end of its prefill (None: the callback did not say)
+    output_tokens: int = 1
+
+    @property
+    def ttft_ns(self) -> int | None:
+        """Time to first token: arrival to the end of its prefill."""
+        return None if self.first_token_ns is None else self.first_token_ns - self.arrival_ns
+
+    @property
+    def tpot_ns(self) -> float | None:
+        """Time per output token after the first (None for a one-token request)."""
+        if self.first_token_ns is None or self.output_tokens < 2:
+            return None
+        return (self.completion_ns - self.first_token_ns) / (self.output_tokens - 1)
 
     @property
     def latency_ns(self) -> int:
@@ -121,6 +142,11 @@ def _check_timing(timing: BatchTiming, batch: list[Request]) -> None:
             raise BatchTimingError(f"completion offset {offset} ns outside 0..{timing.total_ns}")
     if (timing.hits is None) != (timing.misses is None):
         raise BatchTimingError("report both hits and misses, or neither")
+    first = timing.first_token_offsets_ns
+    if first is not None and (len(first) != len(batch) or any(
+            not 0 <= f <= c for f, c in zip(first, timing.completion_offsets_ns, strict=True))):
+        raise BatchTimingError("first-token offsets must be one per request, each within "
+                               "0..its completion offset")
 
 
 def simulate_serving(requests: Sequence[Request], max_batch: int, serve: ServeFn) -> ServingResult:
@@ -150,9 +176,12 @@ def simulate_serving(requests: Sequence[Request], max_batch: int, serve: ServeFn
         batch = [waiting.popleft() for _ in range(min(max_batch, len(waiting)))]
         timing = serve(list(batch))
         _check_timing(timing, batch)
-        for request, offset in zip(batch, timing.completion_offsets_ns, strict=True):
+        firsts = timing.first_token_offsets_ns or (None,) * len(batch)
+        for request, offset, first in zip(batch, timing.completion_offsets_ns, firsts, strict=True):
             records.append(RequestRecord(request.id, request.expert, request.arrival_ns,
-                                         now_ns, now_ns + offset, n_batches))
+                                         now_ns, now_ns + offset, n_batches,
+                                         None if first is None else now_ns + first,
+                                         request.output_tokens))
         if timing.hits is not None and timing.misses is not None:
             hits = (hits or 0) + timing.hits
             misses = (misses or 0) + timing.misses

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from sn40l_emu.collectives.batched import batchable, full_size, oneshot_batchable, run_ring_batch
+from sn40l_emu.collectives.batched_oneshot import run_oneshot_batch
 from sn40l_emu.collectives.buffer import tensor_dtype
 from sn40l_emu.collectives.call import CollCall, wire_tag
 from sn40l_emu.collectives.registry import implementation
 from sn40l_emu.collectives.selector import best_chunks, select_algo, uses_ring
+from sn40l_emu.p2p.framed import FramedTransport
 from sn40l_emu.p2p.transport import Tensor, Transport
 from sn40l_emu.program import Algo, CollectiveKind, ReduceOp, np_dtype
 
@@ -82,6 +85,26 @@ async def _run(
     call = CollCall(t, group, int(start_ns), ReduceOp(op), k, wtag, int(root), ring)
     if call.n == 1:
         return data if not isinstance(data, np.ndarray) else data.copy(), call.start_ns
+    # The batched path moves no frames, so it has no messages to draw: a traced program (the
+    # whole node traces, or none of it) takes the frame path, which gives the same nanoseconds.
+    meet = t.rendezvous if isinstance(t, FramedTransport) and t.trace is None else None
+    if (meet is not None and isinstance(t, FramedTransport) and chosen is Algo.RING and ring
+            and batchable(kind, call.n, full_size(kind, data, call.n), tensor_dtype(data), k,
+                          isinstance(data, np.ndarray), t.max_frame_bytes)):
+        # in one process every member meets here and the ring runs once for all
+        peer = ring[(ring.index(t.rank) - 1) % len(ring)]
+        return await meet.join(
+            t.collective_key(group, wtag), call.n, (call, data),
+            lambda members: run_ring_batch(kind, members), t.timeout_s, peer,
+        )
+    if (meet is not None and isinstance(t, FramedTransport) and chosen is Algo.ONESHOT
+            and oneshot_batchable(kind, int(data.size), tensor_dtype(data), k,
+                                  isinstance(data, np.ndarray), t.max_frame_bytes)):
+        return await meet.join(
+            t.collective_key(group, wtag), call.n, (call, data),
+            lambda members: run_oneshot_batch(kind, members), t.timeout_s,
+            group[(group.index(t.rank) - 1) % len(group)],
+        )
     result = await implementation(kind, chosen)(call, data)
     await t.flush()
     return result

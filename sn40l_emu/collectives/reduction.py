@@ -19,7 +19,7 @@ import numpy as np
 
 from sn40l_emu.program import ReduceOp
 
-_UFUNCS: dict[ReduceOp, Callable[..., np.ndarray]] = {
+UFUNCS: dict[ReduceOp, Callable[..., np.ndarray]] = {
     ReduceOp.SUM: np.add,
     ReduceOp.MAX: np.maximum,
     ReduceOp.MIN: np.minimum,
@@ -36,7 +36,7 @@ def accumulate_dtype(dtype: np.dtype) -> np.dtype:
 def combine(op: ReduceOp, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``op(a, b)`` element-wise in the accumulation dtype, cast back to ``a.dtype``."""
     acc = accumulate_dtype(a.dtype)
-    return _UFUNCS[op](a.astype(acc), b.astype(acc)).astype(a.dtype)
+    return UFUNCS[op](a.astype(acc), b.astype(acc)).astype(a.dtype)
 
 
 def combine_into(op: ReduceOp, acc: np.ndarray, b: np.ndarray) -> None:
@@ -46,7 +46,7 @@ def combine_into(op: ReduceOp, acc: np.ndarray, b: np.ndarray) -> None:
     the full-size copies that dominated a large ring all-reduce's wall time.
     """
     if accumulate_dtype(acc.dtype) == acc.dtype:
-        _UFUNCS[op](acc, b, out=acc)
+        UFUNCS[op](acc, b, out=acc)
     else:
         acc[...] = combine(op, acc, b)
 
@@ -55,7 +55,7 @@ def reduce_ordered(op: ReduceOp, parts: Sequence[np.ndarray]) -> np.ndarray:
     """Reduce ``parts`` left to right (a fixed order, so every rank gets identical bits)."""
     dtype = parts[0].dtype
     acc = parts[0].astype(accumulate_dtype(dtype))
-    ufunc = _UFUNCS[op]
+    ufunc = UFUNCS[op]
     for part in parts[1:]:
         acc = ufunc(acc, part.astype(acc.dtype))
     return acc.astype(dtype)

@@ -87,6 +87,41 @@ def _ring_pairs(order: Sequence[int]) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=4096)
+def _routes(
+    kind: CollectiveKind,
+    algo: Algo,
+    group: tuple[int, ...],
+    topology: Topology,
+    params: P2PParams,
+    down_links: frozenset[DirectedLink],
+    root: int,
+) -> RouteCost | dict[int, RouteCost]:
+    """The route costs a closed form needs; independent of size and chunks, so the tuner's
+    sweep over chunk counts computes them once (they walk O(N^2) routes for one-shot)."""
+    n = len(group)
+    if algo is Algo.RING:
+        order = topology.ring_order(group, down_links)
+        return pattern_cost(topology, params, _ring_pairs(order), down_links)
+    if algo is Algo.ONESHOT:
+        senders = (root,) if kind is CollectiveKind.BROADCAST else group
+        pairs = [(a, b) for a in senders for b in group if a != b]
+        return pattern_cost(topology, params, pairs, down_links)
+    if kind is CollectiveKind.BROADCAST:
+        r = group.index(root)
+        pairs = [
+            (group[(r + p) % n], group[(r + p + (1 << k)) % n])
+            for p in range(n)
+            for k in range(n.bit_length())
+            if p < (1 << k) and p + (1 << k) < n
+        ]
+        return pattern_cost(topology, params, pairs, down_links)
+    return {
+        d: pattern_cost(topology, params, [(group[i], group[i ^ d]) for i in range(n)], down_links)
+        for d in halving_distances(n)
+    }
+
+
+@lru_cache(maxsize=4096)
 def _predict(
     kind: CollectiveKind,
     algo: Algo,
@@ -104,43 +139,26 @@ def _predict(
         return 0
     if uses_ring(kind, algo, n):
         algo = Algo.RING  # TREE on a non-power-of-two group falls back the same way
+    if algo not in (Algo.RING, Algo.ONESHOT, Algo.TREE):
+        raise ValueError(f"no closed form for {kind.value} with {algo.value}")
+    routes = _routes(kind, algo, group, topology, params, down_links, root)
+    if isinstance(routes, dict):  # tree reduce-scatter / all-gather / all-reduce: halving steps
+        one_way = halving_ns(n, size_bytes, chunks, routes, o)
+        return 2 * one_way if kind is CollectiveKind.ALL_REDUCE else one_way
+    route = routes
     if algo is Algo.RING:
-        order = topology.ring_order(group, down_links)
-        route = pattern_cost(topology, params, _ring_pairs(order), down_links)
         if kind is CollectiveKind.BROADCAST:
             return chain_frame_ns((n - 1) * route.hops, size_bytes, chunks, route, o)
         steps = 2 * (n - 1) if kind is CollectiveKind.ALL_REDUCE else n - 1
         return ring_ns(steps, n, size_bytes, chunks, route, o)
     if algo is Algo.ONESHOT:
-        senders = (root,) if kind is CollectiveKind.BROADCAST else group
-        pairs = [(a, b) for a in senders for b in group if a != b]
-        route = pattern_cost(topology, params, pairs, down_links)
         frame = (
             size_bytes
             if kind in (CollectiveKind.ALL_REDUCE, CollectiveKind.BROADCAST)
             else -(-size_bytes // n)
         )
         return direct_ns(frame, chunks, route, o)
-    if algo is Algo.TREE:
-        if kind is CollectiveKind.BROADCAST:
-            r = group.index(root)
-            pairs = [
-                (group[(r + p) % n], group[(r + p + (1 << k)) % n])
-                for p in range(n)
-                for k in range(n.bit_length())
-                if p < (1 << k) and p + (1 << k) < n
-            ]
-            route = pattern_cost(topology, params, pairs, down_links)
-            return chain_frame_ns(binomial_depth(n) * route.hops, size_bytes, chunks, route, o)
-        routes = {
-            d: pattern_cost(
-                topology, params, [(group[i], group[i ^ d]) for i in range(n)], down_links
-            )
-            for d in halving_distances(n)
-        }
-        one_way = halving_ns(n, size_bytes, chunks, routes, o)
-        return 2 * one_way if kind is CollectiveKind.ALL_REDUCE else one_way
-    raise ValueError(f"no closed form for {kind.value} with {algo.value}")
+    return chain_frame_ns(binomial_depth(n) * route.hops, size_bytes, chunks, route, o)
 
 
 def predict_ns(

@@ -160,4 +160,5 @@ def merge_results(parts: list[ProgramResult], label: str) -> ProgramResult:
         [ev for r in parts for ev in r.events],
         last.link_free_ns,
         all(r.links_idle for r in parts),
+        sum(r.hidden_ns for r in parts),
     )

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sn40l_emu.cluster.node import Node
@@ -47,7 +47,7 @@ from sn40l_emu.engine.layer_reuse import canonical_op, merge_results, split_laye
 from sn40l_emu.program import CollectiveOp, KernelOp, Op, Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.socket_actor.tile import Degradation, KernelCost, kernel_cost
-from sn40l_emu.trace import TraceEvent
+from sn40l_emu.trace import KERNEL_NS_ARG, REFERENCE_ARG, TraceEvent
 
 
 def structure(program: Program) -> tuple[Any, ...]:
@@ -69,10 +69,24 @@ def _reusable(program: Program) -> bool:
                for op in program.ops)
 
 
+_Shift = tuple[int, dict[int, dict[str, int]], dict[int, list[int]], dict[int, int]]
+
+
 @dataclass
 class _Ref:
+    """A reference run and the shifts computed against it.
+
+    The shifts live in the reference itself: a later real run of the same
+    structure replaces the reference (a prefill and a decode layer can share a
+    structure), and a shift computed against the old one would add the new
+    one's duration to the old one's deltas.
+    """
+
     results: dict[int, ProgramResult]
     costs: dict[int, list[KernelCost]]
+    # program ids -> (the programs, kept alive so their ids stay theirs; the shift)
+    shifts: dict[tuple[tuple[int, int], ...], tuple[tuple[Program, ...], _Shift]] = field(
+        default_factory=dict)
 
 
 @dataclass
@@ -108,7 +122,6 @@ class CostReuse:
         self._keys: dict[tuple[tuple[int, int], ...], tuple[Any, tuple[Any, ...]]] = {}
         self._sids: dict[tuple[Any, ...], int] = {}  # program structure -> small id (never reused)
         self._sid_counter = itertools.count()
-        self._shifts: dict[tuple[Any, Any], tuple[int, dict[int, dict[str, int]], dict[int, list[int]]]] = {}
         self._segments: dict[int, tuple[Program, tuple[Program, ...]]] = {}
         self._intern: dict[tuple[Op, ...], Program] = {}
         self.stats = ReuseStats()  # whole programs
@@ -237,55 +250,71 @@ class CostReuse:
     def _shift(self, key: Any, ref: _Ref, programs: Mapping[int, Program],
                now: list[int]) -> dict[int, ProgramResult] | None:
         ident = tuple((s, id(programs[s])) for s in sorted(programs))
-        memo = self._shifts.get((key, ident))
-        if memo is None:
+        hit = ref.shifts.get(ident)
+        if hit is None:
             memo = self._compute_shift(ref, programs)
             if memo is None:
                 return None
-            if len(self._shifts) > 50_000:
-                self._shifts.clear()
-            self._shifts[(key, ident)] = memo
-        total, bds, kns = memo
+            if len(ref.shifts) > 10_000:
+                ref.shifts.clear()
+            hit = ref.shifts[ident] = (tuple(programs[s] for s in sorted(programs)), memo)
+        total, bds, kns, hid = hit[1]
         out: dict[int, ProgramResult] = {}
         for s, prog in programs.items():
             r = ref.results[s]
             start = now[s]
             end = start + r.duration_ns + total
+            # the reference and the new kernel times let the trace draw this run as shifted copies
+            # of the reference's events (sn40l_emu.trace.expand_reused)
             ev = TraceEvent(start, end - start, s, "program", f"{prog.label} (reused cost)",
-                            {"reused_from": r.label})
+                            {"reused_from": r.label, REFERENCE_ARG: r, KERNEL_NS_ARG: kns[s]})
             out[s] = ProgramResult(s, prog.label, start, end, dict(bds[s]), kns[s], [ev],
-                                   r.link_free_ns, r.links_idle)
+                                   r.link_free_ns, r.links_idle, hid[s])
         return out
 
-    def _compute_shift(self, ref: _Ref, programs: Mapping[int, Program]
-                       ) -> tuple[int, dict[int, dict[str, int]], dict[int, list[int]]] | None:
+    def _compute_shift(self, ref: _Ref, programs: Mapping[int, Program]) -> _Shift | None:
+        from sn40l_emu.socket_actor.pipeline import program_hidden_ns
+
         deltas: list[int] | None = None
         bds: dict[int, dict[str, int]] = {}
         kns: dict[int, list[int]] = {}
+        hid: dict[int, int] = {}
+        prof, n = self.node.profile, self.node.n_sockets
         # sockets running the same program against the same reference costs share the work
-        pairs: dict[tuple[int, int], tuple[list[int], dict[str, int], list[int]]] = {}
+        pairs: dict[tuple[int, int], tuple[list[int], dict[str, int], list[int], int]] = {}
         for s, prog in programs.items():
             new = self._costs(s, prog)
             old = ref.costs[s]
             pair = pairs.get((id(new), id(old)))
             if pair is None:
-                d = [a.total_ns - b.total_ns for a, b in zip(new, old, strict=True)]
+                # a kernel whose all-reduce streams out of it (socket_actor/pipeline.py) ends
+                # the pair earlier by the hidden time: the shift is the change net of it
+                h_new = program_hidden_ns(prog.ops, new, prof, n)
+                h_old = program_hidden_ns(prog.ops, old, prof, n)
+                d = [a.total_ns - b.total_ns - (hn - ho)
+                     for a, b, hn, ho in zip(new, old, h_new, h_old, strict=True)]
                 change: dict[str, int] = {}
                 for a, b in zip(new, old, strict=True):
                     if a is not b:
                         for k in a.attribution_ns:
                             change[k] = change.get(k, 0) + a.attribution_ns[k] - b.attribution_ns[k]
-                pair = pairs[(id(new), id(old))] = (d, change, [c.total_ns for c in new])
+                dh = sum(h_new) - sum(h_old)
+                if dh:
+                    change["collectives"] = change.get("collectives", 0) - dh
+                pair = pairs[(id(new), id(old))] = (d, change, [c.total_ns for c in new], dh)
                 if any(x < 0 for x in d):
                     return None
-            d, change, totals = pair
+            d, change, totals, dh = pair
             if deltas is not None and d is not deltas and d != deltas:
                 return None
             deltas = d
             bd = dict(ref.results[s].breakdown_ns)
             for k, v in change.items():
                 bd[k] += v
+            if min(bd.values()) < 0:
+                return None
             bds[s] = bd
             kns[s] = list(totals)
+            hid[s] = ref.results[s].hidden_ns + dh
         assert deltas is not None
-        return sum(deltas), bds, kns
+        return sum(deltas), bds, kns, hid

@@ -32,39 +32,69 @@ to see a single link's bandwidth.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sn40l_emu.errors import ConfigError
+from sn40l_emu.experiments.options import (
+    MAX_SEED,
+    backend_field,
+    check_fields,
+    option,
+    overrides_field,
+    profile_field,
+)
 from sn40l_emu.program import Algo, ReduceOp
 
 DTYPES = ("float32", "float16", "bfloat16")
+MAX_SIZE_BYTES = 1 << 50  # 1 PiB (1,125,899,906,842,624 B): a sanity limit on -b/-e (timing-only runs are symbolic)
 BUFFER = "allreduce_bench"
+
+
+def _size(text: str) -> int:
+    from sn40l_emu.units import parse_size_bytes
+
+    return parse_size_bytes(text)
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    min_bytes: int = 8
-    max_bytes: int = 64 * 1024**2
-    step_factor: int = 2
-    algo: Algo = Algo.AUTO
-    chunks: int = 0  # 0: the selector's (or the profile's default ring) chunk count
-    sockets: int = 8
-    dtype: str = "float32"
-    op: ReduceOp = ReduceOp.SUM
-    check: bool = True
-    timing_only: bool = False
-    iters: int = 3
-    warmup: int = 1
-    seed: int = 0
+    """An nccl-tests-style sweep (sizes min, min*f, ... max) and the node it runs on."""
+
+    min_bytes: int = option(8, "smallest size (B; K/M/G suffixes are binary)", flag="minbytes", short=("-b",),
+                            lo=1, hi=MAX_SIZE_BYTES, parse=_size, unit="B", metavar="SIZE")
+    max_bytes: int = option(64 * 1024**2, "largest size (B; K/M/G suffixes are binary)", flag="maxbytes",
+                            short=("-e",), lo=1, hi=MAX_SIZE_BYTES, parse=_size, unit="B", metavar="SIZE",
+                            shown="64M")
+    step_factor: int = option(2, "multiply the size by this between rows", flag="stepfactor", short=("-f",),
+                              lo=2, hi=1 << 20)
+    algo: Algo = option(Algo.AUTO, "collective algorithm; auto = the selector's choice per size "
+                                   "(one-shot on a full mesh)")
+    chunks: int = option(0, "chunks per frame / ring segment (0 = tuned)", lo=0, hi=1 << 16)
+    sockets: int = option(8, "group = sockets 0..N-1 of the node (0 = all of the node's sockets)",
+                          lo=0, hi=1024, cli_default=0)
+    dtype: str = option("float32", "element type", choices=DTYPES)
+    op: ReduceOp = option(ReduceOp.SUM, "reduction")
+    check: bool = option(True, "compare every socket's result with numpy (off with --timing-only)")
+    timing_only: bool = option(False, "symbolic payloads (shapes only): sizes far beyond this host's memory, "
+                                      "e.g. -e 16G")
+    iters: int = option(3, "timed calls per size", short=("-n",), lo=1, hi=1_000_000)
+    warmup: int = option(1, "untimed calls per size first", short=("-w",), lo=0, hi=1_000_000)
+    seed: int = option(0, "seed of the input data", lo=0, hi=MAX_SEED)
+    profile: str = profile_field("sn40l")
+    overrides: tuple[str, ...] = overrides_field()
+    backend: str = backend_field()
+    address: str = option("", "Ray cluster to join (default: RAY_ADDRESS or a private local Ray)",
+                          metavar="HOST:PORT")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def validate(self, n_node_sockets: int) -> None:
         if self.min_bytes < 1 or self.max_bytes < self.min_bytes:
@@ -253,72 +283,78 @@ def _preamble(cfg: BenchConfig, profile: Any, backend: str) -> list[str]:
     return lines
 
 
-def cmd_allreduce_bench(args: argparse.Namespace) -> int:
-    from sn40l_emu.cluster.session import Backend, open_node
-    from sn40l_emu.config import load_profile
-    from sn40l_emu.units import parse_size_bytes
+def resolve(cfg: BenchConfig) -> tuple[BenchConfig, Any]:
+    """(the config with ``sockets`` 0 resolved to the node's and ``check`` off for timing-only, its profile)."""
+    from dataclasses import replace
 
-    try:
-        lo, hi = parse_size_bytes(args.minbytes), parse_size_bytes(args.maxbytes)
-    except ValueError as exc:
-        raise ConfigError("-b/-e", f"{args.minbytes}/{args.maxbytes}", f"sizes like 8, 64K, 1M, 1G ({exc})") from None
-    profile = load_profile(args.profile, args.overrides)
-    cfg = BenchConfig(lo, hi, args.stepfactor, Algo(args.algo), args.chunks, args.sockets or profile.sockets,
-                      args.dtype, ReduceOp(args.op), bool(args.check) and not args.timing_only, args.timing_only,
-                      args.iters, args.warmup, args.seed)
+    from sn40l_emu.config import load_profile
+
+    profile = load_profile(cfg.profile, list(cfg.overrides))
+    cfg = replace(cfg, sockets=cfg.sockets or profile.sockets, check=cfg.check and not cfg.timing_only)
     cfg.validate(profile.sockets)
     if not cfg.timing_only:
         need = 3 * cfg.sockets * cfg.max_bytes
         phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if need > phys // 2:
-            raise ConfigError("-e", args.maxbytes, f"real data of {cfg.sockets} x {cfg.max_bytes} B does not fit "
+            raise ConfigError("-e", cfg.max_bytes, f"real data of {cfg.sockets} x {cfg.max_bytes} B does not fit "
                               "this host; use --timing-only for sizes beyond memory")
+    return cfg, profile
+
+
+def run_bench_config(cfg: BenchConfig) -> list[dict[str, Any]]:
+    """Every size of ``cfg`` on a node of its own; rows as dicts (for the API and experiment files)."""
+    from sn40l_emu.cluster.session import Backend, open_node
+
+    cfg, profile = resolve(cfg)
+    with open_node(profile, backend=Backend(cfg.backend), address=cfg.address, trace=False) as node:
+        return [asdict(r) for r in run_bench(node, cfg)]
+
+
+def cmd_allreduce_bench(args: argparse.Namespace) -> int:
+    from sn40l_emu.cluster.session import Backend, open_node
+    from sn40l_emu.experiments import rundir
+    from sn40l_emu.experiments.options import from_args
+
+    cfg, profile = resolve(from_args(BenchConfig, args))
+    cfg_json = {**asdict(cfg), "algo": cfg.algo.value, "op": cfg.op.value, "overrides": list(cfg.overrides)}
+    run = rundir.prepare("allreduce-bench", {"bench": cfg_json, "profile_resolved": profile.to_json()},
+                         out=args.out, overwrite=args.overwrite, json_path=args.json,
+                         argv=getattr(args, "argv", None))
     rows: list[Row] = []
-    with open_node(profile, backend=Backend(args.backend), address=args.address, trace=False) as node:
-        for line in _preamble(cfg, profile, args.backend):
-            print(line)
-        print(HEADER, flush=True)
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    with open_node(profile, backend=Backend(cfg.backend), address=cfg.address, trace=False) as node:
+        for line in _preamble(cfg, profile, cfg.backend):
+            say(line)
+        say(HEADER)
         for row in run_bench(node, cfg):
             rows.append(row)
-            print(format_row(row, cfg.op), flush=True)
+            say(format_row(row, cfg.op))
     checked = any(r.wrong is not None for r in rows)
     wrong = sum(r.wrong or 0 for r in rows)
-    print("\n".join(summary_lines(wrong if checked else None, [r.busbw_gbps for r in rows])))
+    for line in summary_lines(wrong if checked else None, [r.busbw_gbps for r in rows]):
+        say(line)
+    doc = {"config": cfg_json, "rows": [asdict(r) for r in rows]}
+    run.write_json("results.json", doc)
+    run.write_rows("results", [asdict(r) for r in rows])
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        cfg_json = {**asdict(cfg), "algo": cfg.algo.value, "op": cfg.op.value, "backend": args.backend,
-                    "profile": profile.name, "overrides": list(args.overrides)}
-        out.write_text(json.dumps({"config": cfg_json, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+        rundir.write_copy(args.json, doc)
+    run.finish("```\n" + "\n".join(lines) + "\n```", rows=len(rows))
+    print(f"# wrote {run.path}/{' and ' + str(args.json) if args.json else ''}")
     return 0 if wrong == 0 else 1
 
 
 def register(sub: Any) -> None:
-    from sn40l_emu.experiments.options import profile_args
+    from sn40l_emu.experiments.options import add_options, output_args
 
     body = (__doc__ or "").split("\n\n", 1)[-1]
     p = sub.add_parser("allreduce-bench", help="all-reduce bandwidth sweep, shaped like nccl-tests all_reduce_perf",
                        description=re.sub(r":\w+:`([^`]+)`", r"\1", body).replace("``", ""),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-b", "--minbytes", default="8", help="smallest size (B; K/M/G suffixes are binary)")
-    p.add_argument("-e", "--maxbytes", default="64M", help="largest size")
-    p.add_argument("-f", "--stepfactor", type=int, default=2, help="multiply the size by this between rows")
-    p.add_argument("--algo", default="auto", choices=[a.value for a in Algo],
-                   help="collective algorithm; auto = the selector's choice per size (one-shot on a full mesh)")
-    p.add_argument("--chunks", type=int, default=0, help="chunks per frame / ring segment (0 = tuned)")
-    p.add_argument("--sockets", type=int, default=0, help="group = sockets 0..N-1 of the node (default: all)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
-    p.add_argument("--op", default="sum", choices=[o.value for o in ReduceOp])
-    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                   help="compare every socket's result with numpy (default on; off with --timing-only)")
-    p.add_argument("--timing-only", action="store_true",
-                   help="symbolic payloads (shapes only): sizes far beyond this host's memory, e.g. -e 16G")
-    p.add_argument("-n", "--iters", type=int, default=3, help="timed calls per size")
-    p.add_argument("-w", "--warmup", type=int, default=1, help="untimed calls per size first")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="ray", choices=["ray", "local"],
-                   help="ray: one actor per socket (the distributed emulator); local: in-process")
-    p.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS or a private local Ray)")
-    profile_args(p)
-    p.add_argument("--json", default="", metavar="PATH", help="write {config, rows} here")
+    add_options(p, BenchConfig)
+    output_args(p, "also write {config, rows} here")
     p.set_defaults(func=cmd_allreduce_bench)

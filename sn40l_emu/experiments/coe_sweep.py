@@ -9,44 +9,79 @@ cost-reuse tables: the same prefill and decode steps recur in every row.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sn40l_emu.errors import ConfigError, OutOfMemory
+from sn40l_emu.experiments.options import (
+    MAX_BATCH,
+    MAX_EXPERTS,
+    MAX_SEED,
+    MAX_TOKENS,
+    backend_field,
+    check_fields,
+    option,
+    overrides_field,
+    profile_field,
+)
+
+POLICY_NAMES = ("lru", "lfu", "opt")  # the values of sn40l_emu.coe.eviction.CachePolicy (checked by a test)
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    platforms: tuple[str, ...] = ("sn40l", "dgx-a100", "dgx-h100")
-    experts: tuple[int, ...] = (1, 10, 25, 50, 100, 150)
-    batches: tuple[int, ...] = (1, 8)
-    tokens: tuple[int, ...] = (20, 200)
-    model: str = "llama2-7b"
-    prompt_len: int = 128
-    workload: str = "zipf:1.0"
-    policy: str = "lru"
-    seed: int = 0
-    n_batches: int = 1
-    backend: str = "ray"
-    overrides: tuple[str, ...] = ()
+    """The CoE sweep: one row per (platform, experts, batch size, output tokens) (docs/model.md §4-5)."""
+
+    platforms: tuple[str, ...] = profile_field(("sn40l", "dgx-a100", "dgx-h100"), many=True)
+    experts: tuple[int, ...] = option((1, 10, 25, 50, 100, 150), "numbers of experts in the composition",
+                                      lo=1, hi=MAX_EXPERTS)
+    batch_sizes: tuple[int, ...] = option((1, 8), "batch sizes (requests per batch)", flag="batch",
+                                          lo=1, hi=MAX_BATCH)
+    tokens: tuple[int, ...] = option((20, 200), "output tokens per request", lo=1, hi=MAX_TOKENS)
+    model: str = option("llama2-7b", "expert model: shipped name or path to a config.json")
+    prompt_len: int = option(128, "prompt tokens per request", lo=1, hi=MAX_TOKENS)
+    workload: str = option("zipf:1.0", "which expert each prompt picks: zipf:S, uniform, or a JSONL trace file")
+    policy: str = option("lru", "HBM expert cache policy", choices=POLICY_NAMES)
+    seed: int = option(0, "seed of the prompt draw", lo=0, hi=MAX_SEED)
+    n_batches: int = option(1, "batches per row (the cache stays warm between them)", flag="batches",
+                            lo=1, hi=MAX_BATCH)
+    backend: str = backend_field()
+    overrides: tuple[str, ...] = overrides_field()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
-def _ints(field: str, text: str) -> tuple[int, ...]:
+TraceRow = tuple[str, int, int, int]  # (platform, experts, batch, tokens)
+
+
+def parse_trace_row(text: str) -> TraceRow | None:
+    """``PLATFORM:EXPERTS:BATCH:TOKENS`` (e.g. ``sn40l:150:8:20``) -> the row to trace; "" -> None."""
+    if not text:
+        return None
+    parts = text.split(":")
     try:
-        vals = tuple(int(x) for x in text.split(",") if x.strip())
+        if len(parts) != 4:
+            raise ValueError
+        return parts[0], int(parts[1]), int(parts[2]), int(parts[3])
     except ValueError:
-        raise ConfigError(field, text, "comma-separated positive integers, e.g. 1,10,25") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise ConfigError(field, text, "comma-separated positive integers, e.g. 1,10,25")
-    return vals
+        raise ConfigError("--trace-row", text, "PLATFORM:EXPERTS:BATCH:TOKENS, e.g. sn40l:150:8:20") from None
+
+
+def default_trace_row(cfg: SweepConfig, platform: str, n: int, b: int, t: int, total_experts: int) -> bool:
+    """Without --trace-row: the first platform, largest batch, fewest tokens, most experts that fit."""
+    return (platform == cfg.platforms[0] and b == max(cfg.batch_sizes) and t == min(cfg.tokens)
+            and n == max((x for x in cfg.experts if x <= total_experts), default=-1))
 
 
 def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool = True,
-              trace_path: Path | None = None) -> list[dict[str, Any]]:
-    """Run every (platform, experts, batch, tokens) row; returns JSON-able rows."""
+              trace_path: Path | None = None, trace_row: TraceRow | None = None) -> list[dict[str, Any]]:
+    """Run every (platform, experts, batch, tokens) row; returns JSON-able rows.
+
+    With ``trace_path`` one row is traced: ``trace_row`` (platform, experts, batch, tokens), or
+    :func:`default_trace_row`. Reused decode steps and layers are drawn as their shifted copies."""
     from tqdm import tqdm
 
     from sn40l_emu.cluster.session import Backend, open_node
@@ -58,9 +93,13 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     from sn40l_emu.engine.layer_reuse import LayerPrograms
     from sn40l_emu.engine.program_book import ProgramBook
     from sn40l_emu.engine.reuse import CostReuse
-    from sn40l_emu.trace import write_chrome_trace
+    from sn40l_emu.trace import expand_reused, write_chrome_trace
     from sn40l_emu.workload import load_model
 
+    if trace_row is not None and (trace_row[0] not in cfg.platforms or trace_row[1] not in cfg.experts
+                                  or trace_row[2] not in cfg.batch_sizes or trace_row[3] not in cfg.tokens):
+        raise ConfigError("--trace-row", ":".join(map(str, trace_row)), "a row of this sweep "
+                          f"(platforms {','.join(cfg.platforms)}; experts, batch, tokens from the sweep)")
     model = load_model(cfg.model)
     spec = parse_workload(cfg.workload)
     try:
@@ -68,7 +107,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     except ValueError:
         raise ConfigError("--policy", cfg.policy, "one of " + ", ".join(p.value for p in CachePolicy)) from None
     profiles = [load_profile(p, list(cfg.overrides)) for p in cfg.platforms]
-    combos = [(n, b, t) for n in cfg.experts for b in cfg.batches for t in cfg.tokens]
+    combos = [(n, b, t) for n in cfg.experts for b in cfg.batch_sizes for t in cfg.tokens]
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(profiles) * len(combos), disable=not progress, desc="coe sweep", unit="row")
     trace_done = False
@@ -105,10 +144,14 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
                         row[k] //= cfg.n_batches
                     row["total_ns"] = row["router_ns"] + row["switch_ns"] + row["expert_ns"]
                     row["wall_s"] = round(time.perf_counter() - wall0, 4)  # wall-clock ok: measures the emulator itself
-                    if trace_path is not None and not trace_done and prof.name == cfg.platforms[0] \
-                            and b == max(cfg.batches) and t == min(cfg.tokens) and n == max(
-                                x for x in cfg.experts if x <= coord.capacity.total_experts):
-                        write_chrome_trace(trace_path, all_events, metadata={"row": row})
+                    chosen = (trace_row == (prof.name, n, b, t) if trace_row is not None else
+                              default_trace_row(cfg, prof.name, n, b, t, coord.capacity.total_experts))
+                    if trace_path is not None and not trace_done and chosen:
+                        events, left = expand_reused(all_events)
+                        write_chrome_trace(trace_path, events, metadata={
+                            "row": row, "reused_runs_not_expanded": left,
+                            "hbm_at_start": "cold: router and KV reservation only" if not coord.gpu else
+                            ("every expert preloaded" if coord.all_in_hbm else "cold cache; experts in host DRAM")})
                         trace_done = True
                 except OutOfMemory as exc:
                     row["oom"] = True
@@ -119,114 +162,186 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     return rows
 
 
+def _ms(ns: Any) -> str | None:
+    """Milliseconds for a table: fixed point with thousands separators (never 1.083e+04); blank if None."""
+    if ns is None:
+        return None
+    ms = ns / 1e6
+    return f"{ms:,.1f}" if ms >= 10 else f"{ms:,.3f}"
+
+
+def output_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for tables and CSV: an OOM row leaves its timings blank (None), never 0 ms."""
+    out = []
+    for r in rows:
+        r = dict(r)
+        if r.get("oom"):
+            for k in ("total_ns", "router_ns", "switch_ns", "expert_ns", "load_ns", "wall_s"):
+                if k in r:
+                    r[k] = None
+        out.append(r)
+    return out
+
+
 def _summary(rows: list[dict[str, Any]]) -> str:
     from sn40l_emu.report import table
 
-    view = [{**r, "total_ms": None if r["oom"] else r["total_ns"] / 1e6,
-             "router_ms": r["router_ns"] / 1e6, "switch_ms": r["switch_ns"] / 1e6,
-             "expert_ms": r["expert_ns"] / 1e6, "oom": "OOM" if r["oom"] else ""} for r in rows]
+    view = [{**r, "total_ms": _ms(r["total_ns"]), "router_ms": _ms(r["router_ns"]),
+             "switch_ms": _ms(r["switch_ns"]), "expert_ms": _ms(r["expert_ns"]),
+             "oom": "OOM" if r["oom"] else ""} for r in output_rows(rows)]
     return table(view, [("platform", "platform"), ("experts", "experts"), ("batch", "batch"),
                         ("tokens", "tokens"), ("total_ms", "total ms"), ("router_ms", "router ms"),
                         ("switch_ms", "switch ms"), ("expert_ms", "expert ms"), ("hbm_hits", "hits"),
                         ("hbm_misses", "misses"), ("oom", "oom")])
 
 
+def resolved_config(cfg: SweepConfig) -> dict[str, Any]:
+    """The sweep and every platform's resolved profile (loading them also checks --profile/--set now)."""
+    from sn40l_emu.coe.workload import parse_workload
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.experiments.options import to_jsonable
+    from sn40l_emu.workload import load_model
+
+    load_model(cfg.model)
+    parse_workload(cfg.workload)
+    return {"sweep": to_jsonable(cfg),
+            "profiles": {p: load_profile(p, list(cfg.overrides)).to_json() for p in cfg.platforms}}
+
+
 def cmd_coe(args: argparse.Namespace) -> int:
+    from sn40l_emu.experiments import rundir
+    from sn40l_emu.experiments.coe_conclusion import conclusion, headline_table
+    from sn40l_emu.experiments.options import from_args
     from sn40l_emu.experiments.plots_coe import breakdown_per_platform, latency_vs_experts
 
-    cfg = SweepConfig(
-        platforms=tuple(p.strip() for p in args.platforms.split(",") if p.strip()),
-        experts=_ints("--experts", args.experts), batches=_ints("--batch", args.batch),
-        tokens=_ints("--tokens", args.tokens), model=args.model, prompt_len=args.prompt_len,
-        workload=args.workload, policy=args.policy, seed=args.seed, n_batches=args.batches,
-        backend=args.backend, overrides=tuple(args.overrides))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = from_args(SweepConfig, args)
+    run = rundir.prepare("coe", resolved_config(cfg), out=args.out, overwrite=args.overwrite,
+                         json_path=args.json, argv=getattr(args, "argv", None))
+    out = run.path
     t0 = time.perf_counter()  # wall-clock ok: measures the emulator itself
-    rows = run_sweep(cfg, out, progress=not args.no_progress, trace_path=out / "coe_trace.json")
+    rows = run_sweep(cfg, out, progress=not args.no_progress, trace_path=run.file("coe_trace.json"),
+                     trace_row=parse_trace_row(getattr(args, "trace_row", "")))
     wall = time.perf_counter() - t0  # wall-clock ok: measures the emulator itself
-    print(_summary(rows))
+    if not (out / "coe_trace.json").exists():
+        run.files.remove("coe_trace.json")
+    table_text = _summary(rows)
+    print(headline_table(rows))
     pngs = latency_vs_experts(rows, out)
-    pngs += breakdown_per_platform(rows, out, max(cfg.batches), min(cfg.tokens))
-    doc = {"rows": rows, "config": {**cfg.__dict__, "profiles": cfg.platforms}, "wall_s": round(wall, 2)}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(doc, indent=2, default=list))
-    _write_resolved(cfg, out)
-    print(f"\nwrote {args.json}, {out / 'coe_trace.json'} and {len(pngs)} plots in {out}/ "
-          f"({wall:.1f} s wall)")
+    pngs += breakdown_per_platform(rows, out, max(cfg.batch_sizes), min(cfg.tokens))
+    for png in pngs:
+        run.file(Path(png).name)
+    doc = {"rows": rows, "config": {**resolved_config(cfg)["sweep"], "profiles": list(cfg.platforms)},
+           "wall_s": round(wall, 2)}
+    run.write_json("results.json", doc)
+    run.write_rows("results", output_rows(rows))
+    if args.json:
+        rundir.write_copy(args.json, doc)
+    text = conclusion(rows, cfg, plots=[Path(p) for p in pngs], run_dir=out)
+    run.finish(f"## Conclusion\n\n{text}\n\n## Rows\n\n```\n{table_text}\n```", rows=len(rows),
+               headline=text.splitlines()[0] if text else "")
+    print()
+    print(text)
+    print(f"\nwrote {out}/ (results.json, results.csv, summary.md, config.json, {len(pngs)} plots"
+          f"{', coe_trace.json' if 'coe_trace.json' in run.files else ''})"
+          f"{' and ' + str(args.json) if args.json else ''} ({wall:.1f} s wall)")
     return 0
 
 
-def _write_resolved(cfg: SweepConfig, out: Path) -> None:
-    from sn40l_emu.config import load_profile
+@dataclass(frozen=True)
+class CapacityConfig:
+    """Experts per node and nodes needed (docs/model.md §4): pure arithmetic on the profiles, no node."""
 
-    resolved = {p: load_profile(p, list(cfg.overrides)).to_json() for p in cfg.platforms}
-    (out / "coe_config.json").write_text(json.dumps({"sweep": cfg.__dict__, "profiles": resolved},
-                                                    indent=2, default=list))
+    platforms: tuple[str, ...] = profile_field(("sn40l", "dgx-a100", "dgx-h100"), many=True)
+    model: str = option("llama2-7b", "expert model: shipped name or path to a config.json")
+    experts: tuple[int, ...] = option((1, 10, 25, 50, 100, 150), "numbers of experts in the composition",
+                                      lo=1, hi=MAX_EXPERTS)
+    batch: int = option(8, "batch size of the KV-cache reservation: batch x (prompt + tokens)",
+                        lo=1, hi=MAX_BATCH)
+    prompt_len: int = option(128, "prompt tokens per request (KV reservation)", lo=1, hi=MAX_TOKENS)
+    tokens: int = option(200, "output tokens per request (KV reservation)", lo=1, hi=MAX_TOKENS)
+    overrides: tuple[str, ...] = overrides_field()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
-def cmd_capacity(args: argparse.Namespace) -> int:
+def run_capacity(cfg: CapacityConfig) -> list[dict[str, Any]]:
+    """One row per (platform, experts); ``nodes_needed`` is None when one expert does not fit a node."""
     from sn40l_emu.coe.capacity import experts_per_node, nodes_needed
     from sn40l_emu.config import load_profile
-    from sn40l_emu.report import table
     from sn40l_emu.workload import load_model
 
-    model = load_model(args.model)
-    kv = args.batch * (args.prompt_len + args.tokens) * model.kv_bytes_per_token
-    rows = []
-    for plat in (p.strip() for p in args.platforms.split(",") if p.strip()):
-        prof = load_profile(plat, args.overrides)
+    model = load_model(cfg.model)
+    kv = cfg.batch * (cfg.prompt_len + cfg.tokens) * model.kv_bytes_per_token
+    rows: list[dict[str, Any]] = []
+    for plat in cfg.platforms:
+        prof = load_profile(plat, list(cfg.overrides))
         cap = experts_per_node(prof, model.weight_bytes, model.weight_bytes, kv)
-        for n in _ints("--experts", args.experts):
+        for n in cfg.experts:
+            need: int | None
             try:
                 need = nodes_needed(n, prof, model.weight_bytes, model.weight_bytes, kv)
             except OutOfMemory:
-                need = -1
+                need = None
             served = cap.home_tier(min(n, cap.total_experts)).value if cap.total_experts else "none"
             rows.append({"platform": plat, "model": model.name, "experts": n,
                          "experts_per_node": cap.total_experts, "nodes_needed": need,
                          "experts_in_hbm": cap.hbm_experts, "served_from": served,
-                         "limiting_tier": cap.limiting_tier.value})
-    print(table(rows, [("platform", "platform"), ("model", "model"), ("experts", "experts"),
-                       ("experts_in_hbm", "in HBM at once"), ("experts_per_node", "per node"),
-                       ("nodes_needed", "nodes needed"), ("served_from", "served from"),
-                       ("limiting_tier", "runs out of")]))
+                         "limiting_tier": cap.limiting_tier.value,
+                         "experts_at_tp8_latency": cap.latency_experts,
+                         "fits_at_tp8_latency": n <= cap.latency_experts,
+                         "switch_ms": round(cap.switch_ns / 1e6, 3)})
+    return rows
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.experiments import rundir
+    from sn40l_emu.experiments.options import from_args, to_jsonable
+    from sn40l_emu.report import table
+    from sn40l_emu.workload import load_model
+
+    cfg = from_args(CapacityConfig, args)
+    load_model(cfg.model)
+    resolved = {"capacity": to_jsonable(cfg),
+                "profiles": {p: load_profile(p, list(cfg.overrides)).to_json() for p in cfg.platforms}}
+    run = rundir.prepare("capacity", resolved, out=args.out, overwrite=args.overwrite, json_path=args.json,
+                         argv=getattr(args, "argv", None))
+    rows = run_capacity(cfg)
+    view = [{**r, "nodes_needed": "never" if r["nodes_needed"] is None else r["nodes_needed"]} for r in rows]
+    text = table(view, [("platform", "platform"), ("model", "model"), ("experts", "experts"),
+                        ("experts_in_hbm", "in HBM at once"), ("experts_per_node", "per node"),
+                        ("nodes_needed", "nodes needed"), ("served_from", "served from"),
+                        ("limiting_tier", "runs out of"), ("experts_at_tp8_latency", "at TP8 latency"),
+                        ("switch_ms", "switch ms")])
+    print(text)
+    doc = {"rows": rows, "config": resolved["capacity"]}
+    run.write_json("results.json", doc)
+    run.write_rows("results", rows)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))
+        rundir.write_copy(args.json, doc)
+    run.finish(f"```\n{text}\n```\n\n'never': one expert with its KV reservation does not fit a node.",
+               rows=len(rows))
+    print(f"\nwrote {run.path}/{' and ' + str(args.json) if args.json else ''}")
     return 0
 
 
 def register(sub: Any) -> None:
-    from sn40l_emu.experiments.options import profile_args
+    from sn40l_emu.experiments.options import add_options, output_args
 
-    p = sub.add_parser("coe", help="CoE serving sweep: latency and footprint vs number of experts")
-    p.add_argument("--platforms", default="sn40l,dgx-a100,dgx-h100")
-    p.add_argument("--experts", default="1,10,25,50,100,150")
-    p.add_argument("--batch", default="1,8")
-    p.add_argument("--tokens", default="20,200")
-    p.add_argument("--model", default="llama2-7b")
-    p.add_argument("--prompt-len", type=int, default=128)
-    p.add_argument("--policy", default="lru", help="HBM expert cache policy: lru, lfu or opt")
-    p.add_argument("--workload", default="zipf:1.0", help="zipf:S, uniform, or a JSONL trace file")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batches", type=int, default=1, help="batches per row (the cache stays warm between them)")
-    p.add_argument("--backend", default="ray", choices=["ray", "local"])
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", default="out/coe.json")
-    p.add_argument("--out", default="out")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
-                   help="override a field of every platform's profile")
+    p = sub.add_parser("coe", help="CoE serving sweep: latency and footprint vs number of experts",
+                       description="Composition of Experts on each platform: one row per (platform, experts, "
+                                   "batch, output tokens), every row on a freshly power-cycled node.")
+    add_options(p, SweepConfig)
+    output_args(p)
+    p.add_argument("--trace-row", default="", metavar="PLATFORM:EXPERTS:BATCH:TOKENS",
+                   help="the sweep row to trace, e.g. sn40l:150:8:20 (default: first platform, largest batch, "
+                        "fewest tokens, most experts that fit)")
     p.set_defaults(func=cmd_coe)
 
-    c = sub.add_parser("capacity", help="experts per node and nodes needed, per platform")
-    c.add_argument("--model", default="llama2-7b")
-    c.add_argument("--experts", default="1,10,25,50,100,150")
-    c.add_argument("--platforms", default="sn40l,dgx-a100,dgx-h100")
-    c.add_argument("--batch", type=int, default=8, help="KV reservation: batch x (prompt + tokens)")
-    c.add_argument("--prompt-len", type=int, default=128)
-    c.add_argument("--tokens", type=int, default=200)
-    c.add_argument("--json", default="")
-    _ = profile_args
-    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    c = sub.add_parser("capacity", help="experts per node and nodes needed, per platform",
+                       description="How many experts fit one node of each platform, which memory tier serves "
+                                   "them, and how many nodes a composition needs (no emulation: arithmetic).")
+    add_options(c, CapacityConfig)
+    output_args(c)
     c.set_defaults(func=cmd_capacity)

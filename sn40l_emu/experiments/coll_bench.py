@@ -30,17 +30,23 @@ exact). It reads ``N/A`` when nothing was checked (``--timing-only`` or
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sn40l_emu.errors import ConfigError
-from sn40l_emu.experiments.allreduce_bench import DTYPES, count_wrong, sizes_bytes, summary_lines
+from sn40l_emu.experiments.allreduce_bench import (
+    DTYPES,
+    MAX_SIZE_BYTES,
+    _size,
+    count_wrong,
+    sizes_bytes,
+    summary_lines,
+)
+from sn40l_emu.experiments.options import MAX_SEED, backend_field, check_fields, option, overrides_field, profile_field
 from sn40l_emu.program import Algo, CollectiveKind, ReduceOp
 
 IN_BUFFER = "coll_bench_in"
@@ -96,21 +102,37 @@ def counts(coll: str, size_bytes: int, itemsize: int, n: int) -> Counts:
 
 @dataclass(frozen=True)
 class CollBenchConfig:
-    coll: str = "allgather"
-    min_bytes: int = 8
-    max_bytes: int = 64 * 1024**2
-    step_factor: int = 2
-    algo: Algo = Algo.AUTO
-    chunks: int = 0
-    sockets: int = 8
-    dtype: str = "float32"
-    op: ReduceOp = ReduceOp.SUM
-    root: int = 0
-    check: bool = True
-    timing_only: bool = False
-    iters: int = 3
-    warmup: int = 1
-    seed: int = 0
+    """An nccl-tests-style sweep of one collective (sizes min, min*f, ... max) and the node it runs on."""
+
+    coll: str = option("allgather", "the collective", choices=tuple(COLLS))
+    min_bytes: int = option(8, "smallest size (B; K/M/G suffixes are binary)", flag="minbytes", short=("-b",),
+                            lo=1, hi=MAX_SIZE_BYTES, parse=_size, unit="B", metavar="SIZE")
+    max_bytes: int = option(64 * 1024**2, "largest size (B; K/M/G suffixes are binary)", flag="maxbytes",
+                            short=("-e",), lo=1, hi=MAX_SIZE_BYTES, parse=_size, unit="B", metavar="SIZE",
+                            shown="64M")
+    step_factor: int = option(2, "multiply the size by this between rows", flag="stepfactor", short=("-f",),
+                              lo=2, hi=1 << 20)
+    algo: Algo = option(Algo.AUTO, "collective algorithm; auto = the selector's choice per size")
+    chunks: int = option(0, "chunks per frame / ring segment (0 = tuned)", lo=0, hi=1 << 16)
+    sockets: int = option(8, "group = sockets 0..N-1 of the node (0 = all of the node's sockets)",
+                          lo=0, hi=1024, cli_default=0)
+    dtype: str = option("float32", "element type", choices=DTYPES)
+    op: ReduceOp = option(ReduceOp.SUM, "reduction (all-reduce, reduce-scatter)")
+    root: int = option(0, "broadcast root socket", lo=0, hi=1023)
+    check: bool = option(True, "compare every socket's result with numpy (off with --timing-only)")
+    timing_only: bool = option(False, "symbolic payloads (shapes only): sizes beyond this host's memory; "
+                                      "#wrong reads N/A")
+    iters: int = option(3, "timed calls per size and column", short=("-n",), lo=1, hi=1_000_000)
+    warmup: int = option(1, "untimed calls per size first", short=("-w",), lo=0, hi=1_000_000)
+    seed: int = option(0, "seed of the input data", lo=0, hi=MAX_SEED)
+    profile: str = profile_field("sn40l")
+    overrides: tuple[str, ...] = overrides_field()
+    backend: str = backend_field()
+    address: str = option("", "Ray cluster to join (default: RAY_ADDRESS or a private local Ray)",
+                          metavar="HOST:PORT")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def validate(self, n_node_sockets: int) -> None:
         if self.coll not in COLLS:
@@ -341,77 +363,71 @@ def to_json(cfg: CollBenchConfig, rows: list[CollRow], **extra: Any) -> dict[str
 # ---- command -------------------------------------------------------------------------------------
 
 def cmd_coll_bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from sn40l_emu.cluster.session import Backend, open_node
     from sn40l_emu.config import load_profile
-    from sn40l_emu.units import parse_size_bytes
+    from sn40l_emu.experiments import rundir
+    from sn40l_emu.experiments.options import from_args
 
-    try:
-        lo, hi = parse_size_bytes(args.minbytes), parse_size_bytes(args.maxbytes)
-    except ValueError as exc:
-        raise ConfigError("-b/-e", f"{args.minbytes}/{args.maxbytes}", f"sizes like 8, 64K, 1M, 1G ({exc})") from None
-    profile = load_profile(args.profile, args.overrides)
-    cfg = CollBenchConfig(args.coll, lo, hi, args.stepfactor, Algo(args.algo), args.chunks,
-                          args.sockets or profile.sockets, args.dtype, ReduceOp(args.op), args.root,
-                          bool(args.check), args.timing_only, args.iters, args.warmup, args.seed)
+    cfg = from_args(CollBenchConfig, args)
+    profile = load_profile(cfg.profile, list(cfg.overrides))
+    cfg = replace(cfg, sockets=cfg.sockets or profile.sockets)
     cfg.validate(profile.sockets)
+    doc_cfg = to_json(cfg, [])["config"]
+    run = rundir.prepare(f"{cfg.coll}-bench", {"bench": doc_cfg, "profile_resolved": profile.to_json()},
+                         out=args.out, overwrite=args.overwrite, json_path=args.json,
+                         argv=getattr(args, "argv", None))
     rows: list[CollRow] = []
-    with open_node(profile, backend=Backend(args.backend), address=args.address, trace=False) as node:
-        for line in preamble(cfg, profile, args.backend):
-            print(line)
-        print(header(), flush=True)
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    with open_node(profile, backend=Backend(cfg.backend), address=cfg.address, trace=False) as node:
+        for line in preamble(cfg, profile, cfg.backend):
+            say(line)
+        say(header())
         for row in run_coll_bench(node, cfg):
             rows.append(row)
-            print(format_row(row), flush=True)
+            say(format_row(row))
     wrong = total_wrong(rows)
     for line in summary_lines(wrong, [r.out_of_place.busbw_gbps for r in rows]):
-        print(line)
+        say(line)
+    doc = to_json(cfg, rows)
+    run.write_json("results.json", doc)
+    run.write_rows("results", [_flat(r) for r in rows])
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        doc = to_json(cfg, rows, backend=args.backend, profile=profile.name, overrides=list(args.overrides))
-        out.write_text(json.dumps(doc, indent=2) + "\n")
+        rundir.write_copy(args.json, doc)
+    run.finish("```\n" + "\n".join(lines) + "\n```", rows=len(rows))
+    print(f"# wrote {run.path}/{' and ' + str(args.json) if args.json else ''}")
     return 0 if not wrong else 1
 
 
-def _add_options(p: argparse.ArgumentParser, coll: str | None) -> None:
-    from sn40l_emu.experiments.options import profile_args
+def _flat(row: CollRow) -> dict[str, Any]:
+    """One CSV row: the nccl-tests columns, out-of-place and in-place side by side."""
+    d = asdict(row)
+    out = {k: v for k, v in d.items() if k not in ("out_of_place", "in_place")}
+    for col in ("out_of_place", "in_place"):
+        out.update({f"{col}_{k}": v for k, v in d[col].items()})
+    return out
 
-    if coll is None:
-        p.add_argument("--coll", default="allgather", choices=list(COLLS), help="the collective (default: %(default)s)")
-    else:
+
+def _add_parser(sub: Any, name: str, help_text: str, coll: str | None) -> None:
+    from sn40l_emu.experiments.options import add_options, output_args
+
+    desc = (__doc__ or "").split("\n\n", 1)[-1].replace("``", "").replace(":class:", "")
+    p = sub.add_parser(name, help=help_text, description=desc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(p, CollBenchConfig)
+    output_args(p, "also write {config, rows} here")
+    if coll is not None:
         p.set_defaults(coll=coll)
-    p.add_argument("-b", "--minbytes", default="8", help="smallest size (B; K/M/G suffixes are binary; default 8)")
-    p.add_argument("-e", "--maxbytes", default="64M", help="largest size (default 64M)")
-    p.add_argument("-f", "--stepfactor", type=int, default=2, help="multiply the size by this between rows (default 2)")
-    p.add_argument("--algo", default="auto", choices=[a.value for a in Algo],
-                   help="collective algorithm; auto = the selector's choice per size (default auto)")
-    p.add_argument("--chunks", type=int, default=0, help="chunks per frame / ring segment (default 0 = tuned)")
-    p.add_argument("--sockets", type=int, default=0, help="group = sockets 0..N-1 of the node (default: all)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES, help="element type (default float32)")
-    p.add_argument("--op", default="sum", choices=[o.value for o in ReduceOp],
-                   help="reduction (all-reduce, reduce-scatter; default sum)")
-    p.add_argument("--root", type=int, default=0, help="broadcast root socket (default 0)")
-    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                   help="compare every socket's result with numpy (default on; off with --timing-only)")
-    p.add_argument("--timing-only", action="store_true",
-                   help="symbolic payloads (shapes only): sizes beyond this host's memory; #wrong reads N/A")
-    p.add_argument("-n", "--iters", type=int, default=3, help="timed calls per size and column (default 3)")
-    p.add_argument("-w", "--warmup", type=int, default=1, help="untimed calls first (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the input data (default 0)")
-    p.add_argument("--backend", default="ray", choices=["ray", "local"],
-                   help="ray: one actor per socket; local: in-process (default ray)")
-    p.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS or a private local Ray)")
-    profile_args(p)
-    p.add_argument("--json", default="", metavar="PATH", help="write {config, rows} here")
     p.set_defaults(func=cmd_coll_bench)
 
 
 def register(sub: Any) -> None:
     """``coll-bench --coll NAME`` and one ``<name>-bench`` alias per collective all-reduce lacks."""
-    desc = (__doc__ or "").split("\n\n", 1)[-1].replace("``", "").replace(":class:", "")
-    fmt = argparse.RawDescriptionHelpFormatter
-    _add_options(sub.add_parser("coll-bench", help="nccl-tests-style sweep of any collective (out-of-place, "
-                                "in-place)", description=desc, formatter_class=fmt), None)
+    _add_parser(sub, "coll-bench", "nccl-tests-style sweep of any collective (out-of-place, in-place)", None)
     for coll in ("allgather", "reducescatter", "broadcast"):
-        _add_options(sub.add_parser(f"{coll}-bench", help=f"nccl-tests {COLLS[coll].name}-style sweep",
-                                    description=desc, formatter_class=fmt), coll)
+        _add_parser(sub, f"{coll}-bench", f"nccl-tests {COLLS[coll].name}-style sweep", coll)

@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import argparse
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sn40l_emu.experiments.options import BACKENDS, check_fields, option, overrides_field
 
-def run_scenario_file(path: str, backend: str | None = None) -> Any:
+
+@dataclass(frozen=True)
+class InjectConfig:
+    """A scenario file, and what the command line changes of it (backend, profile, profile fields)."""
+
+    scenario: str = option("", "scenario YAML (see deploy/scenarios/)", positional=True, metavar="SCENARIO")
+    backend: str | None = option(None, "override the scenario's backend (default: the scenario's)",
+                                 choices=BACKENDS)
+    profile: str | None = option(None, "override the scenario's profile: shipped name or YAML path "
+                                       "(default: the scenario's)", metavar="NAME")
+    overrides: tuple[str, ...] = overrides_field()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def run_scenario_file(path: str, backend: str | None = None, *, profile: str | None = None,
+                      overrides: tuple[str, ...] = ()) -> Any:
     from sn40l_emu.cluster.session import Backend, open_node
     from sn40l_emu.config import load_profile
     from sn40l_emu.inject.runner import ScenarioRunner
     from sn40l_emu.inject.scenario import WorkloadKind, load_scenario
 
     sc = load_scenario(path)
-    prof = load_profile(sc.profile, list(sc.overrides))
+    prof = load_profile(profile or sc.profile, [*sc.overrides, *overrides])
     n = sc.workload.sockets if sc.workload.kind is WorkloadKind.ALLREDUCE else None
     with open_node(prof, backend=Backend(backend or sc.backend), n_sockets=n) as node:
         return ScenarioRunner(sc, node).run()
@@ -28,33 +46,53 @@ def _plot(report: Any, out: Path) -> Path:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
+    from sn40l_emu.experiments import rundir
+    from sn40l_emu.experiments.options import from_args, to_jsonable
+    from sn40l_emu.inject.scenario import load_scenario
     from sn40l_emu.report import table
     from sn40l_emu.trace import write_chrome_trace
 
-    report = run_scenario_file(args.scenario, args.backend)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = from_args(InjectConfig, args)
+    sc = load_scenario(cfg.scenario)  # bad scenarios fail here, before any output is created
+    resolved = {"inject": to_jsonable(cfg), "scenario_name": sc.name, "scenario_file": str(Path(cfg.scenario))}
+    run = rundir.prepare("inject", resolved, out=args.out, overwrite=args.overwrite, json_path=args.json,
+                         argv=getattr(args, "argv", None))
+    out = run.path
+    report = run_scenario_file(cfg.scenario, cfg.backend, profile=cfg.profile, overrides=cfg.overrides)
     evs = [{**e.__dict__, "before_ms": None if e.latency_before_ns is None else e.latency_before_ns / 1e6,
             "after_ms": None if e.latency_after_ns is None else e.latency_after_ns / 1e6,
             "recovery_ms": e.recovery_ns / 1e6} for e in report.events]
     print(f"scenario: {report.scenario}")
-    print(table(evs, [("label", "event"), ("before_ms", "latency before ms"), ("after_ms", "after ms"),
-                      ("recovery_ms", "recovery ms"), ("retried", "retried"), ("failed", "failed")]))
-    print(f"requests: submitted {report.submitted}, completed {report.completed}, failed {report.failed}, "
-          f"retried {report.retried}")
+    text = table(evs, [("label", "event"), ("before_ms", "latency before ms"), ("after_ms", "after ms"),
+                       ("recovery_ms", "recovery ms"), ("retried", "retried"), ("failed", "failed")])
+    counts = (f"requests: submitted {report.submitted}, completed {report.completed}, failed {report.failed}, "
+              f"retried {report.retried}")
+    print(text)
+    print(counts)
     doc = report.to_json()
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(doc, indent=2, default=str))
-    write_chrome_trace(out / "inject_trace.json", report.trace, metadata={"scenario": report.scenario})
+    run.write_json("results.json", doc)
+    rows = [r for r in doc.get("rows", []) if isinstance(r, dict)] if isinstance(doc, dict) else []
+    if rows:
+        run.write_rows("results", rows)
+    if evs:
+        run.write_rows("events", evs)
+    if args.json:
+        rundir.write_copy(args.json, doc)
+    write_chrome_trace(run.file("inject_trace.json"), report.trace, metadata={"scenario": report.scenario})
     png = _plot(report, out)
-    print(f"wrote {args.json}, {out / 'inject_trace.json'}, {png}")
+    run.file(png.name)
+    run.finish(f"scenario: {report.scenario}\n\n```\n{text}\n```\n\n{counts}", rows=len(rows))
+    print(f"wrote {out}/ (results.json, inject_trace.json, {png.name})"
+          f"{' and ' + str(args.json) if args.json else ''}")
     return 0 if report.submitted == report.completed + report.failed else 1
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("inject", help="run a fault / bandwidth injection scenario")
-    p.add_argument("scenario", help="scenario YAML (see deploy/scenarios/)")
-    p.add_argument("--backend", choices=["ray", "local"], default=None, help="override the scenario's backend")
-    p.add_argument("--json", default="out/inject.json")
-    p.add_argument("--out", default="out")
+    from sn40l_emu.experiments.options import add_options, output_args
+
+    p = sub.add_parser("inject", help="run a fault / bandwidth injection scenario",
+                       description="Run a fault or bandwidth scenario (kill a socket, degrade a link, throttle "
+                                   "DDR...) against a workload and report each event's effect and recovery.")
+    add_options(p, InjectConfig)
+    output_args(p, "also write the report JSON here")
     p.set_defaults(func=cmd_inject)

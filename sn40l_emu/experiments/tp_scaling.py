@@ -11,6 +11,11 @@ Phases:
 
 * ``prefill``: one prompt of ``prompt_len`` tokens per sequence; ``context_len`` 0.
 * ``decode``: one step with ``context_len`` tokens already cached.
+* ``speculative`` (with ``--set runtime.spec_draft_model=NAME``): one speculative
+  decoding iteration at ``context_len`` (workload/speculative.py): the draft
+  model's ``runtime.spec_draft_len`` decode steps, then the target's step over
+  ``k + 1`` new tokens; ``tokens_per_s_per_user`` = E[tokens per iteration] /
+  latency with E = (1 - a^(k+1)) / (1 - a), a = ``runtime.spec_acceptance``.
 * ``generate`` (``--tokens N``): the whole request, prefill (which yields
   output token 1) then N-1 decode steps at context ``prompt_len .. prompt_len+N-2``,
   with step-level :class:`~sn40l_emu.engine.reuse.CostReuse` so only the
@@ -30,8 +35,17 @@ Each row reports:
   ``other`` all go to ``other`` (activations are neither weights nor cache,
   and putting them in ``weights`` would hide what fusion removes). Adds up
   exactly to ``latency_ns`` (asserted).
+* ``host`` (a breakdown term) and ``host_ns`` (its named parts): the host
+  runtime between device steps (workload/host_runtime.py): per request
+  tokenization, scheduling and Program/Argument Load (prefill and generate
+  rows; generate also the prefill -> decode switch), per output token the
+  host-link round trip and sampling, per step the framework overhead.
 * ``tokens_per_s_per_user``: tokens one sequence advances per second: the
   prompt tokens for prefill, 1 for a decode step, N output tokens for generate.
+* ``collectives_hidden_ns``: collective time of that socket hidden under fused
+  kernels (SN40L paper §VII: the all-reduce streams out of the kernel tile by
+  tile, ``socket_actor/pipeline.py``); not part of the breakdown, which holds
+  only the exposed part. 0 in unfused and GPU modes.
 * ``hbm_bw_utilization``: bytes that socket streams from HBM (weights, KV,
   activations, spills) / (latency x peak HBM bandwidth).
 * ``spilled_layers`` / ``spill_tier``: decoder layers whose weights do not fit
@@ -53,7 +67,6 @@ KV-cache reads (both by :class:`~sn40l_emu.engine.reuse.CostReuse`).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -62,11 +75,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sn40l_emu.errors import ConfigError, ShardingError
+from sn40l_emu.experiments.options import (
+    MAX_BATCH,
+    MAX_TOKENS,
+    backend_field,
+    check_fields,
+    option,
+    overrides_field,
+    profile_field,
+)
 from sn40l_emu.experiments.rows import ROW_BREAKDOWN_KEYS, per_token_ns
 from sn40l_emu.program import KernelOp, Program, Tier
 from sn40l_emu.workload import ExecMode, ModelConfig, ShardPlan, Step
+from sn40l_emu.workload.host_runtime import HostTime, decode_step_ns, generate_ns, prefill_ns, step_ns
 from sn40l_emu.workload.memory_plan import Fit, fit_in_hbm
 from sn40l_emu.workload.placement import Placement
+from sn40l_emu.workload.speculative import draft_steps, expected_tokens, verify_step
 
 if TYPE_CHECKING:
     from sn40l_emu.cluster.node import ManagedNode
@@ -75,7 +99,7 @@ if TYPE_CHECKING:
     from sn40l_emu.socket_actor.socket_model import ProgramResult
 
 PLATFORMS = ("sn40l", "dgx-a100", "dgx-h100")
-PHASES = ("prefill", "decode", "generate")
+PHASES = ("prefill", "decode", "generate", "speculative")
 MODE_NAMES: Mapping[str, ExecMode] = {
     "unfused": ExecMode.UNFUSED,
     "fused-so": ExecMode.FUSED_SO,
@@ -95,20 +119,29 @@ def mode_name(mode: ExecMode) -> str:
 class ScalingConfig:
     """What to sweep; ``profile`` is a shipped platform name or a YAML path."""
 
-    model: str = "llama2-7b"
-    tps: tuple[int, ...] = (1, 2, 4, 8)
-    phases: tuple[str, ...] = ("prefill", "decode")
-    modes: tuple[str, ...] = ("unfused", "fused-so", "fused-ho")
-    profile: str = "sn40l"
-    overrides: tuple[str, ...] = ()
-    batch: int = 1
-    prompt_len: int = 128
-    context_len: int = 128
-    tokens: int = 0
-    backend: str = "local"
-    address: str = ""
+    model: str = option("llama2-7b", "shipped model name or path to a config.json")
+    tps: tuple[int, ...] = option((1, 2, 4, 8), "TP degrees, e.g. 1,2,4,8,16 (16 = two nodes)", flag="tp",
+                                  lo=1, hi=1024)
+    phases: tuple[str, ...] = option(("prefill", "decode"),
+                                     "phases to run ('generate' needs --tokens; 'speculative' needs "
+                                     "--set runtime.spec_draft_model=NAME)",
+                                     flag="phase", choices=PHASES)
+    modes: tuple[str, ...] = option(("unfused", "fused-so", "fused-ho"),
+                                    "execution modes (GPU platforms always run 'gpu')", flag="mode",
+                                    choices=tuple(MODE_NAMES))
+    profile: str = profile_field("sn40l")
+    overrides: tuple[str, ...] = overrides_field()
+    batch: int = option(1, "sequences per batch", lo=1, hi=MAX_BATCH)
+    prompt_len: int = option(128, "prompt tokens per sequence", lo=1, hi=MAX_TOKENS)
+    context_len: int = option(128, "tokens already cached in a decode row", lo=1, hi=MAX_TOKENS)
+    tokens: int = option(0, "add 'generate' rows: prefill plus N output tokens (N-1 decode steps); 0: none",
+                         lo=0, hi=MAX_TOKENS)
+    backend: str = backend_field("local", cli_default="ray")
+    address: str = option("", "Ray cluster to join (default: RAY_ADDRESS or a private local Ray)",
+                          metavar="HOST:PORT")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("batch", "prompt_len", "context_len"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -144,6 +177,7 @@ class _Acc:
     start_ns: dict[int, int] = field(default_factory=dict)
     breakdown: dict[int, dict[str, int]] = field(default_factory=dict)
     hbm_bytes: dict[int, int] = field(default_factory=dict)
+    hidden_ns: dict[int, int] = field(default_factory=dict)
 
     def add(self, results: Mapping[int, ProgramResult], programs: Mapping[int, Program],
             hbm_bytes: Callable[[Program], int]) -> None:
@@ -154,6 +188,24 @@ class _Acc:
             for k, v in r.breakdown_ns.items():
                 bd[_FOLD[k]] += v
             self.hbm_bytes[s] = self.hbm_bytes.get(s, 0) + hbm_bytes(programs[s])
+            self.hidden_ns[s] = self.hidden_ns.get(s, 0) + r.hidden_ns
+
+    def extend(self, later: _Acc) -> None:
+        """Append the totals of steps run right after these on the same sockets."""
+        for s, end in later.end_ns.items():
+            self.start_ns.setdefault(s, later.start_ns[s])
+            self.end_ns[s] = end
+            bd = self.breakdown.setdefault(s, dict.fromkeys(ROW_BREAKDOWN_KEYS, 0))
+            for k, v in later.breakdown[s].items():
+                bd[k] += v
+            self.hbm_bytes[s] = self.hbm_bytes.get(s, 0) + later.hbm_bytes.get(s, 0)
+            self.hidden_ns[s] = self.hidden_ns.get(s, 0) + later.hidden_ns.get(s, 0)
+
+    def add_host(self, host_ns: int) -> None:
+        """Host time between steps: every socket waits for it, so it shifts every socket's end."""
+        for s in self.end_ns:
+            self.end_ns[s] += host_ns
+            self.breakdown[s]["host"] += host_ns
 
 
 class HbmBytes:
@@ -220,9 +272,22 @@ class Runner:
         return acc
 
 
+def host_time(profile: NodeProfile, model: ModelConfig, phase: str, batch: int, prompt_len: int,
+              tokens: int) -> HostTime:
+    """The host runtime's share of a row (workload/host_runtime.py)."""
+    if phase == "speculative":  # k draft steps and one verify step, one host round trip for the tokens
+        return step_ns(profile).times(profile.runtime.spec_draft_len) + decode_step_ns(
+            profile, model.vocab_size, batch)
+    if phase == "prefill":
+        return prefill_ns(profile, model.vocab_size, batch, prompt_len)
+    if phase == "decode":
+        return decode_step_ns(profile, model.vocab_size, batch)
+    return generate_ns(profile, model.vocab_size, batch, prompt_len, tokens)
+
+
 def row_from(acc: _Acc, *, profile: NodeProfile, model: ModelConfig, tp: int, phase: str,
              mode: ExecMode, batch: int, prompt_len: int, context_len: int, tokens_per_user: int,
-             fit: Fit) -> dict[str, Any]:
+             fit: Fit, host: HostTime | None = None, tokens_per_iteration: float | None = None) -> dict[str, Any]:
     """One JSON row from the totals of a run (critical path = the socket finishing last)."""
     crit = max(acc.end_ns, key=lambda s: (acc.end_ns[s], -s))
     start = min(acc.start_ns.values())
@@ -241,8 +306,11 @@ def row_from(acc: _Acc, *, profile: NodeProfile, model: ModelConfig, tp: int, ph
         "prompt_len": prompt_len,
         "context_len": context_len,
         "latency_ns": latency,
-        "tokens_per_s_per_user": tokens_per_user * 1e9 / latency if latency else 0.0,
+        "tokens_per_s_per_user": (tokens_per_user if tokens_per_iteration is None else tokens_per_iteration)
+        * 1e9 / latency if latency else 0.0,
         "breakdown_ns": dict(bd),
+        "collectives_hidden_ns": acc.hidden_ns.get(crit, 0),
+        "host_ns": host.by_name() if host is not None else {},
         "hbm_bw_utilization": acc.hbm_bytes[crit] * 1e9 / (latency * peak) if latency else 0.0,
         "critical_socket": crit,
         "spilled_layers": fit.spilled_layers,
@@ -278,7 +346,12 @@ def plan_points(cfg: ScalingConfig, profile: NodeProfile, model: ModelConfig) ->
 
 
 def _steps(cfg: ScalingConfig, phase: str) -> tuple[list[Step], int, int, int]:
-    """(steps, context_len reported, tokens per user, prompt_len reported) of a phase."""
+    """(steps, context_len reported, tokens per user, prompt_len reported) of a phase.
+
+    ``speculative``: the target's verify step (the draft steps run before it, see run_scaling).
+    """
+    if phase == "speculative":
+        return [verify_step(cfg.batch, cfg.context_len, _DRAFT_LEN[0])], cfg.context_len, 1, cfg.prompt_len
     if phase == "prefill":
         return [Step.prefill(cfg.batch, cfg.prompt_len)], 0, cfg.prompt_len, cfg.prompt_len
     if phase == "decode":
@@ -286,6 +359,9 @@ def _steps(cfg: ScalingConfig, phase: str) -> tuple[list[Step], int, int, int]:
     steps = [Step.prefill(cfg.batch, cfg.prompt_len)]
     steps += [Step.decode(cfg.batch, cfg.prompt_len + i) for i in range(cfg.tokens - 1)]
     return steps, cfg.prompt_len + cfg.tokens - 1, cfg.tokens, cfg.prompt_len
+
+
+_DRAFT_LEN = [1]  # the profile's draft length, set by run_scaling before _steps is asked
 
 
 @contextmanager
@@ -313,6 +389,14 @@ def run_scaling(cfg: ScalingConfig, *, progress: bool = False,
     profile = load_profile(cfg.profile, list(cfg.overrides))
     model = load_model(cfg.model)
     points = plan_points(cfg, profile, model)
+    rt = profile.runtime
+    draft = None
+    if "speculative" in cfg.row_phases:
+        if not rt.spec_draft_model:
+            raise ConfigError("runtime.spec_draft_model", "", "a shipped model name (--set runtime.spec_draft_model="
+                              "llama3.1-8b) for --phase speculative")
+        draft = load_model(rt.spec_draft_model)
+        _DRAFT_LEN[0] = rt.spec_draft_len
     max_ctx = max(cfg.prompt_len, cfg.context_len + 1,
                   cfg.prompt_len + cfg.tokens - 1 if cfg.tokens else 0)
     fits = {tp: fit_in_hbm(profile, make_plan(model, tp), cfg.batch, max_ctx, cfg.prompt_len)
@@ -328,10 +412,23 @@ def run_scaling(cfg: ScalingConfig, *, progress: bool = False,
             bar.set_postfix_str(f"tp{p.tp} {p.phase} {mode_name(p.mode)}")
             plan = make_plan(model, p.tp)
             steps, ctx, tok, prompt = _steps(cfg, p.phase)
-            acc = runner.run_steps(model, plan, steps, p.mode, fits[p.tp], lambda: bar.update(1))
+            per_iteration = None
+            if p.phase == "speculative":
+                assert draft is not None
+                dplan = make_plan(draft, p.tp)
+                dfit = fit_in_hbm(profile, dplan, cfg.batch, max_ctx + rt.spec_draft_len, cfg.prompt_len)
+                acc = runner.run_steps(draft, dplan, draft_steps(cfg.batch, cfg.context_len, rt.spec_draft_len),
+                                       p.mode, dfit)
+                acc.extend(runner.run_steps(model, plan, steps, p.mode, fits[p.tp], lambda: bar.update(1),
+                                            fresh=False))
+                per_iteration = expected_tokens(rt.spec_acceptance, rt.spec_draft_len)
+            else:
+                acc = runner.run_steps(model, plan, steps, p.mode, fits[p.tp], lambda: bar.update(1))
+            host = host_time(profile, model, p.phase, cfg.batch, cfg.prompt_len, cfg.tokens)
+            acc.add_host(host.total_ns)
             rows.append(row_from(acc, profile=profile, model=model, tp=p.tp, phase=p.phase, mode=p.mode,
                                  batch=cfg.batch, prompt_len=prompt, context_len=ctx, tokens_per_user=tok,
-                                 fit=fits[p.tp]))
+                                 fit=fits[p.tp], host=host, tokens_per_iteration=per_iteration))
     return rows
 
 
@@ -340,7 +437,8 @@ _COLUMNS = (
     ("platform", "platform"), ("tp", "tp"), ("phase", "phase"), ("mode", "mode"),
     ("latency", "latency us"), ("per_token", "us/token"), ("tps", "tok/s/user"),
     ("compute", "compute"), ("weights", "weights"), ("kv", "kv"), ("collectives", "coll"),
-    ("launch", "launch"), ("other", "other"), ("hbm", "HBM util"), ("spill", "spill"),
+    ("launch", "launch"), ("host", "host"), ("other", "other"), ("hidden", "coll hidden us"), ("hbm", "HBM util"),
+    ("spill", "spill"),
 )
 
 
@@ -355,7 +453,8 @@ def table_text(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lat = r["latency_ns"]
         c = {k: r[k] for k in ("platform", "tp", "phase", "mode")}
-        c.update(latency=us(lat), per_token=us(per_token_ns(r)), tps=f"{r['tokens_per_s_per_user']:,.1f}",
+        c.update(latency=us(lat), per_token=us(per_token_ns(r)),
+                 hidden=us(r.get("collectives_hidden_ns", 0)), tps=f"{r['tokens_per_s_per_user']:,.1f}",
                  hbm=f"{100 * r['hbm_bw_utilization']:.1f}%",
                  spill=f"{r['spilled_layers']}L->{r['spill_tier']}" if r["spilled_layers"] else "")
         for k in ROW_BREAKDOWN_KEYS:
@@ -373,72 +472,49 @@ def resolved_config(cfg: ScalingConfig) -> dict[str, Any]:
             "model": asdict(model)}
 
 
-def _ints(field: str, text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(field, text, "comma-separated positive integers, e.g. 1,2,4,8") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise ConfigError(field, text, "comma-separated positive integers, e.g. 1,2,4,8")
-    return vals
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
 def config_from_args(args: argparse.Namespace) -> ScalingConfig:
-    if args.platform and args.profile and args.profile != args.platform:
-        raise ConfigError("--profile", args.profile, f"left out when --platform {args.platform} is given")
-    return ScalingConfig(
-        model=args.model, tps=_ints("tp", args.tp), phases=_names(args.phase), modes=_names(args.mode),
-        profile=args.profile or args.platform or "sn40l", overrides=tuple(args.overrides),
-        batch=args.batch, prompt_len=args.prompt_len, context_len=args.context_len, tokens=args.tokens,
-        backend=args.backend, address=args.address or "",
-    )
+    from sn40l_emu.experiments.options import from_args
+
+    cfg: ScalingConfig = from_args(ScalingConfig, args)
+    return cfg
 
 
 def cmd_tp_scaling(args: argparse.Namespace) -> int:
+    from sn40l_emu.experiments import rundir
     from sn40l_emu.experiments.plots_tp import plot_scaling
 
     cfg = config_from_args(args)
+    config_path = Path(args.json).with_name(Path(args.json).stem + ".config.json") if args.json else None
+    resolved = resolved_config(cfg)
+    run = rundir.prepare("tp-scaling", resolved, out=args.out, overwrite=args.overwrite, json_path=args.json,
+                         extra_paths=[("--json", config_path)], argv=getattr(args, "argv", None))
     t0 = time.perf_counter()  # wall-clock ok: measures the emulator itself
     rows = run_scaling(cfg, progress=not args.no_progress)
     wall_s = time.perf_counter() - t0  # wall-clock ok: measures the emulator itself
-    print(table_text(rows))
-    json_path = Path(args.json)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({"rows": rows}, indent=2))
-    config_path = json_path.with_name(json_path.stem + ".config.json")
-    config_path.write_text(json.dumps({**resolved_config(cfg), "wall_s": round(wall_s, 3)}, indent=2))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    png = plot_scaling(rows, out)
-    print(f"\nwrote {json_path}, {config_path} and {png} ({wall_s:.1f} s)")
+    text = table_text(rows)
+    print(text)
+    doc = {"rows": rows}
+    run.write_json("results.json", doc)
+    run.write_rows("results", rows)
+    run.write_json("config.json", {**resolved, "wall_s": round(wall_s, 3)})
+    png = plot_scaling(rows, run.path)
+    run.file(Path(png).name)
+    if args.json and config_path is not None:
+        rundir.write_copy(args.json, doc)
+        rundir.write_copy(config_path, {**resolved, "wall_s": round(wall_s, 3)})
+    run.finish(f"```\n{text}\n```\n\nPlot: `{Path(png).name}`", rows=len(rows))
+    extra = f", {args.json} and {config_path}" if args.json else ""
+    print(f"\nwrote {run.path}/ (results.json, results.csv, config.json, {Path(png).name}){extra} ({wall_s:.1f} s)")
     return 0
 
 
 def register(sub: Any) -> None:
-    from sn40l_emu.experiments.options import profile_args
+    from sn40l_emu.experiments.options import add_options, output_args
 
-    p = sub.add_parser("tp-scaling", help="prefill/decode latency vs tensor-parallel degree, per execution mode")
-    p.add_argument("--model", default="llama2-7b", help="shipped model name or path to a config.json")
-    p.add_argument("--tp", default="1,2,4,8", help="TP degrees, e.g. 1,2,4,8,16 (16 = two nodes)")
-    p.add_argument("--phase", default="prefill,decode", help="prefill, decode and/or generate")
-    p.add_argument("--mode", default="unfused,fused-so,fused-ho",
-                   help="unfused, fused-so, fused-ho (GPU platforms always run 'gpu')")
-    p.add_argument("--platform", choices=PLATFORMS, default="",
-                   help="shipped platform profile (default sn40l); --profile takes a YAML path instead")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--prompt-len", type=int, default=128)
-    p.add_argument("--context-len", type=int, default=128, help="tokens already cached in a decode row")
-    p.add_argument("--tokens", type=int, default=0,
-                   help="add 'generate' rows: prefill plus N output tokens (N-1 decode steps)")
-    p.add_argument("--backend", default="ray", choices=["ray", "local"],
-                   help="ray: one actor per socket (the distributed emulator); local: in-process")
-    p.add_argument("--address", default="", help="Ray cluster to join (default: RAY_ADDRESS or a private local Ray)")
-    profile_args(p, default="")
-    p.add_argument("--json", default="out/tp_scaling.json")
-    p.add_argument("--out", default="out")
-    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("tp-scaling", help="prefill/decode latency vs tensor-parallel degree, per execution mode",
+                       description="Latency of one model's prefill, decode and whole generation vs the TP "
+                                   "degree, per execution mode, with the critical path broken down into "
+                                   "compute, weights, KV cache, collectives and launches.")
+    add_options(p, ScalingConfig)
+    output_args(p, "also write the rows JSON here (and the resolved config as NAME.config.json beside it)")
     p.set_defaults(func=cmd_tp_scaling)

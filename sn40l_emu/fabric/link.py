@@ -114,6 +114,11 @@ class Link:
         """Mark the link down (or up again) from ``from_ns`` onward."""
         self._insert(self._down_times, self._down, from_ns, down)
 
+    @property
+    def fixed_params(self) -> bool:
+        """True while no timed change (new parameters, down, up) was ever applied."""
+        return len(self._param_times) == 1 and len(self._down_times) == 1
+
     def params_at(self, at_ns: int) -> LinkParams:
         return self._params[bisect_right(self._param_times, at_ns) - 1]
 
@@ -131,3 +136,53 @@ class Link:
         ser = serialization_ns(chunk_bytes, params.bw_bytes_per_s, chunk_overhead_ns)
         _, done, self.free_ns = fifo_serve(ready, ser, self.free_ns)
         return done + np.int64(params.latency_ns)
+
+
+
+def fifo_rows(ready_ns: np.ndarray, ser_ns: np.ndarray, free_ns: np.ndarray) -> np.ndarray:
+    """:func:`fifo_serve` of every row on its own server (busy until ``free_ns[row]``): done times."""
+    cum = np.cumsum(ser_ns, axis=1)
+    slack = np.maximum.accumulate(ready_ns - (cum - ser_ns), axis=1)
+    return cum + np.maximum(slack, free_ns[:, None])
+
+
+def serialization_rows(
+    chunk_bytes: np.ndarray, bw_bytes_per_s: np.ndarray, chunk_overhead_ns: int
+) -> np.ndarray:
+    """:func:`serialization_ns` of row ``i`` at ``bw_bytes_per_s[i]``; exact, one
+    ``transfer_ns`` per distinct (bytes, rate) pair."""
+    sizes = np.asarray(chunk_bytes, dtype=np.int64)
+    bws = np.asarray(bw_bytes_per_s, dtype=np.int64)
+    if bws.size and bool(np.all(bws == bws[0])):
+        return serialization_ns(sizes, int(bws[0]), chunk_overhead_ns)
+    out = np.empty_like(sizes)
+    for bw in np.unique(bws).tolist():
+        rows = bws == bw
+        out[rows] = serialization_ns(sizes[rows], int(bw), chunk_overhead_ns)
+    return out
+
+
+def serve_rows(
+    links: list[Link], chunk_bytes: np.ndarray, ready_ns: np.ndarray, chunk_overhead_ns: int
+) -> np.ndarray:
+    """``links[i].serve(chunk_bytes[i], ready_ns[i], ...)`` for every row at once (distinct links).
+
+    The row-wise form of :func:`fifo_serve` (cumulative sums and running maxima
+    along axis 1), so N frames on N links cost a few numpy calls; same
+    nanoseconds as calling :meth:`Link.serve` per row. Keep the two in step.
+    """
+    ready = np.asarray(ready_ns, dtype=np.int64)
+    sizes = np.asarray(chunk_bytes, dtype=np.int64)
+    if ready.shape != sizes.shape or ready.ndim != 2 or ready.shape[0] != len(links):
+        raise ValueError(f"ready_ns {ready.shape} and chunk_bytes {sizes.shape} for {len(links)} links")
+    if ready.shape[1] == 0:
+        return ready.copy()
+    params = [link.params_at(t) for link, t in zip(links, ready[:, 0].tolist(), strict=True)]
+    bws = np.array([p.bw_bytes_per_s for p in params], dtype=np.int64)
+    ser = serialization_rows(sizes, bws, chunk_overhead_ns)
+    free = np.array([link.free_ns for link in links], dtype=np.int64)
+    done = fifo_rows(ready, ser, free)
+    for link, f in zip(links, done[:, -1].tolist(), strict=True):
+        link.free_ns = f
+    latency = np.array([p.latency_ns for p in params], dtype=np.int64)
+    return done + latency[:, None]

@@ -17,8 +17,10 @@ import numpy as np
 from sn40l_emu.fabric.network import NetworkView
 from sn40l_emu.p2p.frame import Frame, encode_frame
 from sn40l_emu.p2p.mailbox import Mailbox
+from sn40l_emu.p2p.rendezvous import Rendezvous
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport, chunk_bounds
 from sn40l_emu.program import np_dtype
+from sn40l_emu.trace import TraceRecorder
 
 
 @lru_cache(maxsize=4096)
@@ -61,6 +63,19 @@ class FramedTransport(Transport):
         self.timeout_s = timeout_s
         self._send_seq: dict[tuple[int, int], int] = {}
         self._recv_seq: dict[tuple[int, int], int] = {}
+        # the socket's TraceRecorder while a traced program runs: each message's send and arrival
+        # become zero-length marks on the "p2p" track, paired into a flow by (src, dst, tag, seq)
+        self.trace: TraceRecorder | None = None
+        self._coll_seq: dict[tuple[tuple[int, ...], int], int] = {}
+        #: shared by every member of an in-process group (None: frames only, e.g. Ray)
+        self.rendezvous: Rendezvous | None = None
+
+    def collective_key(self, group: tuple[int, ...], wire_tag: int) -> tuple[object, ...]:
+        """What the members of one collective call agree on: group, wire tag and how many
+        collectives this rank already ran with both (program order, like frame sequences)."""
+        seq = self._coll_seq.get((group, wire_tag), 0)
+        self._coll_seq[(group, wire_tag)] = seq + 1
+        return (group, wire_tag, seq)
 
     @staticmethod
     def _next(counters: dict[tuple[int, int], int], key: tuple[int, int]) -> int:
@@ -74,14 +89,22 @@ class FramedTransport(Transport):
             raise ValueError("a frame needs at least one chunk ready time")
         if dst == self.rank:
             raise ValueError(f"socket {self.rank} cannot send to itself")
-        arrive = self.network.transmit(dst, chunk_bytes(payload, int(ready.size)), ready)
+        sizes = chunk_bytes(payload, int(ready.size))
+        arrive = self.network.transmit(dst, sizes, ready)
         seq = self._next(self._send_seq, (dst, tag))
         header, flat = encode_frame(self.rank, dst, tag, seq, payload, arrive)
+        if self.trace is not None:
+            self.trace.record(int(ready[0]), 0, "p2p", f"send to {dst}", size_bytes=int(sizes.sum()),
+                              chunks=int(ready.size), arrive_ns=int(arrive[-1]),
+                              flow_out=f"{self.rank}>{dst}:{tag}:{seq}")
         await self._deliver(dst, header, flat)
 
     async def recv(self, src: int, tag: int) -> tuple[Tensor, np.ndarray]:
         seq = self._next(self._recv_seq, (src, tag))
         frame = await self._fetch(src, tag, seq)
+        if self.trace is not None:
+            self.trace.record(int(frame.arrive_ns[-1]), 0, "p2p", f"arrival from {src}",
+                              flow_in=f"{src}>{self.rank}:{tag}:{seq}")
         return frame.tensor(), frame.arrive_ns
 
     async def _fetch(self, src: int, tag: int, seq: int) -> Frame:

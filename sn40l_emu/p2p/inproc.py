@@ -20,6 +20,7 @@ from sn40l_emu.fabric.topology import Topology, make_topology
 from sn40l_emu.p2p.frame import decode_frame
 from sn40l_emu.p2p.framed import FramedTransport
 from sn40l_emu.p2p.mailbox import Mailbox
+from sn40l_emu.p2p.rendezvous import Rendezvous
 from sn40l_emu.p2p.transport import Transport
 
 T = TypeVar("T")
@@ -68,12 +69,16 @@ def make_inproc_transports(
         n = n_sockets if n_sockets is not None else default_n_sockets(ranks, sockets_per_node)
         topology = make_topology(params.topology, n, sockets_per_node)
     mailboxes = {r: Mailbox(r) for r in ranks}
-    return {
+    meet = Rendezvous()  # ring collectives run once per step for all ranks (collectives.batched)
+    transports = {
         r: InProcTransport(
             r, NetworkView(r, topology, params), mailboxes, params.max_frame_bytes, params.timeout_s
         )
         for r in ranks
     }
+    for t in transports.values():
+        t.rendezvous = meet
+    return transports
 
 
 async def gather_transports(

@@ -32,6 +32,7 @@ from sn40l_emu.program import (
 from sn40l_emu.socket_actor.clock import VirtualClock
 from sn40l_emu.socket_actor.dma import DmaEngines, Engine
 from sn40l_emu.socket_actor.memory import MemoryTiers
+from sn40l_emu.socket_actor.pipeline import collective_hidden_ns, collective_idle_ns
 from sn40l_emu.socket_actor.tile import Degradation, KernelCost, kernel_cost
 from sn40l_emu.trace import TraceEvent, TraceRecorder
 
@@ -51,6 +52,7 @@ class ProgramResult:
     events: list[TraceEvent] = field(default_factory=list)
     link_free_ns: int = 0  # latest busy time of the links this socket sends on
     links_idle: bool = True  # links idle at start, at every collective's entry, and by the end
+    hidden_ns: int = 0  # collective time hidden under fused kernels (not in breakdown_ns; pipeline.py)
 
     @property
     def duration_ns(self) -> int:
@@ -87,6 +89,7 @@ class SocketModel:
         self.store: dict[str, np.ndarray] = {}
         self._coll_seq: dict[tuple[int, ...], int] = {}
         self._links_idle = True
+        self._last_cost: KernelCost | None = None
 
     # ---- single operations -------------------------------------------------
     def kernel_cost(self, op: KernelOp) -> KernelCost:
@@ -94,7 +97,7 @@ class SocketModel:
                            host_rate_per_socket(self.profile), self.degradation)
 
     def run_kernel(self, op: KernelOp, bd: dict[str, int]) -> int:
-        cost = self.kernel_cost(op)
+        cost = self._last_cost = self.kernel_cost(op)
         t0 = self.clock.now_ns
         self.clock.advance_by(cost.total_ns)
         self.trace.record(t0, cost.total_ns, "compute", op.name, bound=cost.bound,
@@ -147,6 +150,8 @@ class SocketModel:
         bd = dict.fromkeys(BREAKDOWN_KEYS, 0)
         kernel_ns: list[int] = []
         self._links_idle = _links_busy_until(transport) <= start
+        hidden_total = 0
+        prev: object = None
         for op in program.ops:
             if isinstance(op, KernelOp):
                 kernel_ns.append(self.run_kernel(op, bd))
@@ -156,8 +161,11 @@ class SocketModel:
                 if transport is None:
                     raise EmuError(f"socket {self.index}: collective {op.name} needs a transport")
                 t0 = self.clock.now_ns
-                await self.run_collective(op, transport)
+                hidden = collective_hidden_ns(prev, self._last_cost, op, self.profile,  # type: ignore[arg-type]
+                                              transport.topology.n_sockets)
+                await self.run_collective(op, transport, hidden_ns=hidden)
                 bd["collectives"] += self.clock.now_ns - t0
+                hidden_total += hidden
             elif isinstance(op, AllocOp):
                 self.memory[op.tier].alloc(op.segment, op.size_bytes, read_only=op.read_only)
             elif isinstance(op, FreeOp):
@@ -172,14 +180,20 @@ class SocketModel:
                 bd["copies"] += self.clock.now_ns - t0
             else:  # pragma: no cover - the Op union is closed
                 raise EmuError(f"unknown op {op!r}")
+            prev = op
         link_free = _links_busy_until(transport)
         idle = self._links_idle and link_free <= self.clock.now_ns
         return ProgramResult(self.index, program.label, start, self.clock.now_ns, bd, kernel_ns,
-                             self.trace.drain(), link_free, idle)
+                             self.trace.drain(), link_free, idle, hidden_total)
 
-    async def run_collective(self, op: CollectiveOp, transport: Transport) -> Tensor:
-        """Run one collective; the result replaces ``store[op.buffer]`` in functional mode."""
+    async def run_collective(self, op: CollectiveOp, transport: Transport, *, hidden_ns: int = 0) -> Tensor:
+        """Run one collective; the result replaces ``store[op.buffer]`` in functional mode.
+
+        ``hidden_ns`` > 0: the collective streamed out of the fused kernel before it
+        (socket_actor/pipeline.py), so it started that much before the kernel's end.
+        """
         from sn40l_emu.collectives.dispatch import run_collective
+        from sn40l_emu.collectives.nccl import nccl_for
 
         if self.index not in op.group:
             raise EmuError(f"socket {self.index} is not in the group {op.group} of {op.name}")
@@ -194,9 +208,23 @@ class SocketModel:
         t0 = self.clock.now_ns
         if _links_busy_until(transport) > t0:
             self._links_idle = False
-        start = t0 + self.profile.p2p.collective_fixed_ns
+        start = t0 + self.profile.p2p.collective_fixed_ns - hidden_ns
+        nccl = nccl_for(self.profile.nccl, op, self.profile.sockets)
+        if nccl is not None:
+            start = t0
+        if hasattr(transport, "trace"):  # framed transports mark each message for the trace
+            transport.trace = self.trace if self.trace.enabled else None
         result, end_ns = await run_collective(transport, op, data, start, tag)
+        if nccl is not None:
+            # the P2P run carries the data and waits for the peers; NCCL's model times it
+            idle = collective_idle_ns(op, self.profile, transport.topology.n_sockets)
+            end_ns = max(t0, end_ns - (idle - self.profile.p2p.collective_fixed_ns)) + nccl.time_ns
+            self.trace.record(end_ns - nccl.time_ns, nccl.time_ns, "nccl", op.name, algo=nccl.algo,
+                              proto=nccl.proto.value, latency_ns=nccl.latency_ns,
+                              algbw_bytes_per_s=nccl.algbw_bytes_per_s)
         self.clock.advance_to(end_ns)
+        if hidden_ns:
+            self.trace.record(t0 - hidden_ns, hidden_ns, "p2p.hidden", op.name, hidden_ns=hidden_ns)
         self.trace.record(t0, self.clock.now_ns - t0, "p2p", op.name, kind=op.kind.value,
                           size_bytes=op.size_bytes, group=str(op.group))
         target = op.out_buffer or op.buffer

@@ -83,10 +83,12 @@ def stage_compute_ns(stages: tuple[Stage, ...], pcus: int, peak_flops_per_s: int
 
 
 def launch_ns(launch: Launch, spec: LaunchSpec) -> int:
+    """Launch cost of one kernel; with CUDA graphs a GPU kernel is a graph node replayed on the device."""
+    gpu = spec.gpu_graph_kernel_ns if spec.cuda_graphs else spec.gpu_kernel_ns
     return {
         Launch.SO: spec.so_call_ns,
         Launch.HO: spec.ho_kernel_ns,
-        Launch.GPU: spec.gpu_kernel_ns,
+        Launch.GPU: gpu,
         Launch.NONE: 0,
     }[launch]
 
