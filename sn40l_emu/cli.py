@@ -193,6 +193,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sn40l_emu.experiments.allreduce_bench",
     "sn40l_emu.experiments.coll_bench",
     "sn40l_emu.experiments.run_file",
+    "sn40l_emu.experiments.validate",
+    "sn40l_emu.experiments.calibrate",
 )
 
 

@@ -22,7 +22,8 @@ def test_sn40l_token_closed_form() -> None:
     t = token_ns(SN40L, 32000, 1).by_name()
     assert t["token_out"] == 1_000 + -(-64_000 * 10**9 // 31_500_000_000)
     assert t["token_back"] == 1_000 + 1  # 4 B at 31.5 GB/s rounds up to 1 ns
-    assert t["sample"] == 10_000 and t["token_overhead"] == 0
+    # token_overhead is calibrated (runtime.token_overhead_us; tests/test_calibrate_shipped.py)
+    assert t["sample"] == 10_000 and t["token_overhead"] == SN40L.runtime.token_overhead_ns
 
 
 def test_gpu_token_ids_only_and_no_program_load() -> None:
