@@ -25,7 +25,7 @@ from sn40l_emu.socket_actor.state_changes import SetDegradation, StateChange
 from sn40l_emu.socket_actor.tile import Degradation
 
 # How long a new node waits for slots that Ray has not yet released from removed actors.
-CAPACITY_WAIT_S = 30.0
+CAPACITY_WAIT_S = 120.0
 
 
 def _cluster_has_socket_resource() -> bool:
