@@ -19,7 +19,7 @@ from sn40l_emu.experiments.cases import Case, Target, predict
 from sn40l_emu.experiments.validate import run_validate
 
 TRUE_KERNEL_US = 9.0
-TRUE_FIXED_US = 12.0
+TRUE_LL_LAT_US = 9.0  # nccl.ring_base_lat_ll_us: tiny all-reduces on DGX run NCCL ring LL
 
 
 def _case(cid: str, tp: int, batch: int, platform: str = "dgx-h100", value: float = 1.0) -> Case:
@@ -29,9 +29,9 @@ def _case(cid: str, tp: int, batch: int, platform: str = "dgx-h100", value: floa
 
 
 def _synthetic(platform: str = "dgx-h100", *, both: bool = False) -> list[Case]:
-    """Cases at the true kernel launch (and, with ``both``, the true collective fixed time)."""
+    """Cases at the true kernel launch (and, with ``both``, the true NCCL ring LL base latency)."""
     truth = Target(platform, (f"launch.gpu_kernel_us={TRUE_KERNEL_US}",
-                              *([f"p2p.collective_fixed_us={TRUE_FIXED_US}"] if both else [])))
+                              *([f"nccl.ring_base_lat_ll_us={TRUE_LL_LAT_US}"] if both else [])))
     out = []
     for tp, batch in ((1, 1), (2, 1), (4, 2)):
         probe = _case(f"syn-{platform}-tp{tp}-bs{batch}", tp, batch, platform)
@@ -59,14 +59,14 @@ def test_knob_spec_bounds_and_errors() -> None:
 def test_calibrate_recovers_known_knob_values() -> None:
     cases = _synthetic(both=True)
     shipped = load_profile("dgx-h100")
-    start = [shipped.launch.gpu_kernel_ns / 1e3, shipped.p2p.collective_fixed_ns / 1e3]
-    assert start != [TRUE_KERNEL_US, TRUE_FIXED_US]  # the fit has somewhere to go
-    pf, skipped = calibrate_platform("dgx-h100", cases, ["launch.gpu_kernel_us", "p2p.collective_fixed_us"],
+    start = [shipped.launch.gpu_kernel_ns / 1e3, shipped.nccl.ring_base_lat_ll_ns / 1e3]
+    assert start != [TRUE_KERNEL_US, TRUE_LL_LAT_US]  # the fit has somewhere to go
+    pf, skipped = calibrate_platform("dgx-h100", cases, ["launch.gpu_kernel_us", "nccl.ring_base_lat_ll_us"],
                                      loo=False)
     assert skipped == {}
     assert pf.x0 == start
     assert pf.x[0] == pytest.approx(TRUE_KERNEL_US, rel=2e-3)
-    assert pf.x[1] == pytest.approx(TRUE_FIXED_US, rel=2e-3)
+    assert pf.x[1] == pytest.approx(TRUE_LL_LAT_US, rel=2e-3)
     assert max(abs(e) for e in pf.rel_errs.values()) < 1e-3
 
 

@@ -316,15 +316,22 @@ def register(sub: Any) -> None:
                        description=(__doc__ or "").split("\n\n", 1)[-1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fit", required=True, metavar="KNOB[,KNOB...]",
-                   help="profile fields to fit, e.g. launch.gpu_kernel_us,p2p.collective_fixed_us")
-    p.add_argument("--role", default="calibration", choices=list(ROLES), help="fit to the cases of this role")
-    p.add_argument("--cases", default="validation/", help="a case YAML file or a directory of them")
-    p.add_argument("--platform", default="", help="fit only this platform's profile (default: every platform "
-                                                   "with cases of the role)")
-    p.add_argument("--profile-dir", default="", help="start from DIR/<platform>.yaml where present")
-    p.add_argument("--backend", default="local", choices=["ray", "local"])
-    p.add_argument("--max-nfev", type=int, default=20, help="emulator evaluations per fit, at most")
-    p.add_argument("--no-loo", action="store_true", help="skip the leave-one-out refits")
-    p.add_argument("--out", required=True, help="PROFILE.yaml (one platform) or a directory (one YAML per platform)")
-    p.add_argument("--json", default="", help="also write the fit, residuals and leave-one-out errors here")
+                   help="profile fields to fit, e.g. runtime.step_overhead_us (required, no default)")
+    p.add_argument("--role", default="calibration", choices=list(ROLES),
+                   help="fit to the cases of this role (default: %(default)s)")
+    p.add_argument("--cases", default="validation/",
+                   help="a case YAML file or a directory of them (default: %(default)s)")
+    p.add_argument("--platform", default="",
+                   help="fit only this platform's profile (default: every platform with cases of the role)")
+    p.add_argument("--profile-dir", default="",
+                   help="start from DIR/<platform>.yaml where present (default: the shipped profiles)")
+    p.add_argument("--backend", default="local", choices=["ray", "local"],
+                   help="local: in-process; ray: one actor per socket (default: %(default)s)")
+    p.add_argument("--max-nfev", type=int, default=20,
+                   help="emulator evaluations per fit, at most (default: %(default)s)")
+    p.add_argument("--no-loo", action="store_true", help="skip the leave-one-out refits (default: off)")
+    p.add_argument("--out", required=True,
+                   help="PROFILE.yaml (one platform) or a directory, one YAML per platform (required, no default)")
+    p.add_argument("--json", default="",
+                   help="also write the fit, residuals and leave-one-out errors here (default: none)")
     p.set_defaults(func=cmd_calibrate)

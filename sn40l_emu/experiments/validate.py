@@ -139,12 +139,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("validate", help="run the published-measurement cases and report the emulator's error",
                        description=(__doc__ or "").split("\n\n", 1)[-1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="validation/", help="a case YAML file or a directory of them")
-    p.add_argument("--role", default="", choices=["", *ROLES], help="run only the cases of this role")
+    p.add_argument("--cases", default="validation/",
+                   help="a case YAML file or a directory of them (default: %(default)s)")
+    p.add_argument("--role", default="", choices=["", *ROLES],
+                   help="run only the cases of this role (default: every role)")
     p.add_argument("--backend", default="local", choices=["ray", "local"],
-                   help="local: in-process (default); ray: one actor per socket")
+                   help="local: in-process; ray: one actor per socket (default: %(default)s)")
     p.add_argument("--profile-dir", default="",
-                   help="use DIR/<platform>.yaml (e.g. from `calibrate`) instead of the shipped profile when present")
-    p.add_argument("--json", default="out/validate.json")
-    p.add_argument("--out", default="out", help="directory for the parity plot")
+                   help="use DIR/<platform>.yaml (e.g. from `calibrate`) instead of the shipped profile "
+                        "when present (default: the shipped profiles)")
+    p.add_argument("--json", default="out/validate.json", help="write {cases, summary} here (default: %(default)s)")
+    p.add_argument("--out", default="out", help="directory for the parity plot (default: %(default)s)")
     p.set_defaults(func=cmd_validate)
