@@ -11,9 +11,9 @@ from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
 from sn40l_emu.cluster.node import Node
 from sn40l_emu.cluster.placement import Placement, PlacementSpec, actor_name, check_capacity, node_ids_for
 from sn40l_emu.config import NodeProfile
-from sn40l_emu.errors import ConfigError, SocketDeadError
+from sn40l_emu.errors import CollectiveAbortedError, ConfigError, LinkLostError, SocketDeadError, SocketKilledError
 from sn40l_emu.program import Program
-from sn40l_emu.socket_actor.socket_model import ProgramResult
+from sn40l_emu.socket_actor.socket_model import ProgramResult, settle
 from sn40l_emu.socket_actor.state_changes import SetDegradation, StateChange
 from sn40l_emu.socket_actor.tile import Degradation
 
@@ -202,8 +202,14 @@ class RayNode(Node):
         if dead:
             raise SocketDeadError(dead[0], "killed (virtual fault)")
         timeout = self.profile.p2p.timeout_s * 2 + 60
-        results = self._get([self.actors[i].run_program.remote(p) for i, p in programs.items()], timeout)
-        return {r.socket: r for r in results}
+        refs = [self.actors[i].run_program.remote(p) for i, p in programs.items()]
+        outcomes: list[ProgramResult | BaseException] = []
+        for ref in refs:  # a fault inside the step: every socket ends it first (see settle)
+            try:
+                outcomes.append(self._get([ref], timeout)[0])
+            except (SocketKilledError, LinkLostError, CollectiveAbortedError) as exc:
+                outcomes.append(exc)
+        return settle(outcomes)
 
     def status(self) -> list[dict[str, Any]]:
         return self._get([a.status.remote() for a in self.actors], 60)
