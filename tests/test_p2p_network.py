@@ -77,8 +77,8 @@ def test_a_frame_on_a_link_when_it_goes_down_is_lost_at_that_ns() -> None:
     net.link_down(0, 1, from_ns=150, routing=False)  # physically down; routes still use it
     assert net.transmit(1, np.array([100, 100]), np.array([100, 100])).tolist() == [LOST_NS + 150] * 2
     assert net.take_losses() == [((0, 1), 150)]
-    # handed to the link after it went down: lost when handed
-    assert net.transmit(1, np.array([10]), np.array([400])).tolist() == [LOST_NS + 400]
+    # handed to the link after it went down: lost too, marked with when the link went down
+    assert net.transmit(1, np.array([10]), np.array([400])).tolist() == [LOST_NS + 150]
     # a lost-marked (ghost) frame passes on unchanged and occupies nothing
     assert net.transmit(2, np.array([10]), np.array([LOST_NS + 150])).tolist() == [LOST_NS + 150]
     assert net.link(0, 2).free_ns == 0

@@ -17,16 +17,17 @@ frame stay non-decreasing.
 A link has two down/up timelines. The *physical* one says when it carries
 data: a frame that is on the link (handed to it, not yet fully served) when
 the link goes down at ``T``, or that is handed to a link already down, is
-lost at ``max(T, first chunk ready)`` -- every chunk of it, the frame is
-atomic. The *routing* one says when senders route around it (routes and ring
+lost at ``T`` -- every chunk of it, the frame is atomic -- however late it
+was handed to the link, so every loss that one failure causes carries the same
+nanosecond. The *routing* one says when senders route around it (routes and ring
 orders are chosen from it); a driver moves it at a step boundary, so every
 member of a collective agrees on the ring (see :mod:`sn40l_emu.fabric.network`).
 
 A lost chunk arrives at ``LOST_NS + loss_ns``. Collectives combine arrival
 times with ``max`` only, so the mark travels unchanged to every rank whose
 result depends on the lost frame, which then knows the collective failed and
-at which nanosecond; a frame whose chunks are already marked passes a link
-without occupying it (a "ghost" frame of a failed rank).
+at which nanosecond; a frame with any chunk already marked is lost as a whole
+and passes a link without occupying it (a "ghost" frame of a failed rank).
 """
 
 from __future__ import annotations
@@ -158,10 +159,14 @@ class Link:
         return not self._down[bisect_right(self._down_times, at_ns) - 1]
 
     def first_down_in(self, lo_ns: int, hi_ns: int) -> int | None:
-        """First instant in ``[lo_ns, hi_ns)`` at which the link carries no data, or None."""
-        if not self.carries_at(lo_ns):
-            return lo_ns
+        """When the link went down, if it is down at ``lo_ns`` or goes down before ``hi_ns``; else None.
+
+        Down already at ``lo_ns``: the time it went down, so every frame a failure
+        loses carries the same instant, however late it was handed to the link.
+        """
         i = bisect_right(self._down_times, lo_ns)
+        if self._down[i - 1]:
+            return self._down_times[i - 1]
         for t, down in zip(self._down_times[i:], self._down[i:], strict=True):
             if t >= hi_ns:
                 return None
@@ -181,7 +186,7 @@ class Link:
         ready = np.asarray(ready_ns, dtype=np.int64)
         if ready.size == 0:
             return ready.copy()
-        if int(ready[0]) >= LOST_NS:  # a ghost frame: already lost upstream
+        if int(ready.max()) >= LOST_NS:  # data already lost upstream: the whole frame is (atomic)
             return np.full(ready.shape, int(ready.max()), dtype=np.int64)
         params = self.params_at(int(ready[0]))
         ser = serialization_ns(chunk_bytes, params.bw_bytes_per_s, chunk_overhead_ns)

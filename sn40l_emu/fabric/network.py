@@ -97,7 +97,7 @@ class NetworkView:
         if ready.size == 0:
             return ready.copy()
         t0 = int(ready[0])
-        if t0 >= LOST_NS:  # a failed rank's ghost frame: carries the mark, occupies nothing
+        if int(ready.max()) >= LOST_NS:  # carries lost data (a failed rank's ghost frame): occupies nothing
             return np.full(ready.shape, int(ready.max()), dtype=np.int64)
         try:
             hops = self.route(dst, t0)
@@ -111,6 +111,11 @@ class NetworkView:
                 self._losses.append((hop, link.last_loss_ns))
                 break
         return ready
+
+    def flush_after(self, at_ns: int) -> None:
+        """Drop queued traffic after ``at_ns``: every link is free from then on at the latest."""
+        for link in self._links.values():
+            link.free_ns = min(link.free_ns, at_ns)
 
     def sender_dies(self, at_ns: int) -> None:
         """The owner dies at ``at_ns``: its frames not fully sent by then are lost."""

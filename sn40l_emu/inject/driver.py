@@ -36,7 +36,7 @@ from sn40l_emu.errors import EmuError, LinkDownError, LinkLostError, SocketDeadE
 from sn40l_emu.inject.changes import changes_for
 from sn40l_emu.inject.events import KillMode, KillSocket, LinkDown, LinkUp, RestartSocket
 from sn40l_emu.inject.scenario import Scenario, Scheduled
-from sn40l_emu.socket_actor.state_changes import LinkState, SetLink, StateChange
+from sn40l_emu.socket_actor.state_changes import FlushLinks, LinkState, SetLink, StateChange
 from sn40l_emu.trace import TraceEvent
 
 MAX_ATTEMPTS = 3
@@ -117,14 +117,29 @@ class FaultDriver:
         self._recovering: EventReport | None = None
         self._needs_recovery = False
         self._reuse_switches: list[Callable[[bool], None]] = []
+        self.top: Any = None  # the workload's outermost cost reuse (it holds the freshest clocks)
 
     # ---- clocks -----------------------------------------------------------
+    def clocks(self) -> list[int]:
+        if self.top is not None:
+            now = self.top.clocks()
+            return [now[s] for s in sorted(now)]
+        return self.node.clocks()
+
     def now(self) -> int:
-        return max(self.node.clocks())
+        return max(self.clocks())
+
+    def advance_all(self, t_ns: int) -> None:
+        """Every socket's clock to at least ``t_ns`` (through the reuse layers, which hold clocks)."""
+        if self.top is not None:
+            self.top.sync()
+        self.node.advance_clocks(dict.fromkeys(range(self.node.n_sockets), t_ns))
+        if self.top is not None:
+            self.top.invalidate_clocks()
 
     def _barrier(self) -> int:
         t = self.now()
-        self.node.advance_clocks(dict.fromkeys(range(self.node.n_sockets), t))
+        self.advance_all(t)
         return t
 
     # ---- events -----------------------------------------------------------
@@ -150,7 +165,10 @@ class FaultDriver:
 
     def _set_reuse(self) -> None:
         """Cost reuse only while no armed event lies ahead of a socket's clock."""
-        low = min(self.node.clocks())
+        try:
+            low = min(self.clocks())
+        except SocketDeadError:  # a socket is down until recovery: stay exact meanwhile
+            low = -1
         exact = any((ev.at_ns or 0) > low for ev in self.armed)
         for switch in self._reuse_switches:
             switch(not exact)
@@ -225,7 +243,11 @@ class FaultDriver:
         ``recover``: whether sockets must come back before that.
         """
         at = getattr(exc, "at_ns", None)
-        at = self.now() if at is None else at
+        if at is not None:  # stopped inside a step: the aborted collective's traffic ends there
+            self.node.apply_change(list(range(self.node.n_sockets)), FlushLinks(at))
+        if at is None:  # a dead socket cannot be asked its clock: the latest one known
+            known = self.top.known_clocks() if self.top is not None else {}
+            at = max(known.values()) if known else 0
         self.report.trace += [e for e in getattr(exc, "events", ()) if isinstance(e, TraceEvent)]
         self.report.trace.append(TraceEvent(at, 0, -1, "inject", f"fault: {exc}", {}))
         for ev in list(self.armed):
@@ -265,6 +287,7 @@ class FaultDriver:
         return rec_ns
 
     def _count_retry(self, n: int) -> None:
+        self.report.trace.append(TraceEvent(self.now(), 0, -1, "inject", f"retry of {n} request(s)", {}))
         self.report.retried += n
         if self._recovering is not None:
             self._recovering.retried += n

@@ -42,6 +42,7 @@ def _coordinator(r: ScenarioRunner) -> CoECoordinator:
                                            CachePolicy(w.policy)), book=LayerPrograms(ProgramBook()))
     r.add_reuse_switch(lambda on: setattr(coord.reuse, "enabled", on))
     r.add_reuse_switch(lambda on: setattr(layer.reuse, "enabled", on))
+    r.top = coord.reuse
     coord.load()
     r.arm()
     return coord
@@ -141,9 +142,7 @@ def run_serve(r: ScenarioRunner) -> None:
 
     def serve(batch: list[Request]) -> BatchTiming:
         start = max(free[0], batch[0].arrival_ns)  # the queue's clock (see coe/serving.py)
-        coord.reuse.sync()
-        r.node.advance_clocks(dict.fromkeys(range(r.node.n_sockets), start))
-        coord.reuse.invalidate_clocks()
+        r.advance_all(start)
         t0 = r.now()
         done, failed, attempts, _ = run_batch_with_retries(r, coord, batch)
         failed_ids.update(failed)
@@ -200,6 +199,7 @@ def run_tp(r: ScenarioRunner) -> None:
     reuse, book = CostReuse(layer), LayerPrograms(ProgramBook())
     r.add_reuse_switch(lambda on: setattr(reuse, "enabled", on))
     r.add_reuse_switch(lambda on: setattr(layer.reuse, "enabled", on))
+    r.top = reuse
     shard_bytes = ceil_div(model.weight_bytes, n)
 
     def reload(back: list[int], t_fail: int = 0) -> int:
@@ -232,8 +232,8 @@ def run_tp(r: ScenarioRunner) -> None:
                 r.report.rows.append({"generation": g, "attempts": attempt, "status": "failed",
                                       "error": _dead_reason(r)})
                 break
-            t0 = max(reuse.clocks().values())
             try:
+                t0 = max(reuse.clocks().values())
                 res = reuse.run(book.group(model, plan, Step.prefill(w.batch, w.prompt_len), mode))
                 events = [e for x in res.values() for e in x.events]
                 for i in range(1, w.tokens):

@@ -335,11 +335,13 @@ def settle(outcomes: list[ProgramResult | BaseException]) -> dict[int, ProgramRe
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     if not errors:
         return {o.socket: o for o in outcomes if isinstance(o, ProgramResult)}
-    first = errors[0]
-    if isinstance(first, (SocketKilledError, LinkLostError, CollectiveAbortedError)):
-        events = tuple(e for err in errors for e in getattr(err, "events", ()))
-        raise first.with_events(events)
-    raise first
+    faults = [e for e in errors if isinstance(e, (SocketKilledError, LinkLostError, CollectiveAbortedError))]
+    if len(faults) < len(errors):
+        raise next(e for e in errors if e not in faults)
+    # the cause before its consequences: a kill, then a lost frame, then the aborted peers
+    rank = {SocketKilledError: 0, LinkLostError: 1, CollectiveAbortedError: 2}
+    first = min(faults, key=lambda e: (rank[type(e)], e.at_ns))
+    raise first.with_events(tuple(ev for err in faults for ev in err.events))
 
 
 def _links_busy_until(transport: Transport | None) -> int:

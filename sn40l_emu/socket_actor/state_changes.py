@@ -79,7 +79,15 @@ class FailAt:
     at_ns: int
 
 
-StateChange = SetDegradation | SetEngineRate | SetLink | LinkState | FailAt
+@dataclass(frozen=True)
+class FlushLinks:
+    """A failed step is aborted at ``at_ns``: traffic this socket still had queued after it
+    is dropped, so the retry does not wait behind frames of a collective that is over."""
+
+    at_ns: int
+
+
+StateChange = SetDegradation | SetEngineRate | SetLink | LinkState | FailAt | FlushLinks
 
 
 def apply_change(model: SocketModel, network: Any, change: StateChange) -> None:
@@ -92,6 +100,9 @@ def apply_change(model: SocketModel, network: Any, change: StateChange) -> None:
     elif isinstance(change, LinkState):
         move = network.link_up if change.up else network.link_down
         move(change.src, change.dst, change.from_ns, physical=change.physical, routing=change.routing)
+    elif isinstance(change, FlushLinks):
+        if network is not None:
+            network.flush_after(change.at_ns)
     elif isinstance(change, FailAt):
         model.fail_at_ns = change.at_ns
         if network is not None:  # what it had not sent by then never leaves it
