@@ -82,6 +82,7 @@ class RunReport:
     trace: list[TraceEvent] = field(default_factory=list)
     outcomes: list[RequestOutcome] = field(default_factory=list)
     serving: dict[str, Any] = field(default_factory=dict)
+    error: str = ""  # an error the run did not recover from (its requests are failed with it)
 
     def to_json(self) -> dict[str, Any]:
         doc = {"scenario": self.scenario, "events": [asdict(e) for e in self.events],
@@ -91,6 +92,8 @@ class RunReport:
                "outcomes": [asdict(o) for o in self.outcomes]}
         if self.serving:
             doc["serving"] = self.serving
+        if self.error:
+            doc["error"] = self.error
         return doc
 
 
