@@ -17,29 +17,11 @@ def run_scenario_file(path: str, backend: str | None = None) -> Any:
 
 
 def run_scenario(sc: Any, backend: str | None = None) -> Any:
-    """Run a parsed scenario on a node it opens. The report comes back whatever the faults did;
-    an error the runner does not recover from is recorded in the report (``error``), its
-    requests failed with it, and re-raised with the report attached (``exc.report``)."""
-    from sn40l_emu.cluster.session import Backend, open_node
+    """Run a parsed scenario on a node it opens (see :func:`sn40l_emu.inject.plan.run_on_new_node`)."""
     from sn40l_emu.config import load_profile
-    from sn40l_emu.errors import EmuError
-    from sn40l_emu.inject.runner import ScenarioRunner
-    from sn40l_emu.inject.scenario import WorkloadKind
+    from sn40l_emu.inject.plan import run_on_new_node
 
-    prof = load_profile(sc.profile, list(sc.overrides))
-    n = sc.workload.sockets if sc.workload.kind is WorkloadKind.ALLREDUCE else None
-    with open_node(prof, backend=Backend(backend or sc.backend), n_sockets=n) as node:
-        runner = ScenarioRunner(sc, node)
-        try:
-            return runner.run()
-        except EmuError as exc:
-            rep = runner.report
-            rep.error = str(exc)
-            left = rep.submitted - rep.completed - rep.failed
-            ended = {o.id for o in rep.outcomes}
-            runner._count_failed([i for i in range(rep.submitted) if i not in ended][:left], str(exc), 1)
-            exc.report = rep  # type: ignore[attr-defined]
-            raise
+    return run_on_new_node(sc, load_profile(sc.profile, list(sc.overrides)), backend or sc.backend)
 
 
 def check_writable(path: str, option: str) -> Path:

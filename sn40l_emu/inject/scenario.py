@@ -27,7 +27,7 @@ from sn40l_emu.errors import ConfigError
 from sn40l_emu.inject.events import EVENT_TYPES, EventKind, InjectEvent, KillMode, event_from_mapping
 
 __all__ = ["EventKind", "KillMode", "Scenario", "Scheduled", "WorkloadKind", "WorkloadSpec", "load_scenario",
-           "parse_scenario"]
+           "parse_scenario", "parse_when", "parse_workload"]
 
 
 class WorkloadKind(str, Enum):
@@ -117,7 +117,7 @@ def parse_scenario(raw: Any, default_name: str = "scenario") -> Scenario:
     backend = raw.get("backend", "ray")
     if backend not in ("ray", "local"):
         raise ConfigError("backend", backend, "'ray' or 'local'")
-    wl = _workload(raw.get("workload", {"kind": "coe"}))
+    wl = parse_workload(raw.get("workload", {"kind": "coe"}))
     events_raw = raw.get("events", [])
     if not isinstance(events_raw, list):
         raise ConfigError("events", events_raw, "a list of events")
@@ -127,7 +127,8 @@ def parse_scenario(raw: Any, default_name: str = "scenario") -> Scenario:
                     backend, wl, events)
 
 
-def _workload(raw: Any) -> WorkloadSpec:
+def parse_workload(raw: Any) -> WorkloadSpec:
+    """A workload mapping (``kind`` and its fields) checked into a :class:`WorkloadSpec`."""
     if not isinstance(raw, dict):
         raise ConfigError("workload", raw, "a mapping with kind: coe|serve|tp|allreduce and its fields")
     try:
@@ -151,8 +152,9 @@ def _workload(raw: Any) -> WorkloadSpec:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < float(v) < float("inf"):
                 raise ConfigError(f"workload.{k}", v, "a finite number > 0")
             v = float(v)
-        if isinstance(default, int) and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-            raise ConfigError(f"workload.{k}", v, "a positive integer")
+        low = 0 if k == "seed" else 1
+        if isinstance(default, int) and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            raise ConfigError(f"workload.{k}", v, "an integer >= 0" if low == 0 else "a positive integer")
         if isinstance(default, str) and not isinstance(v, str):
             raise ConfigError(f"workload.{k}", v, "a string")
         kwargs[k] = v
