@@ -189,3 +189,42 @@ def test_shipped_scenarios_parse() -> None:
     assert {"link-down-mid-allreduce.yaml", "ring-partition.yaml"} <= set(names)
     for p in SCENARIOS.glob("*.yaml"):
         assert load_scenario(p).events
+
+
+@pytest.mark.ray
+def test_faults_inside_a_step_give_the_same_nanoseconds_on_ray(ray_session: None) -> None:
+    from sn40l_emu.cluster.ray_node import RayNode
+
+    evs = [{"at": T_MID, "kind": "link_down", "src": 3, "dst": 4}]
+    local = _allreduce(evs)
+    node = RayNode.create(RING)
+    try:
+        sc = parse_scenario({"set": ["p2p.topology=ring"], "events": evs,
+                             "workload": {"kind": "allreduce", "size_bytes": "64 MiB", "repeats": 4,
+                                          "algo": "ring", "chunks": 8}})
+        rep = ScenarioRunner(sc, node).run()
+        assert rep.rows == local.rows  # type: ignore[attr-defined]
+        stopped = {e.start_ns + e.dur_ns for e in rep.trace if e.name == "allreduce (failed)"}
+        assert stopped == {T_MID}
+    finally:
+        node.close()
+
+
+@pytest.mark.ray
+def test_a_socket_process_killed_inside_a_step_is_replaced_and_the_step_retried(ray_session: None) -> None:
+    from sn40l_emu.cluster.ray_node import RayNode
+
+    wl = {"kind": "tp", "model": "tiny-llama", "batch": 1, "tokens": 3, "prompt_len": 8, "generations": 2}
+    base = ScenarioRunner(parse_scenario({"backend": "local", "workload": wl}), LocalNode(PROFILE)).run()
+    g = base.rows[0]["time_ns"]
+    node = RayNode.create(PROFILE)
+    try:
+        pid = node.pids()[2]
+        sc = parse_scenario({"workload": wl, "events": [{"at": g // 2, "kind": "kill_socket", "socket": 2,
+                                                         "mode": "process"}]})
+        rep = ScenarioRunner(sc, node).run()
+        assert (rep.completed, rep.failed, rep.retried) == (2, 0, 1)
+        assert rep.events[0].struck_at_ns == g // 2
+        assert node.pids()[2] != pid
+    finally:
+        node.close()
