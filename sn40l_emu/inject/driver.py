@@ -118,7 +118,7 @@ class FaultDriver:
         self._last_latency: int | None = None
         self._awaiting_after: list[EventReport] = []
         self._recovering: EventReport | None = None
-        self._needs_recovery = False
+        self.needs_recovery = False
         self._reuse_switches: list[Callable[[bool], None]] = []
         self.top: Any = None  # the workload's outermost cost reuse (it holds the freshest clocks)
 
@@ -225,14 +225,14 @@ class FaultDriver:
             self.manual_dead.discard(e.socket)
             self._recovering = rep
             rep.note = "socket restarted; its state is reloaded before the next request"
-            self._needs_recovery = True
+            self.needs_recovery = True
         else:
             for sockets, change in changes_for(ev, self.node.profile, self.node.n_sockets, now_ns):
                 self.node.apply_change(sockets, change)
                 if isinstance(change, (SetLink, LinkState)):
                     self.link_changes.append(change)
 
-    def _after(self, latency_ns: int) -> None:
+    def after_latency(self, latency_ns: int) -> None:
         for rep in self._awaiting_after:
             rep.latency_after_ns = latency_ns
         self._awaiting_after = []
@@ -277,7 +277,7 @@ class FaultDriver:
             return False, False  # no route at a collective's start: partitioned until a link_up
         return True, False  # a frame was lost: routes move around the link at the next boundary
 
-    def _recover(self, reload: Callable[[list[int]], int]) -> int:
+    def recover(self, reload: Callable[[list[int]], int]) -> int:
         back = self.node.recover()
         for change in self.link_changes:  # links keep their injected state; a new socket learns it
             self.node.apply_change(back, change)
@@ -289,20 +289,20 @@ class FaultDriver:
                                             f"recovery of sockets {back}", {}))
         return rec_ns
 
-    def _count_retry(self, n: int) -> None:
+    def count_retry(self, n: int) -> None:
         self.report.trace.append(TraceEvent(self.now(), 0, -1, "inject", f"retry of {n} request(s)", {}))
         self.report.retried += n
         if self._recovering is not None:
             self._recovering.retried += n
 
-    def _count_failed(self, ids: list[int], reason: str, attempts: int) -> None:
+    def count_failed(self, ids: list[int], reason: str, attempts: int) -> None:
         self.report.failed += len(ids)
         self.done += len(ids)
         if self._recovering is not None:
             self._recovering.failed += len(ids)
         self.report.outcomes += [RequestOutcome(i, "failed", attempts, reason) for i in ids]
 
-    def _count_completed(self, ids: list[int], attempts: int, end_ns: list[int]) -> None:
+    def count_completed(self, ids: list[int], attempts: int, end_ns: list[int]) -> None:
         self.report.completed += len(ids)
         self.done += len(ids)
         self.report.outcomes += [RequestOutcome(i, "completed", attempts, "", t)

@@ -124,7 +124,7 @@ def run_on_new_node(sc: Scenario, profile: NodeProfile, backend: str) -> RunRepo
             rep.error = str(exc)
             ended = {o.id for o in rep.outcomes}
             left = [i for i in range(rep.submitted) if i not in ended]
-            runner._count_failed(left[: rep.submitted - rep.completed - rep.failed], str(exc), 1)
+            runner.count_failed(left[: rep.submitted - rep.completed - rep.failed], str(exc), 1)
             exc.report = rep  # type: ignore[attr-defined]
             raise
 

@@ -10,7 +10,14 @@ events:
   - {at: 5ms, kind: link_degrade, src: 0, dst: 1, bw_factor: 0.1, extra_latency: 2us}
   - {after_requests: 16, kind: kill_socket, socket: 3, mode: process}
 ```
-Every error names the event (its index and kind) and the field, with what is allowed.
+Workloads: ``coe`` (batches), ``serve`` (Poisson arrivals: ``rate_per_s``,
+``requests``), ``tp`` (``generations`` of one model over every socket),
+``allreduce`` (``size_bytes``, ``repeats``, ``algo``, ``chunks``, ``sockets``).
+An event is a typed dataclass per kind (:mod:`sn40l_emu.inject.events`) with
+``at`` (a virtual time; it may fall inside a step) or ``after_requests``
+(requests ended, completed or failed). Every error names the event (its
+index and kind) and the field, with what is allowed. YAML is read in one
+place, :func:`load_scenario`.
 """
 
 from __future__ import annotations

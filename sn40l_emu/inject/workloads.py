@@ -61,36 +61,36 @@ def run_batch_with_retries(r: ScenarioRunner, coord: CoECoordinator, batch: Sequ
     while remaining:
         attempt += 1
         r.boundary()
-        if r._needs_recovery:
-            r._recover(coord.reload_after_failure)
-            r._needs_recovery = False
+        if r.needs_recovery:
+            r.recover(coord.reload_after_failure)
+            r.needs_recovery = False
         if r.manual_dead:
             failed = [q.id for q in remaining]
-            r._count_failed(failed, _dead_reason(r), attempt)
+            r.count_failed(failed, _dead_reason(r), attempt)
             break
         try:
             last = coord.run_batch(remaining)
         except BatchInterrupted as exc:
             done += exc.done
             r.report.trace += exc.events
-            r._count_completed([d.request for d in exc.done], attempt, [d.end_ns for d in exc.done])
+            r.count_completed([d.request for d in exc.done], attempt, [d.end_ns for d in exc.done])
             remaining = remaining[len(exc.done):]
             t_fail = max([getattr(exc.cause, "at_ns", 0) or 0, *coord.reuse.known_clocks().values()])
             retry, recover = r.struck(exc.cause)
             if recover:
                 coord.reuse.forget_clocks()  # a dead socket cannot take pushed clocks
-                r._recover(functools.partial(_reload_at, coord, t_fail))
+                r.recover(functools.partial(_reload_at, coord, t_fail))
             elif retry:
                 coord.resume_after_fault()
             if not retry or attempt >= MAX_ATTEMPTS:
                 failed = [q.id for q in remaining]
-                r._count_failed(failed, str(exc.cause), attempt)
+                r.count_failed(failed, str(exc.cause), attempt)
                 break
-            r._count_retry(len(remaining))
+            r.count_retry(len(remaining))
             continue
         done += last.requests
         r.report.trace += last.events
-        r._count_completed([d.request for d in last.requests], attempt, [d.end_ns for d in last.requests])
+        r.count_completed([d.request for d in last.requests], attempt, [d.end_ns for d in last.requests])
         break
     return done, failed, attempt, last
 
@@ -121,7 +121,7 @@ def run_coe(r: ScenarioRunner) -> None:
         if res is not None and not failed:
             row.update({"total_ns": res.total_ns, "router_ns": res.router_ns, "switch_ns": res.switch_ns,
                         "expert_ns": res.expert_ns, "hbm_hits": res.hits, "hbm_misses": res.misses})
-            r._after(res.total_ns)
+            r.after_latency(res.total_ns)
         r.report.rows.append(row)
     coord.reuse.sync()
 
@@ -151,7 +151,7 @@ def run_serve(r: ScenarioRunner) -> None:
         r.report.rows.append({"batch": len(r.report.rows), "attempts": attempts, "start_ns": t0,
                               "total_ns": t1 - t0, "requests": sorted(ends), "failed_requests": failed})
         if not failed:
-            r._after(t1 - t0)
+            r.after_latency(t1 - t0)
         free[0] = t1
         return BatchTiming(t1 - t0, tuple(min(ends.get(q.id, t1), t1) - t0 for q in batch))
 
@@ -224,11 +224,11 @@ def run_tp(r: ScenarioRunner) -> None:
             attempt += 1
             r.boundary()
             reuse.invalidate_clocks()
-            if r._needs_recovery:
-                r._recover(reload)
-                r._needs_recovery = False
+            if r.needs_recovery:
+                r.recover(reload)
+                r.needs_recovery = False
             if r.manual_dead:
-                r._count_failed([g], _dead_reason(r), attempt)
+                r.count_failed([g], _dead_reason(r), attempt)
                 r.report.rows.append({"generation": g, "attempts": attempt, "status": "failed",
                                       "error": _dead_reason(r)})
                 break
@@ -243,23 +243,23 @@ def run_tp(r: ScenarioRunner) -> None:
                 retry, recover = r.struck(exc)
                 reuse.forget_clocks()
                 if recover:
-                    r._recover(functools.partial(_swap(reload), t_fail))
+                    r.recover(functools.partial(_swap(reload), t_fail))
                 elif retry:
                     reload([], t_fail)
                 if not retry or attempt >= MAX_ATTEMPTS:
-                    r._count_failed([g], str(exc), attempt)
+                    r.count_failed([g], str(exc), attempt)
                     r.report.rows.append({"generation": g, "attempts": attempt, "status": "failed",
                                           "error": str(exc)})
                     break
-                r._count_retry(1)
+                r.count_retry(1)
                 continue
             t1 = max(reuse.clocks().values())
             r.report.trace += events
             r.report.trace.append(TraceEvent(t0, t1 - t0, -1, "tp", f"generation {g}", {"attempt": attempt}))
-            r._count_completed([g], attempt, [t1])
+            r.count_completed([g], attempt, [t1])
             r.report.rows.append({"generation": g, "attempts": attempt, "status": "completed",
                                   "time_ns": t1 - t0, "tokens_per_s": w.batch * w.tokens * 1e9 / (t1 - t0)})
-            r._after(t1 - t0)
+            r.after_latency(t1 - t0)
             break
     reuse.sync()
 
@@ -279,9 +279,9 @@ def run_allreduce(r: ScenarioRunner) -> None:
         while True:
             attempt += 1
             r.boundary()
-            if r._needs_recovery:
-                r._recover(lambda back: 0)  # nothing to reload: an all-reduce keeps no state
-                r._needs_recovery = False
+            if r.needs_recovery:
+                r.recover(lambda back: 0)  # nothing to reload: an all-reduce keeps no state
+                r.needs_recovery = False
             if r.manual_dead:
                 _fail_repeat(r, k, attempt, _dead_reason(r))
                 break
@@ -292,22 +292,22 @@ def run_allreduce(r: ScenarioRunner) -> None:
             except FAULT_ERRORS as exc:
                 retry, recover = r.struck(exc)
                 if recover:
-                    r._recover(lambda back: 0)
+                    r.recover(lambda back: 0)
                 if not retry or attempt >= MAX_ATTEMPTS:
                     _fail_repeat(r, k, attempt, str(exc))
                     break
-                r._count_retry(1)
+                r.count_retry(1)
                 continue
             t = max(x.end_ns for x in res.values()) - now
-            r._count_completed([k], attempt, [now + t])
+            r.count_completed([k], attempt, [now + t])
             r.report.rows.append({"repeat": k, "attempts": attempt, "status": "completed", "time_ns": t,
                                   "busbw_gbps": w.size_bytes / t * 2 * (len(group) - 1) / len(group)})
             r.report.trace += [e for x in res.values() for e in x.events]
-            r._after(t)
+            r.after_latency(t)
             break
 
 
 def _fail_repeat(r: ScenarioRunner, k: int, attempts: int, reason: str) -> None:
-    r._count_failed([k], reason, attempts)
+    r.count_failed([k], reason, attempts)
     r.report.rows.append({"repeat": k, "attempts": attempts, "status": "failed", "error": reason})
 
