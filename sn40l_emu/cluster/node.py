@@ -18,7 +18,7 @@ import numpy as np
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import EmuError, SocketDeadError
 from sn40l_emu.program import Program
-from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel, settle
+from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel, gather_outcomes, settle
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
 from sn40l_emu.socket_actor.tile import Degradation
 
@@ -143,12 +143,8 @@ class LocalNode(Node):
         if dead:
             raise SocketDeadError(dead[0], "killed (virtual fault)")
 
-        async def all_() -> list[ProgramResult | BaseException]:
-            return await asyncio.gather(*[
-                self.models[i].run_program(p, self.transports[i]) for i, p in programs.items()],
-                return_exceptions=True)
-
-        return settle(self._loop.run_until_complete(all_()))
+        coros = [self.models[i].run_program(p, self.transports[i]) for i, p in programs.items()]
+        return settle(self._loop.run_until_complete(gather_outcomes(coros)))
 
     def status(self) -> list[dict[str, Any]]:
         return [{**m.status(), "ray_node": "local"} for m in self.models]

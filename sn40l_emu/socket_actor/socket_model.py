@@ -325,6 +325,30 @@ class SocketModel:
                 "degradation": dataclasses.asdict(self.degradation)}
 
 
+async def gather_outcomes(coros: list[Any]) -> list[ProgramResult | BaseException]:
+    """Run one program per socket concurrently; per socket its result or its step fault.
+
+    A fault inside the step (``SocketKilledError``, ``LinkLostError``,
+    ``CollectiveAbortedError``) lets every other socket finish (they do, as
+    ghosts never wait); any other error cancels the rest at once and is raised,
+    so no socket waits for frames that a failed peer will never send.
+    """
+    import asyncio
+
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    pending: set[asyncio.Future[Any]] = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            exc = t.exception()
+            if exc is not None and not isinstance(exc, (SocketKilledError, LinkLostError, CollectiveAbortedError)):
+                for p in pending:
+                    p.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                raise exc
+    return [t.exception() or t.result() for t in tasks]
+
+
 def settle(outcomes: list[ProgramResult | BaseException]) -> dict[int, ProgramResult]:
     """Results of one concurrent run, in program order, or its first error once all have ended.
 
