@@ -28,4 +28,10 @@ def main(backend: str = "local") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:2]))
+    import argparse
+
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("backend", nargs="?", default="local", choices=("local", "ray"))
+    p.add_argument("--quick", action="store_true", help="accepted like every example's (this one is already small)")
+    p.add_argument("--out", default=None, help="accepted like every example's (this one draws no figure)")
+    sys.exit(main(p.parse_args().backend))

@@ -1,6 +1,6 @@
 """A link that fails in the middle of a ring all-reduce, scripted in Python.
 
-    python examples/inject_link_down_mid_allreduce.py
+    python examples/inject_link_down_mid_allreduce.py [ray]
 
 On a ring fabric, link 3 <-> 4 goes down at 3.5 ms, inside the second 64 MiB
 all-reduce: every socket's all-reduce stops at exactly 3.5 ms, the ring is
@@ -29,4 +29,10 @@ def main(backend: str = "local") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:2]))
+    import argparse
+
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("backend", nargs="?", default="local", choices=("local", "ray"))
+    p.add_argument("--quick", action="store_true", help="accepted like every example's (this one is already small)")
+    p.add_argument("--out", default=None, help="accepted like every example's (this one draws no figure)")
+    sys.exit(main(p.parse_args().backend))
