@@ -60,6 +60,21 @@ def _allreduce(evs: list[dict], repeats: int = 4) -> object:
     return ScenarioRunner(sc, LocalNode(RING)).run()
 
 
+@pytest.mark.parametrize("event", [{"kind": "link_down", "src": 3, "dst": 4}, {"kind": "kill_socket", "socket": 5}])
+def test_an_untraced_node_stops_at_the_same_ns_as_a_traced_one(event: dict) -> None:
+    """Untraced, the in-process collectives would run batched (no frames to cut): a scheduled
+    link-down or death sends them down the frame path, so the fault strikes at the same nanosecond."""
+    evs = [{"at": T_MID, **event}]
+    sc = parse_scenario({"backend": "local", "set": ["p2p.topology=ring"], "events": evs,
+                         "workload": {"kind": "allreduce", "size_bytes": "64 MiB", "repeats": 3,
+                                      "algo": "ring", "chunks": 8}})
+    traced = ScenarioRunner(sc, LocalNode(RING)).run()
+    untraced = ScenarioRunner(sc, LocalNode(RING, trace=False)).run()
+    assert untraced.rows == traced.rows and untraced.retried == traced.retried == 1
+    assert untraced.outcomes == traced.outcomes and untraced.events == traced.events
+    assert [(e.applied_at_ns, e.struck_at_ns) for e in untraced.events] == [(T_MID, T_MID)]
+
+
 def test_link_down_inside_a_ring_allreduce_stops_it_at_that_ns_and_the_retry_reroutes() -> None:
     base = _allreduce([])
     d = base.rows[0]["time_ns"]
