@@ -58,3 +58,17 @@ def test_example_scripts_run(script: str) -> None:
                        env=dict(os.environ))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "submitted" in r.stdout
+
+
+def test_emulator_schedule_runs_coe_through_the_injection_plan() -> None:
+    import sn40l_emu
+
+    plan = InjectionPlan("sn40l", backend="local")
+    plan.schedule(events.DdrThrottle(factor=0.25), after_requests=2)
+    want = plan.run_coe(**_SMALL)
+    with sn40l_emu.Emulator(profile="sn40l", backend="local") as emu:
+        emu.schedule(sn40l_emu.events.DdrThrottle(factor=0.25), after_requests=2)
+        got = emu.run_coe(**_SMALL)
+        assert emu.scheduled == []  # used up by the run
+    assert got.rows == want.rows and got.submitted == got.completed == want.completed
+    assert [e.applied_at_ns for e in got.events] == [e.applied_at_ns for e in want.events]
