@@ -368,8 +368,8 @@ async def gather_outcomes(coros: list[Any]) -> list[ProgramResult | BaseExceptio
     pending: set[asyncio.Future[Any]] = set(tasks)
     while pending:
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-        for t in done:
-            exc = t.exception()
+        excs = [t.exception() for t in done]  # every one retrieved (no "never retrieved" noise)
+        for exc in excs:
             if exc is not None and not isinstance(exc, (SocketKilledError, LinkLostError, CollectiveAbortedError)):
                 for p in pending:
                     p.cancel()
