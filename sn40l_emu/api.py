@@ -16,6 +16,10 @@ needs on the emulator's backend, as the command does, and closes it; rows
 come back as a DataFrame (nested dicts as ``a.b`` columns) whose
 ``attrs["config"]`` holds the resolved configuration.
 
+Faults from a script: ``emu.schedule(sn40l_emu.events.KillSocket(3), at="5ms")``, then
+``emu.run_coe(experts=6, batch=2, ...)`` runs one CoE workload through the injection
+plan (:mod:`sn40l_emu.inject.plan`) and returns its report instead of a DataFrame.
+
 ``Emulator(node="NAME")`` attaches to a node started with ``sn40l-emu up``
 (its profile and overrides come from the node). Importing this module starts
 nothing; Ray starts only when a run on the ``ray`` backend builds a node.
