@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from sn40l_emu import events
     from sn40l_emu.api import Emulator, experiments, load_run, options, run_file
     from sn40l_emu.errors import ConfigError, EmuError
 
-__all__ = ["ConfigError", "EmuError", "Emulator", "experiments", "load_run", "options", "run_file"]
+__all__ = ["ConfigError", "EmuError", "Emulator", "events", "experiments", "load_run", "options", "run_file"]
 
 _API = {"Emulator", "experiments", "load_run", "options", "run_file"}
 _ERRORS = {"ConfigError", "EmuError"}
@@ -33,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from sn40l_emu import api
 
         return getattr(api, name)
+    if name == "events":  # the typed injection events (sn40l_emu.events)
+        import importlib
+
+        return importlib.import_module("sn40l_emu.events")
     if name in _ERRORS:
         from sn40l_emu import errors
 

@@ -16,6 +16,10 @@ needs on the emulator's backend, as the command does, and closes it; rows
 come back as a DataFrame (nested dicts as ``a.b`` columns) whose
 ``attrs["config"]`` holds the resolved configuration.
 
+Faults from a script: ``emu.schedule(sn40l_emu.events.KillSocket(3), at="5ms")``, then
+``emu.run_coe(experts=6, batch=2, ...)`` runs one CoE workload through the injection
+plan (:mod:`sn40l_emu.inject.plan`) and returns its report instead of a DataFrame.
+
 ``Emulator(node="NAME")`` attaches to a node started with ``sn40l-emu up``
 (its profile and overrides come from the node). Importing this module starts
 nothing; Ray starts only when a run on the ``ray`` backend builds a node.
@@ -122,8 +126,30 @@ class Emulator:
         return df
 
     def run_coe(self, **options: Any) -> Any:
-        """The CoE sweep (``sn40l-emu coe``): one row per (platform, experts, batch, tokens)."""
+        """The CoE sweep (``sn40l-emu coe``): one row per (platform, experts, batch, tokens).
+
+        With events scheduled (:meth:`schedule`), the run goes through the injection plan
+        instead: one CoE workload (``experts``, ``batch``, ``tokens``, ``batches``, ``model``,
+        ... as single values) with the events, and the result is its report
+        (:class:`sn40l_emu.inject.runner.RunReport`, every request accounted for). The
+        scheduled events are used up by that run.
+        """
+        if self.scheduled:
+            return self._run_plan(lambda plan: plan.run_coe(**options))
         return self.run("coe", **options)
+
+    def _run_plan(self, run: Any) -> Any:
+        from sn40l_emu.inject import plan as plan_mod
+
+        if self._closed:
+            raise ConfigError("emulator", "closed", "an open Emulator (use it inside its `with` block)")
+        plan = plan_mod.plan_of(self)
+        try:
+            with self._attached():
+                return _outside_event_loop(lambda: run(plan))
+        finally:
+            self.scheduled = []
+            plan.clear()
 
     def run_capacity(self, **options: Any) -> Any:
         """Experts per node and nodes needed (``sn40l-emu capacity``)."""
@@ -147,21 +173,15 @@ class Emulator:
         return self.run("inject", scenario=str(scenario), **options)
 
     def schedule(self, event: Any, *, at: str | int | None = None, after_requests: int | None = None) -> None:
-        """Schedule a typed fault event for the next run (needs the injection-plan module).
+        """Schedule a typed fault event (``sn40l_emu.events``) for the next :meth:`run_coe`.
 
-        Delegates to ``sn40l_emu.inject.plan.schedule_on(emulator, event, at=, after_requests=)``.
+        ``at``: a virtual time (``"5ms"``, ns), which may fall inside a step;
+        ``after_requests``: once that many requests have ended. Delegates to
+        :func:`sn40l_emu.inject.plan.schedule_on`; a bad event raises ``ConfigError``.
         """
-        try:
-            from sn40l_emu.inject import plan  # type: ignore[attr-defined, unused-ignore]
-        except ImportError:
-            plan = None
-        hook = getattr(plan, "schedule_on", None)
-        if hook is None:
-            raise NotImplementedError(
-                "Emulator.schedule needs the fault-injection scripting module sn40l_emu.inject.plan "
-                "(typed events and an injection plan), which this build does not have yet; "
-                "run a scenario file with emu.run_inject('scenario.yaml') meanwhile")
-        hook(self, event, at=at, after_requests=after_requests)
+        from sn40l_emu.inject.plan import schedule_on
+
+        schedule_on(self, event, at=at, after_requests=after_requests)
 
     @contextmanager
     def _attached(self) -> Iterator[None]:

@@ -123,3 +123,62 @@ class NoCapacityError(EmuError):
             f"{needed} socket(s) need a home but the cluster has {free} free "
             f"'sn40l_socket' slot(s){': ' + detail if detail else ''}"
         )
+
+
+class SocketKilledError(SocketDeadError):
+    """An injected kill struck socket ``socket`` at virtual time ``at_ns``, inside a program.
+
+    ``events`` is the socket's trace up to the kill (its last op cut at ``at_ns``),
+    so the caller can show where the step stopped.
+    """
+
+    def __init__(self, socket: int, at_ns: int, events: tuple[object, ...] = ()) -> None:
+        super().__init__(socket, f"killed at {at_ns} ns (injected)")
+        self._init_args = (socket, at_ns, events)
+        self.at_ns = at_ns
+        self.events = events
+
+    def with_events(self, events: tuple[object, ...]) -> SocketKilledError:
+        return SocketKilledError(self.socket, self.at_ns, events)
+
+
+class LinkLostError(LinkDownError):
+    """Link ``src -> dst`` went down at ``at_ns`` while socket ``socket`` had a frame on it.
+
+    The frame is lost (not delivered); the collective it belonged to stops at
+    ``at_ns`` on every member that depends on it (:class:`CollectiveAbortedError`).
+    """
+
+    def __init__(self, src: int, dst: int, at_ns: int, socket: int, events: tuple[object, ...] = ()) -> None:
+        super().__init__(src, dst, f"link {src}->{dst} lost a frame of socket {socket} at {at_ns} ns")
+        self._init_args = (src, dst, at_ns, socket, events)
+        self.at_ns = at_ns
+        self.socket = socket
+        self.events = events
+
+    def with_events(self, events: tuple[object, ...]) -> LinkLostError:
+        return LinkLostError(self.src, self.dst, self.at_ns, self.socket, events)
+
+
+class CollectiveAbortedError(EmuError):
+    """Socket ``socket``'s collective ``op`` stopped at ``at_ns``: a frame it needed was lost
+    (a link went down under it, or its sender was killed)."""
+
+    def __init__(self, socket: int, at_ns: int, op: str, events: tuple[object, ...] = ()) -> None:
+        self._init_args = (socket, at_ns, op, events)
+        self.socket = socket
+        self.at_ns = at_ns
+        self.op = op
+        self.events = events
+        super().__init__(f"socket {socket}: collective {op!r} aborted at {at_ns} ns (a peer's frame was lost)")
+
+    def with_events(self, events: tuple[object, ...]) -> CollectiveAbortedError:
+        return CollectiveAbortedError(self.socket, self.at_ns, self.op, events)
+
+
+#: A fault that stopped a program at a virtual time (each carries ``at_ns`` and ``events``).
+StepFault = SocketKilledError | LinkLostError | CollectiveAbortedError
+
+
+#: Errors an injected fault surfaces as; a driver recovers from them and retries.
+FAULT_ERRORS: tuple[type[EmuError], ...] = (SocketDeadError, LinkDownError, CollectiveAbortedError)

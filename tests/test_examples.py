@@ -16,6 +16,8 @@ FIGURES = {
     "tp_scaling.py": ["tp_scaling_decode.png"],
     "allreduce_busbw.py": ["allreduce_busbw.png"],
     "capacity.py": ["capacity.png"],
+    "inject_coe.py": [],  # prints its report (tests/test_inject_api.py checks it)
+    "inject_link_down_mid_allreduce.py": [],
 }
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sn40l_emu.errors import LinkDownError
+from sn40l_emu.fabric.link import LOST_NS
 from sn40l_emu.fabric.network import NetworkView
 from sn40l_emu.fabric.params import LinkParams, P2PParams, TopologyKind
 from sn40l_emu.fabric.topology import make_topology
@@ -60,12 +61,27 @@ def test_injections_bandwidth_down_up() -> None:
     assert net.route(2, 9_000) == [(0, 2)]
 
 
-def test_no_route_left_raises() -> None:
+def test_no_route_left_raises_and_a_frame_without_route_is_lost() -> None:
     net = _view(TopologyKind.RING)
     for a, b in ((0, 1), (1, 0), (0, 7), (7, 0)):
         net.link_down(a, b, 0)
     with pytest.raises(LinkDownError, match="socket 0 to socket 4"):
-        net.transmit(4, np.array([1]), np.array([0]))
+        net.route(4, 0)
+    # a send cannot raise (its peers would wait for it): the frame is lost where it starts
+    assert net.transmit(4, np.array([1]), np.array([70])).tolist() == [LOST_NS + 70]
+    assert net.take_losses() == [((0, 4), 70)]
+
+
+def test_a_frame_on_a_link_when_it_goes_down_is_lost_at_that_ns() -> None:
+    net = _view()
+    net.link_down(0, 1, from_ns=150, routing=False)  # physically down; routes still use it
+    assert net.transmit(1, np.array([100, 100]), np.array([100, 100])).tolist() == [LOST_NS + 150] * 2
+    assert net.take_losses() == [((0, 1), 150)]
+    # handed to the link after it went down: lost too, marked with when the link went down
+    assert net.transmit(1, np.array([10]), np.array([400])).tolist() == [LOST_NS + 150]
+    # a lost-marked (ghost) frame passes on unchanged and occupies nothing
+    assert net.transmit(2, np.array([10]), np.array([LOST_NS + 150])).tolist() == [LOST_NS + 150]
+    assert net.link(0, 2).free_ns == 0
 
 
 def test_scale_out_links_use_scale_out_params() -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import SocketDeadError
 from sn40l_emu.program import Program
-from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel
+from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel, gather_outcomes, settle
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
 from sn40l_emu.socket_actor.tile import Degradation
 
@@ -196,12 +196,8 @@ class LocalNode(ManagedNode):
         if dead:
             raise SocketDeadError(dead[0], "killed (virtual fault)")
 
-        async def all_() -> list[ProgramResult]:
-            return await asyncio.gather(*[
-                self.models[i].run_program(p, self.transports[i]) for i, p in programs.items()])
-
-        results = self._loop.run_until_complete(all_())
-        return {r.socket: r for r in results}
+        coros = [self.models[i].run_program(p, self.transports[i]) for i, p in programs.items()]
+        return settle(self._loop.run_until_complete(gather_outcomes(coros)))
 
     def status(self) -> list[dict[str, Any]]:
         return [{**m.status(), "ray_node": "local"} for m in self.models]

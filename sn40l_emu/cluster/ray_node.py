@@ -18,9 +18,9 @@ from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
 from sn40l_emu.cluster.node import ManagedNode, Versions
 from sn40l_emu.cluster.placement import Placement, PlacementSpec, actor_name, check_capacity, node_ids_for
 from sn40l_emu.config import NodeProfile
-from sn40l_emu.errors import ConfigError, SocketDeadError
+from sn40l_emu.errors import CollectiveAbortedError, ConfigError, LinkLostError, SocketDeadError, SocketKilledError
 from sn40l_emu.program import CollectiveOp, Program
-from sn40l_emu.socket_actor.socket_model import ProgramResult
+from sn40l_emu.socket_actor.socket_model import ProgramResult, settle
 from sn40l_emu.socket_actor.state_changes import SetDegradation, StateChange
 from sn40l_emu.socket_actor.tile import Degradation
 
@@ -234,14 +234,24 @@ class RayNode(ManagedNode):
         if self._resets and any(isinstance(op, CollectiveOp) for p in programs.values() for op in p.ops):
             self._flush(timeout)  # every peer power-cycled before the first frame flies
         pending, resets = self._pending, self._resets
-        results = self._get([self.actors[i].run_program.remote(p, pending.get(i, 0), i in resets)
-                             for i, p in programs.items()], timeout)
+        refs = [self.actors[i].run_program.remote(p, pending.get(i, 0), i in resets) for i, p in programs.items()]
+        outcomes: list[ProgramResult | BaseException] = []
+        for ref in refs:  # a fault inside the step: every socket ends it first (see settle)
+            try:
+                outcomes.append(self._get([ref], timeout)[0])
+            except (SocketKilledError, LinkLostError, CollectiveAbortedError) as exc:
+                outcomes.append(exc)
         resets -= set(programs)
+        for i in programs:  # the moved clocks and power-cycles travelled with the program
+            pending.pop(i, None)
+        if any(isinstance(o, BaseException) for o in outcomes):
+            self._clock = None  # the step stopped where each socket was: ask the actors
+            return settle(outcomes)
         clock = self.clocks() if self._clock is None else self._clock
-        for r in results:
-            pending.pop(r.socket, None)
+        for r in outcomes:
+            assert isinstance(r, ProgramResult)
             clock[r.socket] = r.end_ns
-        return {r.socket: r for r in results}
+        return settle(outcomes)
 
     def _flush(self, timeout_s: float | None = None, skip: set[int] | None = None) -> None:
         """Tell the actors the power-cycles and clocks decided here (before any other call)."""

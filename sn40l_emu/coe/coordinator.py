@@ -34,7 +34,7 @@ from sn40l_emu.config import Platform
 from sn40l_emu.engine.functional_tp import TPGenerator
 from sn40l_emu.engine.program_book import GroupPrograms, ProgramBook
 from sn40l_emu.engine.reuse import CostReuse
-from sn40l_emu.errors import EmuError, OutOfMemory
+from sn40l_emu.errors import FAULT_ERRORS, EmuError, OutOfMemory
 from sn40l_emu.program import AllocOp, CopyOp, DmaFenceOp, FreeOp, Program, Tier
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.trace import TraceEvent
@@ -78,6 +78,19 @@ class BatchResult:
     @property
     def total_ns(self) -> int:
         return self.router_ns + self.switch_ns + self.expert_ns
+
+
+class BatchInterrupted(EmuError):
+    """A fault stopped a batch: ``done`` completed before it, the rest of the batch did not.
+
+    The driver recovers the node and runs the rest again (:meth:`CoECoordinator.resume_after_fault`).
+    """
+
+    def __init__(self, cause: EmuError, done: list[RequestResult], events: list[TraceEvent]) -> None:
+        self.cause = cause
+        self.done = done
+        self.events = events
+        super().__init__(f"batch stopped after {len(done)} request(s): {cause}")
 
 
 def default_mode(platform: Platform) -> ExecMode:
@@ -175,9 +188,30 @@ class CoECoordinator:
         self.node.advance_clocks(dict.fromkeys(self.sockets, t_back))
         return t_back - t_fail
 
+    def resume_after_fault(self) -> int:
+        """After a fault stopped a step and every socket is alive: release the batch's pins,
+        and line the sockets up at the latest clock (the node's), where the group restarts
+        together. Returns that time. The HBM cache keeps what it holds: the memory
+        effects of the stopped step happened on every socket (a failed socket still does
+        its allocations, see :mod:`sn40l_emu.socket_actor.socket_model`)."""
+        if not self.all_in_hbm:
+            self.cache.unpin_all()
+        t = max(self.node.clocks())
+        self.node.advance_clocks(dict.fromkeys(self.sockets, t))
+        return t
+
     # ---- one batch --------------------------------------------------------
     def run_batch(self, requests: Sequence[Request]) -> BatchResult:
+        """Route, switch and run one batch; a fault inside it raises :class:`BatchInterrupted`."""
         events: list[TraceEvent] = []
+        done: list[RequestResult] = []
+        try:
+            return self._run_batch(requests, events, done)
+        except FAULT_ERRORS as exc:
+            raise BatchInterrupted(exc, done, events) from exc
+
+    def _run_batch(self, requests: Sequence[Request], events: list[TraceEvent],
+                   done: list[RequestResult]) -> BatchResult:
         t0 = self._now()
         b = len(requests)
         router = self.book.group(self.setup.model, self.plan, Step.prefill(b, self.setup.prompt_len), self.mode)
@@ -211,7 +245,6 @@ class CoECoordinator:
         events.append(TraceEvent(t1, t2 - t1, -1, "coe", f"switch ({len(loads)} experts)",
                                  {"loaded": str(loads), "evicted": str(evicted)}))
 
-        done: list[RequestResult] = []
         for r, hit in zip(requests, hit_flags, strict=True):
             rs = self._now()
             tokens = None

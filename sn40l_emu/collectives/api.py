@@ -22,6 +22,9 @@ mixes in the algorithm, chunk count and ring order (:func:`wire_tag`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 from sn40l_emu.collectives.batched import batchable, full_size, oneshot_batchable, run_ring_batch
@@ -88,26 +91,43 @@ async def _run(
     # The batched path moves no frames, so it has no messages to draw: a traced program (the
     # whole node traces, or none of it) takes the frame path, which gives the same nanoseconds.
     meet = t.rendezvous if isinstance(t, FramedTransport) and t.trace is None else None
+    batched: tuple[Tensor, int] | None = None
     if (meet is not None and isinstance(t, FramedTransport) and chosen is Algo.RING and ring
             and batchable(kind, call.n, full_size(kind, data, call.n), tensor_dtype(data), k,
                           isinstance(data, np.ndarray), t.max_frame_bytes)):
         # in one process every member meets here and the ring runs once for all
         peer = ring[(ring.index(t.rank) - 1) % len(ring)]
-        return await meet.join(
+        batched = await meet.join(
             t.collective_key(group, wtag), call.n, (call, data),
-            lambda members: run_ring_batch(kind, members), t.timeout_s, peer,
+            lambda members: _unless_faults(members, lambda: run_ring_batch(kind, members)), t.timeout_s, peer,
         )
-    if (meet is not None and isinstance(t, FramedTransport) and chosen is Algo.ONESHOT
+    elif (meet is not None and isinstance(t, FramedTransport) and chosen is Algo.ONESHOT
             and oneshot_batchable(kind, int(data.size), tensor_dtype(data), k,
                                   isinstance(data, np.ndarray), t.max_frame_bytes)):
-        return await meet.join(
+        batched = await meet.join(
             t.collective_key(group, wtag), call.n, (call, data),
-            lambda members: run_oneshot_batch(kind, members), t.timeout_s,
+            lambda members: _unless_faults(members, lambda: run_oneshot_batch(kind, members)), t.timeout_s,
             group[(group.index(t.rank) - 1) % len(group)],
         )
+    if batched is not None:
+        return batched
     result = await implementation(kind, chosen)(call, data)
     await t.flush()
     return result
+
+
+def _unless_faults(members: Sequence[Any], run: Callable[[], Sequence[tuple[Tensor, int]]]
+                   ) -> Sequence[tuple[Tensor, int] | None]:
+    """The batched results, or None for every member when any member's view has a timed fault.
+
+    Why: a link going down or a sender dying cuts frames (``fabric/link.py``), and the batched
+    path moves none; so when any member sees a down/up timeline or a scheduled death, they all
+    take the frame path together (decided once, here, where they all met). Same nanoseconds
+    when nothing fails.
+    """
+    if any(getattr(c.t, "network", None) is not None and c.t.network.timed_faults for c, _ in members):
+        return [None] * len(members)
+    return run()
 
 
 def _nbytes(data: Tensor) -> int:

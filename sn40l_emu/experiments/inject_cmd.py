@@ -27,16 +27,23 @@ class InjectConfig:
 
 def run_scenario_file(path: str, backend: str | None = None, *, profile: str | None = None,
                       overrides: tuple[str, ...] = ()) -> Any:
-    from sn40l_emu.cluster.session import Backend, open_node
-    from sn40l_emu.config import load_profile
-    from sn40l_emu.inject.runner import ScenarioRunner
-    from sn40l_emu.inject.scenario import WorkloadKind, load_scenario
+    """Load and run a scenario; returns its report (see :func:`run_scenario`)."""
+    from sn40l_emu.inject.scenario import load_scenario
 
-    sc = load_scenario(path)
+    return run_scenario(load_scenario(path), backend, profile=profile, overrides=overrides)
+
+
+def run_scenario(sc: Any, backend: str | None = None, *, profile: str | None = None,
+                 overrides: tuple[str, ...] = ()) -> Any:
+    """Run a parsed scenario on a node it opens (see :func:`sn40l_emu.inject.plan.run_on_new_node`).
+
+    An error the run does not recover from is re-raised with the report attached (``exc.report``).
+    """
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.inject.plan import run_on_new_node
+
     prof = load_profile(profile or sc.profile, [*sc.overrides, *overrides])
-    n = sc.workload.sockets if sc.workload.kind is WorkloadKind.ALLREDUCE else None
-    with open_node(prof, backend=Backend(backend or sc.backend), n_sockets=n) as node:
-        return ScenarioRunner(sc, node).run()
+    return run_on_new_node(sc, prof, backend or sc.backend)
 
 
 def _plot(report: Any, out: Path) -> Path:
@@ -45,7 +52,31 @@ def _plot(report: Any, out: Path) -> Path:
     return inject_timeline(report, out)
 
 
+def _failure_reasons(report: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for o in report.outcomes:
+        if o.status == "failed":
+            out[o.reason] = out.get(o.reason, 0) + 1
+    return out
+
+
+def _print_windows(report: Any) -> None:
+    """Serving: latency p50/p99 of the requests before, during and after each event."""
+    def ms(v: int | None) -> str:
+        return "-" if v is None else f"{v / 1e6:.3f}"
+
+    s = report.serving
+    print(f"serving: {s['completed']} completed, {s['failed']} failed, p50 {ms(s['p50_ns'])} ms, "
+          f"p99 {ms(s['p99_ns'])} ms")
+    for e in report.events:
+        if not e.windows:
+            continue
+        parts = [f"{k} n={w['n']} p50 {ms(w['p50_ns'])} p99 {ms(w['p99_ns'])}" for k, w in e.windows.items()]
+        print(f"  {e.label}: " + "; ".join(parts) + " (ms)")
+
+
 def cmd_inject(args: argparse.Namespace) -> int:
+    from sn40l_emu.errors import EmuError
     from sn40l_emu.experiments import rundir
     from sn40l_emu.experiments.options import from_args, to_jsonable
     from sn40l_emu.inject.scenario import load_scenario
@@ -55,10 +86,21 @@ def cmd_inject(args: argparse.Namespace) -> int:
     cfg = from_args(InjectConfig, args)
     sc = load_scenario(cfg.scenario)  # bad scenarios fail here, before any output is created
     resolved = {"inject": to_jsonable(cfg), "scenario_name": sc.name, "scenario_file": str(Path(cfg.scenario))}
+    # every output path is checked here, before the run
     run = rundir.prepare("inject", resolved, out=args.out, overwrite=args.overwrite, json_path=args.json,
                          argv=getattr(args, "argv", None))
     out = run.path
-    report = run_scenario_file(cfg.scenario, cfg.backend, profile=cfg.profile, overrides=cfg.overrides)
+    try:
+        report = run_scenario(sc, cfg.backend, profile=cfg.profile, overrides=cfg.overrides)
+    except EmuError as exc:  # not recovered: the requests are still accounted for in the JSON
+        rep = getattr(exc, "report", None)
+        if rep is not None:
+            doc = rep.to_json()
+            run.write_json("results.json", doc)
+            if args.json:
+                rundir.write_copy(args.json, doc)
+            print(f"wrote {out / 'results.json'} (the run stopped: {exc})")
+        raise
     evs = [{**e.__dict__, "before_ms": None if e.latency_before_ns is None else e.latency_before_ns / 1e6,
             "after_ms": None if e.latency_after_ns is None else e.latency_after_ns / 1e6,
             "recovery_ms": e.recovery_ns / 1e6} for e in report.events]
@@ -69,6 +111,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
               f"retried {report.retried}")
     print(text)
     print(counts)
+    reasons = _failure_reasons(report)
+    for reason, n in reasons.items():
+        print(f"  failed x{n}: {reason}")
+    if report.serving:
+        _print_windows(report)
     doc = report.to_json()
     run.write_json("results.json", doc)
     rows = [r for r in doc.get("rows", []) if isinstance(r, dict)] if isinstance(doc, dict) else []
@@ -81,7 +128,8 @@ def cmd_inject(args: argparse.Namespace) -> int:
     write_chrome_trace(run.file("inject_trace.json"), report.trace, metadata={"scenario": report.scenario})
     png = _plot(report, out)
     run.file(png.name)
-    run.finish(f"scenario: {report.scenario}\n\n```\n{text}\n```\n\n{counts}", rows=len(rows))
+    failed_text = "".join(f"\n- failed x{n}: {reason}" for reason, n in reasons.items())
+    run.finish(f"scenario: {report.scenario}\n\n```\n{text}\n```\n\n{counts}{failed_text}", rows=len(rows))
     print(f"wrote {out}/ (results.json, inject_trace.json, {png.name})"
           f"{' and ' + str(args.json) if args.json else ''}")
     return 0 if report.submitted == report.completed + report.failed else 1

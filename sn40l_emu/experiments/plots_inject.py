@@ -29,15 +29,16 @@ def inject_timeline(report: Any, out_dir: Path, name: str = "inject_timeline.png
 
     plt = _plt()
     rows = list(report.rows)
-    done = [r for r in rows if r.get("status") == "completed"]
+    # a batch that lost requests to a fault is "partial"; serving rows carry no status
+    done = [r for r in rows if r.get("status", "completed") == "completed" and not r.get("failed_requests")]
     key = "total_ns" if any("total_ns" in r for r in done) else "time_ns"
-    xkey = "batch" if key == "total_ns" else "repeat"
+    xkey = next((k for k in ("batch", "repeat", "generation") if rows and k in rows[0]), "repeat")
     per = max(1, len(done[0].get("requests", []))) if done and key == "total_ns" else 1
     fig, ax = plt.subplots(figsize=(8.5, 4.6), layout="constrained")
     xs = [int(r[xkey]) for r in done]
     ys = [r[key] / 1e6 for r in done]
     ax.bar(xs, ys, width=0.7, color="#1f77b4", label="latency of the batch (ms)" if xkey == "batch" else "latency (ms)")
-    failed = [int(r[xkey]) for r in rows if r.get("status") == "failed"]
+    failed = [int(r[xkey]) for r in rows if r.get("status") in ("failed", "partial") or r.get("failed_requests")]
     if failed:
         ax.plot(failed, [0] * len(failed), "x", color="red", ms=10, mew=2, label="failed")
     top = max(ys, default=1.0)
@@ -60,10 +61,10 @@ def inject_timeline(report: Any, out_dir: Path, name: str = "inject_timeline.png
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylim(0, top * 1.18)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("batch (in order of submission)" if xkey == "batch" else "all-reduce (in order)")
-    ax.set_ylabel("virtual time per batch (ms)" if xkey == "batch" else "virtual time per all-reduce (ms)")
-    ax.set_title(f"{report.scenario}: latency per {'batch' if xkey == 'batch' else 'all-reduce'}, "
-                 "events and recovery", fontsize=10)
+    what = {"batch": "batch", "repeat": "all-reduce", "generation": "generation"}[xkey]
+    ax.set_xlabel(f"{what} (in order of submission)")
+    ax.set_ylabel(f"virtual time per {what} (ms)")
+    ax.set_title(f"{report.scenario}: latency per {what}, events and recovery", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="upper right")
     p = out_dir / name

@@ -9,11 +9,25 @@ link serves chunks in order, one at a time, each for its serialization time
 too), and chunk i reaches the far end ``latency_ns`` after it is done.
 The cost lives here (SimPy's ``Cable`` owns the delay, not the sender).
 
-Injected changes are timed: new parameters, ``down`` and ``up`` apply from a
-virtual time onward, to frames whose *first chunk is ready at this link* at or
-after that time; a frame is never split between two parameter sets, so arrival
-times within a frame stay non-decreasing. A frame already handed to the link
-before it goes down completes (in-flight data is not lost in this model).
+Injected changes are timed: new parameters apply from a virtual time onward,
+to frames whose *first chunk is ready at this link* at or after that time; a
+frame is never split between two parameter sets, so arrival times within a
+frame stay non-decreasing.
+
+A link has two down/up timelines. The *physical* one says when it carries
+data: a frame that is on the link (handed to it, not yet fully served) when
+the link goes down at ``T``, or that is handed to a link already down, is
+lost at ``T`` -- every chunk of it, the frame is atomic -- however late it
+was handed to the link, so every loss that one failure causes carries the same
+nanosecond. The *routing* one says when senders route around it (routes and ring
+orders are chosen from it); a driver moves it at a step boundary, so every
+member of a collective agrees on the ring (see :mod:`sn40l_emu.fabric.network`).
+
+A lost chunk arrives at ``LOST_NS + loss_ns``. Collectives combine arrival
+times with ``max`` only, so the mark travels unchanged to every rank whose
+result depends on the lost frame, which then knows the collective failed and
+at which nanosecond; a frame with any chunk already marked is lost as a whole
+and passes a link without occupying it (a "ghost" frame of a failed rank).
 """
 
 from __future__ import annotations
@@ -24,6 +38,19 @@ import numpy as np
 
 from sn40l_emu.fabric.params import LinkParams
 from sn40l_emu.units import transfer_ns
+
+#: Arrival times at or above this mark a lost frame: ``LOST_NS + loss_ns``.
+#: 2**61 ns is 73 years of virtual time, far beyond any run, and leaves int64 headroom.
+LOST_NS = 1 << 61
+
+
+def is_lost(t_ns: int) -> bool:
+    return t_ns >= LOST_NS
+
+
+def lost_at(t_ns: int) -> int:
+    """The loss time carried by a lost arrival time (``t_ns`` must be >= LOST_NS)."""
+    return t_ns - LOST_NS
 
 
 def fifo_serve(
@@ -91,8 +118,11 @@ class Link:
         self.free_ns = 0
         self._param_times: list[int] = [0]
         self._params: list[LinkParams] = [params]
-        self._down_times: list[int] = [0]
+        self._down_times: list[int] = [0]  # physical: does it carry data
         self._down: list[bool] = [False]
+        self._route_times: list[int] = [0]  # routing: do senders avoid it
+        self._route_down: list[bool] = [False]
+        self.last_loss_ns: int | None = None  # set by serve() when it lost the frame
 
     def __repr__(self) -> str:
         return f"Link({self.src}->{self.dst}, free_ns={self.free_ns})"
@@ -110,9 +140,12 @@ class Link:
             raise ValueError(f"invalid link parameters {params}")
         self._insert(self._param_times, self._params, from_ns, params)
 
-    def set_down(self, down: bool, from_ns: int) -> None:
-        """Mark the link down (or up again) from ``from_ns`` onward."""
-        self._insert(self._down_times, self._down, from_ns, down)
+    def set_down(self, down: bool, from_ns: int, *, physical: bool = True, routing: bool = True) -> None:
+        """Mark the link down (or up again) from ``from_ns`` onward: for data, for routing, or both."""
+        if physical:
+            self._insert(self._down_times, self._down, from_ns, down)
+        if routing:
+            self._insert(self._route_times, self._route_down, from_ns, down)
 
     @property
     def fixed_params(self) -> bool:
@@ -123,18 +156,52 @@ class Link:
         return self._params[bisect_right(self._param_times, at_ns) - 1]
 
     def is_down_at(self, at_ns: int) -> bool:
-        return self._down[bisect_right(self._down_times, at_ns) - 1]
+        """Whether routes avoid the link at ``at_ns`` (the routing timeline)."""
+        return self._route_down[bisect_right(self._route_times, at_ns) - 1]
+
+    def carries_at(self, at_ns: int) -> bool:
+        """Whether the link carries data at ``at_ns`` (the physical timeline)."""
+        return not self._down[bisect_right(self._down_times, at_ns) - 1]
+
+    def first_down_in(self, lo_ns: int, hi_ns: int) -> int | None:
+        """When the link went down, if it is down at ``lo_ns`` or goes down before ``hi_ns``; else None.
+
+        Down already at ``lo_ns``: the time it went down, so every frame a failure
+        loses carries the same instant, however late it was handed to the link.
+        """
+        i = bisect_right(self._down_times, lo_ns)
+        if self._down[i - 1]:
+            return self._down_times[i - 1]
+        for t, down in zip(self._down_times[i:], self._down[i:], strict=True):
+            if t >= hi_ns:
+                return None
+            if down:
+                return t
+        return None
 
     def serve(
         self, chunk_bytes: np.ndarray, ready_ns: np.ndarray, chunk_overhead_ns: int
     ) -> np.ndarray:
-        """Occupy the link with one frame's chunks; returns their arrival times at the far end."""
+        """Occupy the link with one frame's chunks; returns their arrival times at the far end.
+
+        A lost frame (see the module docstring) returns ``LOST_NS + loss_ns`` for
+        every chunk, sets :attr:`last_loss_ns`, and occupies the link until the loss.
+        """
+        self.last_loss_ns = None
         ready = np.asarray(ready_ns, dtype=np.int64)
         if ready.size == 0:
             return ready.copy()
+        if int(ready.max()) >= LOST_NS:  # data already lost upstream: the whole frame is (atomic)
+            return np.full(ready.shape, int(ready.max()), dtype=np.int64)
         params = self.params_at(int(ready[0]))
         ser = serialization_ns(chunk_bytes, params.bw_bytes_per_s, chunk_overhead_ns)
-        _, done, self.free_ns = fifo_serve(ready, ser, self.free_ns)
+        _, done, free = fifo_serve(ready, ser, self.free_ns)
+        cut = self.first_down_in(int(ready[0]), int(done[-1]))
+        if cut is not None:
+            self.last_loss_ns = cut
+            self.free_ns = max(self.free_ns, cut)
+            return np.full(ready.shape, LOST_NS + cut, dtype=np.int64)
+        self.free_ns = free
         return done + np.int64(params.latency_ns)
 
 
@@ -170,6 +237,11 @@ def serve_rows(
     The row-wise form of :func:`fifo_serve` (cumulative sums and running maxima
     along axis 1), so N frames on N links cost a few numpy calls; same
     nanoseconds as calling :meth:`Link.serve` per row. Keep the two in step.
+
+    Lost frames (a link going down, a dying sender) are not modelled here: the
+    batched collectives that use this never run while a view has a down/up
+    timeline or a scheduled death (``NetworkView.timed_faults``; see
+    :mod:`sn40l_emu.collectives.api`), so such a collective takes the frame path.
     """
     ready = np.asarray(ready_ns, dtype=np.int64)
     sizes = np.asarray(chunk_bytes, dtype=np.int64)

@@ -13,6 +13,16 @@ Every injection (new link parameters, a link down or up) must be applied to
 the view of every socket, with the same ``from_ns``, so that all sockets agree
 on routes and ring orders.
 
+Faults inside a step: a link can go down for data (physically) at any
+nanosecond while routes still use it; frames on it are then lost (see
+:mod:`sn40l_emu.fabric.link`) and recorded in :meth:`NetworkView.take_losses`.
+Routes and rings move around it only when its routing state changes, which a
+driver does at a step boundary -- the emulator's stand-in for a fabric manager
+re-forming the rings after a failure (it charges no time for that: the
+SN40L's failover time is not public). A frame with no route left is lost at
+its ready time instead of raising, so every rank of a collective finishes it
+and learns of the failure through the lost-arrival mark instead of hanging.
+
 Scale-out (TP16): links between sockets of different nodes use
 ``P2PParams.scale_out`` (see :class:`sn40l_emu.fabric.topology.MultiNode`).
 """
@@ -21,7 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sn40l_emu.fabric.link import Link, fifo_rows, serialization_rows, serve_rows
+from sn40l_emu.errors import LinkDownError
+from sn40l_emu.fabric.link import LOST_NS, Link, fifo_rows, serialization_rows, serve_rows
 from sn40l_emu.fabric.params import LinkParams, P2PParams
 from sn40l_emu.fabric.topology import DirectedLink, Topology
 
@@ -63,6 +74,8 @@ class NetworkView:
         self._flappy: set[DirectedLink] = set()  # links with any down/up event
         # Routes depend only on the set of down links, so the cache never goes stale.
         self._route_cache: dict[tuple[int, frozenset[DirectedLink]], list[DirectedLink]] = {}
+        self._losses: list[tuple[DirectedLink, int]] = []  # (link, loss_ns) of this sender's frames
+        self._owner_dies = False  # a death of the owner is scheduled (sender_dies)
 
     def link(self, src: int, dst: int) -> Link:
         """The FIFO state of link ``src -> dst`` (KeyError names a link the wiring lacks)."""
@@ -78,6 +91,17 @@ class NetworkView:
     def down_links(self, at_ns: int) -> frozenset[DirectedLink]:
         """Links that are down at virtual time ``at_ns``."""
         return frozenset(k for k in self._flappy if self._links[k].is_down_at(at_ns))
+
+    @property
+    def timed_faults(self) -> bool:
+        """Whether any link of this view has a down/up timeline or the owner's death is scheduled.
+
+        Why: only frames are cut by a link going down or a sender dying (``Link.serve``); the
+        batched in-process collectives move no frames, so a collective whose members see
+        such a timeline takes the frame path (:mod:`sn40l_emu.collectives.api`), which gives
+        the same nanoseconds when nothing fails.
+        """
+        return bool(self._flappy) or self._owner_dies
 
     def route(self, dst: int, at_ns: int) -> list[DirectedLink]:
         """Route from the owner to ``dst`` for a frame whose first chunk is ready at ``at_ns``."""
@@ -107,22 +131,53 @@ class NetworkView:
             raise ValueError(f"{sizes.size} chunk sizes for {ready.size} ready times")
         if ready.size == 0:
             return ready.copy()
-        for hop in self.route(dst, int(ready[0])):
-            ready = self._links[hop].serve(sizes, ready, self.params.chunk_overhead_ns)
+        t0 = int(ready[0])
+        if int(ready.max()) >= LOST_NS:  # carries lost data (a failed rank's ghost frame): occupies nothing
+            return np.full(ready.shape, int(ready.max()), dtype=np.int64)
+        try:
+            hops = self.route(dst, t0)
+        except LinkDownError:  # partitioned: the frame is lost where it starts
+            self._losses.append(((self.owner, dst), t0))
+            return np.full(ready.shape, LOST_NS + t0, dtype=np.int64)
+        for hop in hops:
+            link = self._links[hop]
+            ready = link.serve(sizes, ready, self.params.chunk_overhead_ns)
+            if link.last_loss_ns is not None:
+                self._losses.append((hop, link.last_loss_ns))
+                break
         return ready
+
+    def flush_after(self, at_ns: int) -> None:
+        """Drop queued traffic after ``at_ns``: every link is free from then on at the latest."""
+        for link in self._links.values():
+            link.free_ns = min(link.free_ns, at_ns)
+
+    def sender_dies(self, at_ns: int) -> None:
+        """The owner dies at ``at_ns``: its frames not fully sent by then are lost."""
+        self._owner_dies = True
+        for (a, _), link in self._links.items():
+            if a == self.owner:
+                link.set_down(True, at_ns, routing=False)
+
+    def take_losses(self) -> list[tuple[DirectedLink, int]]:
+        """Frames of this sender lost since the last call: (link, loss_ns), in send order."""
+        out, self._losses = self._losses, []
+        return out
 
     def set_link(self, src: int, dst: int, params: LinkParams, from_ns: int) -> None:
         """Change ``src -> dst``'s bandwidth/latency for frames ready at or after ``from_ns``."""
         self.link(src, dst).set_params(params, from_ns)
 
-    def link_down(self, src: int, dst: int, from_ns: int) -> None:
-        """Take link ``src -> dst`` down for frames ready at or after ``from_ns``."""
-        self.link(src, dst).set_down(True, from_ns)
+    def link_down(self, src: int, dst: int, from_ns: int, *, physical: bool = True,
+                  routing: bool = True) -> None:
+        """Take link ``src -> dst`` down from ``from_ns``: for data, for routing, or both."""
+        self.link(src, dst).set_down(True, from_ns, physical=physical, routing=routing)
         self._flappy.add((src, dst))
 
-    def link_up(self, src: int, dst: int, from_ns: int) -> None:
-        """Bring link ``src -> dst`` back for frames ready at or after ``from_ns``."""
-        self.link(src, dst).set_down(False, from_ns)
+    def link_up(self, src: int, dst: int, from_ns: int, *, physical: bool = True,
+                routing: bool = True) -> None:
+        """Bring link ``src -> dst`` back from ``from_ns``: for data, for routing, or both."""
+        self.link(src, dst).set_down(False, from_ns, physical=physical, routing=routing)
         self._flappy.add((src, dst))
 
 

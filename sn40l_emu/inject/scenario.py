@@ -10,7 +10,14 @@ events:
   - {at: 5ms, kind: link_degrade, src: 0, dst: 1, bw_factor: 0.1, extra_latency: 2us}
   - {after_requests: 16, kind: kill_socket, socket: 3, mode: process}
 ```
-Every error names the event (its index and kind) and the field, with what is allowed.
+Workloads: ``coe`` (batches), ``serve`` (Poisson arrivals: ``rate_per_s``,
+``requests``), ``tp`` (``generations`` of one model over every socket),
+``allreduce`` (``size_bytes``, ``repeats``, ``algo``, ``chunks``, ``sockets``).
+An event is a typed dataclass per kind (:mod:`sn40l_emu.inject.events`) with
+``at`` (a virtual time; it may fall inside a step) or ``after_requests``
+(requests ended, completed or failed). Every error names the event (its
+index and kind) and the field, with what is allowed. YAML is read in one
+place, :func:`load_scenario`.
 """
 
 from __future__ import annotations
@@ -22,66 +29,41 @@ from typing import Any
 
 from sn40l_emu import units, yaml_load
 from sn40l_emu.errors import ConfigError
+from sn40l_emu.inject.events import EVENT_TYPES, EventKind, InjectEvent, KillMode, event_from_mapping
 
-
-class EventKind(str, Enum):
-    KILL_SOCKET = "kill_socket"
-    RESTART_SOCKET = "restart_socket"
-    LINK_DOWN = "link_down"
-    LINK_UP = "link_up"
-    LINK_DEGRADE = "link_degrade"
-    DDR_THROTTLE = "ddr_throttle"
-    HBM_THROTTLE = "hbm_throttle"
-    HOST_LINK_DEGRADE = "host_link_degrade"
-    STRAGGLER = "straggler"
-
-
-class KillMode(str, Enum):
-    VIRTUAL = "virtual"  # the model declares the socket dead at that instant
-    PROCESS = "process"  # the socket's Ray actor process is really killed (SIGKILL)
+__all__ = ["EventKind", "KillMode", "Scenario", "Scheduled", "WorkloadKind", "WorkloadSpec", "load_scenario",
+           "parse_scenario", "parse_when", "parse_workload"]
 
 
 class WorkloadKind(str, Enum):
-    COE = "coe"
-    ALLREDUCE = "allreduce"
-
-
-# per kind: field -> (type tag, required, default)
-_F = tuple[str, bool, Any]
-_FIELDS: dict[EventKind, dict[str, _F]] = {
-    EventKind.KILL_SOCKET: {"socket": ("socket", True, None), "mode": ("mode", False, "virtual"),
-                            "restart": ("bool", False, True)},
-    EventKind.RESTART_SOCKET: {"socket": ("socket", True, None)},
-    EventKind.LINK_DOWN: {"src": ("socket", True, None), "dst": ("socket", True, None),
-                          "both_ways": ("bool", False, True)},
-    EventKind.LINK_UP: {"src": ("socket", True, None), "dst": ("socket", True, None),
-                        "both_ways": ("bool", False, True)},
-    EventKind.LINK_DEGRADE: {"src": ("socket", True, None), "dst": ("socket", True, None),
-                             "bw_factor": ("factor", False, 1.0), "extra_latency": ("time", False, 0),
-                             "both_ways": ("bool", False, False)},
-    EventKind.DDR_THROTTLE: {"socket": ("sockets", False, "all"), "factor": ("factor", True, None)},
-    EventKind.HBM_THROTTLE: {"socket": ("sockets", False, "all"), "factor": ("factor", True, None)},
-    EventKind.HOST_LINK_DEGRADE: {"socket": ("sockets", False, "all"), "factor": ("factor", True, None)},
-    EventKind.STRAGGLER: {"socket": ("sockets", True, None), "compute_factor": ("factor", True, None)},
-}
+    COE = "coe"  # CoE batches (the coordinator)
+    SERVE = "serve"  # CoE serving: Poisson arrivals through the FIFO batching queue
+    TP = "tp"  # TP generations of one model over every socket
+    ALLREDUCE = "allreduce"  # repeated all-reduces
 
 
 @dataclass(frozen=True)
-class Event:
-    index: int
-    kind: EventKind
-    at_ns: int | None  # trigger: virtual time ...
-    after_requests: int | None  # ... or after this many requests have finished
-    params: tuple[tuple[str, Any], ...]
+class Scheduled:
+    """An event and when it fires: at virtual time ``at_ns`` (which may fall inside a step),
+    or once ``after_requests`` requests have ended (completed or failed)."""
 
-    def get(self, key: str) -> Any:
-        return dict(self.params)[key]
+    index: int
+    event: InjectEvent
+    at_ns: int | None
+    after_requests: int | None
+
+    @property
+    def kind(self) -> EventKind:
+        return self.event.kind
 
     @property
     def label(self) -> str:
-        args = ", ".join(f"{k}={v.value if isinstance(v, Enum) else v}" for k, v in self.params)
         when = f"at {units.fmt_ns(self.at_ns)}" if self.at_ns is not None else f"after {self.after_requests} requests"
-        return f"#{self.index} {self.kind.value}({args}) {when}"
+        return f"#{self.index} {self.event.describe()} {when}"
+
+
+#: The former name: a scheduled event.
+Event = Scheduled
 
 
 @dataclass(frozen=True)
@@ -96,6 +78,9 @@ class WorkloadSpec:
     workload: str = "zipf:1.0"
     policy: str = "lru"
     seed: int = 0
+    rate_per_s: float = 20.0  # serve: Poisson arrival rate (virtual time)
+    requests: int = 64  # serve: how many requests arrive
+    generations: int = 4  # tp: how many generations run one after another
     size_bytes: int = 64 * units.MiB  # allreduce
     repeats: int = 8  # allreduce
     algo: str = "ring"
@@ -110,7 +95,7 @@ class Scenario:
     overrides: tuple[str, ...]
     backend: str
     workload: WorkloadSpec
-    events: tuple[Event, ...] = field(default_factory=tuple)
+    events: tuple[Scheduled, ...] = field(default_factory=tuple)
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -133,7 +118,7 @@ def parse_scenario(raw: Any, default_name: str = "scenario") -> Scenario:
     backend = raw.get("backend", "ray")
     if backend not in ("ray", "local"):
         raise ConfigError("backend", backend, "'ray' or 'local'")
-    wl = _workload(raw.get("workload", {"kind": "coe"}))
+    wl = parse_workload(raw.get("workload", {"kind": "coe"}))
     events_raw = raw.get("events", [])
     if not isinstance(events_raw, list):
         raise ConfigError("events", events_raw, "a list of events")
@@ -143,13 +128,14 @@ def parse_scenario(raw: Any, default_name: str = "scenario") -> Scenario:
                     backend, wl, events)
 
 
-def _workload(raw: Any) -> WorkloadSpec:
+def parse_workload(raw: Any) -> WorkloadSpec:
+    """A workload mapping (``kind`` and its fields) checked into a :class:`WorkloadSpec`."""
     if not isinstance(raw, dict):
-        raise ConfigError("workload", raw, "a mapping with kind: coe|allreduce and its fields")
+        raise ConfigError("workload", raw, "a mapping with kind: coe|serve|tp|allreduce and its fields")
     try:
         kind = WorkloadKind(raw.get("kind", "coe"))
     except ValueError:
-        raise ConfigError("workload.kind", raw.get("kind"), "coe or allreduce") from None
+        raise ConfigError("workload.kind", raw.get("kind"), ", ".join(k.value for k in WorkloadKind)) from None
     fields = {f for f in WorkloadSpec.__dataclass_fields__ if f != "kind"}
     kwargs: dict[str, Any] = {"kind": kind}
     for k, v in raw.items():
@@ -161,18 +147,24 @@ def _workload(raw: Any) -> WorkloadSpec:
         if k == "size_bytes":
             try:
                 v = units.parse_size_bytes(v)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):
                 raise ConfigError("workload.size_bytes", v, "a size like '64 MiB'") from None
+        if isinstance(default, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < float(v) < float("inf"):
+                raise ConfigError(f"workload.{k}", v, "a finite number > 0")
+            v = float(v)
+        low = 0 if k == "seed" else 1
         if isinstance(default, int) and (not isinstance(v, int) or isinstance(v, bool)
-                                         or not 0 < v <= units.MAX_SIZE_BYTES):
-            raise ConfigError(f"workload.{k}", v, f"a positive integer <= {units.MAX_SIZE_BYTES}")
+                                         or not low <= v <= units.MAX_SIZE_BYTES):
+            raise ConfigError(f"workload.{k}", v, ("an integer >= 0" if low == 0 else "a positive integer")
+                              + f" <= {units.MAX_SIZE_BYTES}")
         if isinstance(default, str) and not isinstance(v, str):
             raise ConfigError(f"workload.{k}", v, "a string")
         kwargs[k] = v
     return WorkloadSpec(**kwargs)
 
 
-def _event(i: int, raw: Any, n_sockets: int) -> Event:
+def _event(i: int, raw: Any, n_sockets: int) -> Scheduled:
     where = f"events[{i}]"
     if not isinstance(raw, dict):
         raise ConfigError(where, raw, "a mapping with kind, at or after_requests, and the kind's fields")
@@ -180,90 +172,33 @@ def _event(i: int, raw: Any, n_sockets: int) -> Event:
     try:
         kind = EventKind(kind_raw)
     except ValueError:
-        raise ConfigError(f"{where}.kind", kind_raw, "one of " + ", ".join(k.value for k in EventKind)) from None
+        raise ConfigError(f"{where}.kind", kind_raw, "one of " + ", ".join(k.value for k in EVENT_TYPES)) from None
     where = f"events[{i}] ({kind.value})"
-    at_ns: int | None = None
-    after: int | None = None
-    if "at" in raw and "after_requests" in raw:
-        raise ConfigError(f"{where}.at", raw["at"], "either 'at' or 'after_requests', not both")
-    if "at" in raw:
+    at_ns, after = parse_when(where, raw.get("at"), raw.get("after_requests"), "at" in raw, "after_requests" in raw)
+    return Scheduled(i, event_from_mapping(raw, where, n_sockets), at_ns, after)
+
+
+def parse_when(where: str, at: Any, after: Any, has_at: bool = True, has_after: bool = True
+               ) -> tuple[int | None, int | None]:
+    """(at_ns, after_requests) of an event: exactly one is set; neither given means at 0."""
+    has_at = has_at and at is not None
+    has_after = has_after and after is not None
+    if has_at and has_after:
+        raise ConfigError(f"{where}.at", at, "either 'at' or 'after_requests', not both")
+    if has_at:
         try:
-            at_ns = units.parse_time_ns(raw["at"])
-        except (ValueError, TypeError):
-            raise ConfigError(f"{where}.at", raw["at"],
+            at_ns = units.parse_time_ns(at)
+        except (ValueError, TypeError, OverflowError):
+            raise ConfigError(f"{where}.at", at,
                               f"a virtual time >= 0 and <= {units.MAX_TIME_NS} ns, like '5ms', '250us' or 0") from None
         if at_ns < 0:
-            raise ConfigError(f"{where}.at", raw["at"], "a time >= 0")
-    elif "after_requests" in raw:
-        after = raw["after_requests"]
-        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= _MAX_REQUESTS:
-            raise ConfigError(f"{where}.after_requests", after, f"an integer >= 0 and <= {_MAX_REQUESTS}")
-    else:
-        at_ns = 0
-    spec = _FIELDS[kind]
-    for k in raw:
-        if k not in spec and k not in ("kind", "at", "after_requests"):
-            raise ConfigError(f"{where}.{k}", raw[k], "one of " + ", ".join(["at", "after_requests", *spec]))
-    params: list[tuple[str, Any]] = []
-    for k, (tag, required, default) in spec.items():
-        if k not in raw:
-            if required:
-                raise ConfigError(f"{where}.{k}", "<missing>", _allowed(tag, n_sockets))
-            params.append((k, _value(f"{where}.{k}", default, tag, n_sockets)))
-            continue
-        params.append((k, _value(f"{where}.{k}", raw[k], tag, n_sockets)))
-    ev = Event(i, kind, at_ns, after, tuple(params))
-    if kind in (EventKind.LINK_DOWN, EventKind.LINK_UP, EventKind.LINK_DEGRADE) and ev.get("src") == ev.get("dst"):
-        raise ConfigError(f"{where}.dst", ev.get("dst"), "a socket other than src")
-    return ev
+            raise ConfigError(f"{where}.at", at, "a time >= 0")
+        return at_ns, None
+    if has_after:
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_REQUESTS:
+            raise ConfigError(f"{where}.after_requests", after, f"an integer >= 0 and <= {MAX_REQUESTS}")
+        return None, after
+    return 0, None
 
 
-_MAX_FACTOR = 1e6  # a slow-down or speed-up beyond a million is a typo, not a fault model
-_MAX_REQUESTS = 10**9
-
-
-def _allowed(tag: str, n: int) -> str:
-    return {
-        "socket": f"a socket index 0..{n - 1}",
-        "sockets": f"a socket index 0..{n - 1}, a list of them, or 'all'",
-        "factor": f"a finite number > 0 and <= {_MAX_FACTOR:g} (1.0 = unchanged, 0.5 = half speed)",
-        "time": f"a duration >= 0 and <= {units.MAX_TIME_NS} ns, like '2us'",
-        "bool": "true or false",
-        "mode": "virtual or process",
-    }[tag]
-
-
-def _value(where: str, v: Any, tag: str, n: int) -> Any:
-    if tag == "socket":
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < n:
-            raise ConfigError(where, v, _allowed(tag, n))
-        return v
-    if tag == "sockets":
-        if v == "all":
-            return tuple(range(n))
-        vals = v if isinstance(v, list) else [v]
-        if not vals or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < n for x in vals):
-            raise ConfigError(where, v, _allowed(tag, n))
-        return tuple(vals)
-    if tag == "factor":
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= _MAX_FACTOR:
-            raise ConfigError(where, v, _allowed(tag, n))  # also refuses nan and inf
-        return float(v)
-    if tag == "time":
-        try:
-            t = units.parse_time_ns(v)
-        except (ValueError, TypeError):
-            raise ConfigError(where, v, _allowed(tag, n)) from None
-        if t < 0:
-            raise ConfigError(where, v, _allowed(tag, n))
-        return t
-    if tag == "bool":
-        if not isinstance(v, bool):
-            raise ConfigError(where, v, _allowed(tag, n))
-        return v
-    if tag == "mode":
-        try:
-            return KillMode(v)
-        except ValueError:
-            raise ConfigError(where, v, _allowed(tag, n)) from None
-    raise AssertionError(tag)
+MAX_REQUESTS = 10**9

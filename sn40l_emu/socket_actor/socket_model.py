@@ -5,6 +5,17 @@ engines, tile timing, trace) and runs a :class:`Program` op by op. Collectives
 go through a :class:`~sn40l_emu.p2p.transport.Transport` handed in by the
 caller, so the same interpreter runs in-process (tests, exact timing) and
 inside a Ray actor (the distributed path).
+
+Faults inside a program (injection): the socket can be set to die at a
+virtual time (``fail_at_ns``), and a collective can lose a frame (a link went
+down under it, or its sender died; see :mod:`sn40l_emu.fabric.link`). The op
+running at that moment stops at that nanosecond, and the rest of the program
+runs as a *ghost*: no time passes, memory bookkeeping still happens, and every
+later collective is still taken part in, with all its frames marked lost at
+the failure time. So the peers never wait for frames that will not come (no
+hang, no wall-clock timeout), learn of the failure at the same nanosecond,
+and every rank ends the program with a typed error (``SocketKilledError``,
+``LinkLostError``, ``CollectiveAbortedError``) carrying its trace.
 """
 
 from __future__ import annotations
@@ -16,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from sn40l_emu.config import NodeProfile
-from sn40l_emu.errors import EmuError
+from sn40l_emu.errors import CollectiveAbortedError, EmuError, LinkLostError, SocketKilledError, StepFault
+from sn40l_emu.fabric.link import LOST_NS
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
 from sn40l_emu.program import (
     AllocOp,
@@ -84,12 +96,36 @@ class SocketModel:
             Engine.HOST_LINK: host_rate,
         }
         self.dma = DmaEngines(rates, profile.host.link_latency_ns)
-        self.degradation = Degradation()
+        self._degradation = Degradation()
+        self._pending_deg: list[Any] = []  # SetDegradation changes with a future from_ns, in time order
+        self.fail_at_ns: int | None = None  # injected death (FailAt)
+        self._failure: StepFault | None = None  # what stopped the running program
         self.trace = TraceRecorder(index, enabled=trace)
         self.store: dict[str, np.ndarray] = {}
         self._coll_seq: dict[tuple[int, ...], int] = {}
         self._links_idle = True
         self._last_cost: KernelCost | None = None
+
+    # ---- injected slow-downs ------------------------------------------------
+    @property
+    def degradation(self) -> Degradation:
+        """Slow-downs in force at the socket's current clock (timed changes roll in)."""
+        while self._pending_deg and self._pending_deg[0].from_ns <= self.clock.now_ns:
+            self._degradation = self._pending_deg.pop(0).applied_to(self._degradation)
+        return self._degradation
+
+    @degradation.setter
+    def degradation(self, value: Degradation) -> None:
+        self._degradation = value
+        self._pending_deg = []
+
+    def schedule_degradation(self, change: Any) -> None:
+        """Apply a ``SetDegradation`` now, or from its ``from_ns`` for kernels starting then or later."""
+        if change.from_ns is None or change.from_ns <= self.clock.now_ns:
+            self._degradation = change.applied_to(self.degradation)
+            return
+        self._pending_deg.append(change)
+        self._pending_deg.sort(key=lambda c: c.from_ns)
 
     # ---- single operations -------------------------------------------------
     def kernel_cost(self, op: KernelOp) -> KernelCost:
@@ -99,6 +135,8 @@ class SocketModel:
     def run_kernel(self, op: KernelOp, bd: dict[str, int]) -> int:
         cost = self._last_cost = self.kernel_cost(op)
         t0 = self.clock.now_ns
+        if self._dies_before(t0 + cost.total_ns):
+            return self._cut(t0, "compute", op.name)
         self.clock.advance_by(cost.total_ns)
         self.trace.record(t0, cost.total_ns, "compute", op.name, bound=cost.bound,
                           compute_ns=cost.compute_ns, launch_ns=cost.launch_ns, **{
@@ -117,6 +155,8 @@ class SocketModel:
     def run_copy(self, op: CopyOp, bd: dict[str, int]) -> int:
         t0 = self.clock.now_ns
         timing = self.dma.copy(op.src, op.dst, op.size_bytes, t0)
+        if op.blocking and self._dies_before(timing.end_ns):
+            return self._cut(t0, f"dma {op.src.value}->{op.dst.value}", op.name)
         if op.segment:
             self._move_segment(op)
         self.trace.record(timing.start_ns, timing.end_ns - timing.start_ns, f"dma {op.src.value}->{op.dst.value}",
@@ -137,6 +177,18 @@ class SocketModel:
         if not src.read_only:
             self.memory[op.src].free(op.segment)
 
+    def _dies_before(self, end_ns: int) -> bool:
+        """Whether the injected death strikes before an op that would end at ``end_ns``."""
+        return self.fail_at_ns is not None and self.fail_at_ns < end_ns
+
+    def _cut(self, t0: int, track: str, name: str) -> int:
+        """Stop the running op at the injected death; returns the time it ran."""
+        assert self.fail_at_ns is not None
+        self.clock.advance_to(self.fail_at_ns)
+        self.trace.record(t0, self.clock.now_ns - t0, track, f"{name} (killed)", killed_at_ns=self.fail_at_ns)
+        self._failure = self._failure or SocketKilledError(self.index, self.clock.now_ns)
+        return self.clock.now_ns - t0
+
     def tensor(self, name: str) -> np.ndarray:
         try:
             return self.store[name]
@@ -152,7 +204,13 @@ class SocketModel:
         self._links_idle = _links_busy_until(transport) <= start
         hidden_total = 0
         prev: object = None
+        self._failure = None
+        if self.fail_at_ns is not None and self.fail_at_ns <= start:
+            self._failure = SocketKilledError(self.index, start)  # died between programs
         for op in program.ops:
+            if self._failure is not None:
+                await self._ghost(op, transport)
+                continue
             if isinstance(op, KernelOp):
                 kernel_ns.append(self.run_kernel(op, bd))
             elif isinstance(op, CopyOp):
@@ -172,15 +230,24 @@ class SocketModel:
                 self.memory[op.tier].free(op.segment)
             elif isinstance(op, WaitOp):
                 t0 = self.clock.now_ns
-                self.clock.advance_to(op.until_ns)
+                if self._dies_before(op.until_ns):
+                    self._cut(t0, "wait", op.name)
+                else:
+                    self.clock.advance_to(op.until_ns)
                 bd["other"] += self.clock.now_ns - t0
             elif isinstance(op, DmaFenceOp):
                 t0 = self.clock.now_ns
-                self.clock.advance_to(self.dma.busy_until_ns())
+                if self._dies_before(self.dma.busy_until_ns()):
+                    self._cut(t0, "dma fence", op.name)
+                else:
+                    self.clock.advance_to(self.dma.busy_until_ns())
                 bd["copies"] += self.clock.now_ns - t0
             else:  # pragma: no cover - the Op union is closed
                 raise EmuError(f"unknown op {op!r}")
             prev = op
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure.with_events(tuple(self.trace.drain()))
         link_free = _links_busy_until(transport)
         idle = self._links_idle and link_free <= self.clock.now_ns
         return ProgramResult(self.index, program.label, start, self.clock.now_ns, bd, kernel_ns,
@@ -214,7 +281,17 @@ class SocketModel:
             start = t0
         if hasattr(transport, "trace"):  # framed transports mark each message for the trace
             transport.trace = self.trace if self.trace.enabled else None
+        network = getattr(transport, "network", None)
+        if network is not None:
+            network.take_losses()
         result, end_ns = await run_collective(transport, op, data, start, tag)
+        fault = self._collective_fault(op, t0, end_ns, network.take_losses() if network is not None else [])
+        if fault is not None:
+            self._failure = fault
+            self.clock.advance_to(fault.at_ns)
+            self.trace.record(t0, self.clock.now_ns - t0, "p2p", f"{op.name} (failed)", kind=op.kind.value,
+                              size_bytes=op.size_bytes, group=str(op.group), error=str(fault))
+            return result
         if nccl is not None:
             # the P2P run carries the data and waits for the peers; NCCL's model times it
             idle = collective_idle_ns(op, self.profile, transport.topology.n_sockets)
@@ -232,10 +309,92 @@ class SocketModel:
             self.store[target] = result
         return result
 
+    def _collective_fault(self, op: CollectiveOp, t0: int, end_ns: int,
+                          losses: list[tuple[tuple[int, int], int]]) -> StepFault | None:
+        """The fault that stopped this collective, if any, stamped with when it stopped here.
+
+        In order of precedence: this socket died during it; one of its own
+        frames was lost (the earliest loss); a frame it waited for was lost.
+        Never before the collective started on this socket.
+        """
+        if self.fail_at_ns is not None and self.fail_at_ns < end_ns:
+            return SocketKilledError(self.index, max(t0, self.fail_at_ns))
+        if losses:
+            (a, b), at = min(losses, key=lambda x: x[1])
+            return LinkLostError(a, b, max(t0, at), self.index)
+        if end_ns >= LOST_NS:
+            return CollectiveAbortedError(self.index, max(t0, end_ns - LOST_NS), op.name)
+        return None
+
+    async def _ghost(self, op: Any, transport: Transport | None) -> None:
+        """Run ``op`` after this socket failed: no time passes, collectives send lost-marked frames."""
+        assert self._failure is not None
+        if isinstance(op, CollectiveOp) and transport is not None:
+            from sn40l_emu.collectives.dispatch import run_collective
+
+            data: Tensor = SymbolicTensor(op.shape, op.dtype)
+            if op.buffer and op.buffer in self.store:
+                data = self.store[op.buffer]
+            seq = self._coll_seq.get(op.group, 0)
+            self._coll_seq[op.group] = seq + 1
+            at = self._failure.at_ns
+            await run_collective(transport, op, data, LOST_NS + at, hash(op.group) & 0xFFFF_FFFF)
+            network = getattr(transport, "network", None)
+            if network is not None:
+                network.take_losses()
+        elif isinstance(op, AllocOp):
+            self.memory[op.tier].alloc(op.segment, op.size_bytes, read_only=op.read_only)
+        elif isinstance(op, FreeOp):
+            self.memory[op.tier].free(op.segment)
+        # kernels, copies, waits and fences: a failed socket spends no more time
+
     # ---- state -------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {"index": self.index, "clock_ns": self.clock.now_ns, "tiers": self.memory.usage(),
                 "degradation": dataclasses.asdict(self.degradation)}
+
+
+async def gather_outcomes(coros: list[Any]) -> list[ProgramResult | BaseException]:
+    """Run one program per socket concurrently; per socket its result or its step fault.
+
+    A fault inside the step (``SocketKilledError``, ``LinkLostError``,
+    ``CollectiveAbortedError``) lets every other socket finish (they do, as
+    ghosts never wait); any other error cancels the rest at once and is raised,
+    so no socket waits for frames that a failed peer will never send.
+    """
+    import asyncio
+
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    pending: set[asyncio.Future[Any]] = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+        excs = [t.exception() for t in done]  # every one retrieved (no "never retrieved" noise)
+        for exc in excs:
+            if exc is not None and not isinstance(exc, (SocketKilledError, LinkLostError, CollectiveAbortedError)):
+                for p in pending:
+                    p.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                raise exc
+    return [t.exception() or t.result() for t in tasks]
+
+
+def settle(outcomes: list[ProgramResult | BaseException]) -> dict[int, ProgramResult]:
+    """Results of one concurrent run, in program order, or its first error once all have ended.
+
+    A node waits for every socket before raising, so no socket is left running
+    a program into the next one. When a fault stopped the step, the error raised
+    carries the traces of every socket it stopped, so the trace shows all of them.
+    """
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    if not errors:
+        return {o.socket: o for o in outcomes if isinstance(o, ProgramResult)}
+    faults = [e for e in errors if isinstance(e, (SocketKilledError, LinkLostError, CollectiveAbortedError))]
+    if len(faults) < len(errors):
+        raise next(e for e in errors if e not in faults)
+    # the cause before its consequences: a kill, then a lost frame, then the aborted peers
+    rank = {SocketKilledError: 0, LinkLostError: 1, CollectiveAbortedError: 2}
+    first = min(faults, key=lambda e: (rank[type(e)], e.at_ns))
+    raise first.with_events(tuple(ev for err in faults for ev in err.events))
 
 
 def _links_busy_until(transport: Transport | None) -> int:

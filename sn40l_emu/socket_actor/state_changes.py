@@ -29,9 +29,10 @@ class SetDegradation:
     hbm_factor: float | None = None
     ddr_factor: float | None = None
     host_factor: float | None = None
+    from_ns: int | None = None  # kernels starting at or after it; None: from now on
 
     def applied_to(self, deg: Degradation) -> Degradation:
-        changes = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        changes = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "from_ns"}
         return dataclasses.replace(deg, **changes)
 
 
@@ -54,26 +55,57 @@ class SetLink:
 
 @dataclass(frozen=True)
 class LinkState:
+    """Link ``src -> dst`` down or up from ``from_ns``.
+
+    ``physical``: whether it carries data (a frame on it when it goes down is
+    lost); ``routing``: whether routes and rings avoid it. A fault that strikes
+    inside a step changes only the physical state; the driver moves the routing
+    state at the next step boundary (see :mod:`sn40l_emu.fabric.network`).
+    """
+
     src: int
     dst: int
     up: bool
     from_ns: int
+    physical: bool = True
+    routing: bool = True
 
 
-StateChange = SetDegradation | SetEngineRate | SetLink | LinkState
+@dataclass(frozen=True)
+class FailAt:
+    """The socket dies at virtual time ``at_ns``: the op running then stops there and the
+    program fails with :class:`~sn40l_emu.errors.SocketKilledError`."""
+
+    at_ns: int
+
+
+@dataclass(frozen=True)
+class FlushLinks:
+    """A failed step is aborted at ``at_ns``: traffic this socket still had queued after it
+    is dropped, so the retry does not wait behind frames of a collective that is over."""
+
+    at_ns: int
+
+
+StateChange = SetDegradation | SetEngineRate | SetLink | LinkState | FailAt | FlushLinks
 
 
 def apply_change(model: SocketModel, network: Any, change: StateChange) -> None:
     if isinstance(change, SetDegradation):
-        model.degradation = change.applied_to(model.degradation)
+        model.schedule_degradation(change)
     elif isinstance(change, SetEngineRate):
         model.dma.get(change.engine).set_bw(change.bw_bytes_per_s, change.from_ns)
     elif isinstance(change, SetLink):
         network.set_link(change.src, change.dst, change.params, change.from_ns)
     elif isinstance(change, LinkState):
-        if change.up:
-            network.link_up(change.src, change.dst, change.from_ns)
-        else:
-            network.link_down(change.src, change.dst, change.from_ns)
+        move = network.link_up if change.up else network.link_down
+        move(change.src, change.dst, change.from_ns, physical=change.physical, routing=change.routing)
+    elif isinstance(change, FlushLinks):
+        if network is not None:
+            network.flush_after(change.at_ns)
+    elif isinstance(change, FailAt):
+        model.fail_at_ns = change.at_ns
+        if network is not None:  # what it had not sent by then never leaves it
+            network.sender_dies(change.at_ns)
     else:  # pragma: no cover - the union is closed
         raise EmuError(f"unknown state change {change!r}")
