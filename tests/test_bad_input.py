@@ -222,3 +222,15 @@ def test_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
     f.write_text("# padding\n" * 40_000)
     with pytest.raises(ConfigError, match="at most"):
         load_scenario(f)
+
+
+def test_a_400_digit_factor_in_a_scenario_is_a_config_error(tmp_path: Path) -> None:
+    """Found by the scenario fuzzer: float() of a huge int overflowed before the range check."""
+    from sn40l_emu.errors import ConfigError
+    from sn40l_emu.inject.scenario import load_scenario
+
+    f = tmp_path / "huge.yaml"
+    f.write_text("profile: sn40l\nworkload: {kind: allreduce}\nevents:\n"
+                 f"  - {{kind: link_degrade, at: 0, src: 0, dst: 1, bw_factor: {'9' * 400}}}\n")
+    with pytest.raises(ConfigError, match="bw_factor"):
+        load_scenario(f)

@@ -18,6 +18,7 @@ characters. Settings are derandomized: every run tries the same inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -34,7 +35,7 @@ from hypothesis import strategies as st
 from sn40l_emu import config, units
 from sn40l_emu.config import NodeProfile, load_profile
 from sn40l_emu.errors import EmuError
-from sn40l_emu.inject.scenario import _FIELDS as _KIND_FIELDS
+from sn40l_emu.inject.events import EVENT_TYPES, FieldKind
 from sn40l_emu.inject.scenario import EventKind, Scenario, load_scenario
 from sn40l_emu.schema import MAX_COUNT, Unit, field_specs
 
@@ -233,12 +234,12 @@ def good_event(draw: st.DrawFn) -> dict[str, Any]:
         ev["at"] = draw(st.sampled_from(["5ms", "0", 0, "250us", "1s", 10**6]))
     else:
         ev["after_requests"] = draw(st.integers(0, 40))
-    good = {"socket": st.integers(0, 7), "sockets": st.sampled_from(["all", 3, [1, 2]]),
-            "factor": st.floats(0.01, 10), "time": st.sampled_from(["2us", 0, "1ms"]),
-            "bool": st.booleans(), "mode": st.sampled_from(["virtual", "process"])}
-    for key, (tag, required, _) in _KIND_FIELDS[EventKind(kind)].items():
-        if required:
-            ev[key] = draw(good[tag])
+    good = {FieldKind.SOCKET: st.integers(0, 7), FieldKind.SOCKETS: st.sampled_from(["all", 3, [1, 2]]),
+            FieldKind.FACTOR: st.floats(0.01, 10), FieldKind.TIME: st.sampled_from(["2us", 0, "1ms"]),
+            FieldKind.BOOL: st.booleans(), FieldKind.MODE: st.sampled_from(["virtual", "process"])}
+    for f in dataclasses.fields(EVENT_TYPES[EventKind(kind)]):
+        if f.default is dataclasses.MISSING:  # a required field of this event kind
+            ev[f.metadata["yaml"] or f.name] = draw(good[f.metadata["kind"]])
     if "src" in ev:
         ev["src"], ev["dst"] = 0, 1
     return ev
@@ -274,6 +275,6 @@ def test_scenario_files(workdir: Path, text: str) -> None:
         assert isinstance(sc, Scenario)
         for ev in sc.events:
             assert ev.at_ns is None or 0 <= ev.at_ns <= units.MAX_TIME_NS
-            for _, v in ev.params:
+            for _, v in ev.event.params():
                 if isinstance(v, float):
                     assert 0 < v < float("inf")

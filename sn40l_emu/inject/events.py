@@ -102,8 +102,8 @@ def _read(kind: FieldKind, where: str, v: Any, n: int | None) -> Any:
             raise bad
         return tuple(vals)
     if kind is FieldKind.FACTOR:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < float(v) <= MAX_FACTOR:
-            raise bad  # also refuses nan and inf
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_FACTOR:
+            raise bad  # also refuses nan and inf; compared before float() so a 400-digit int cannot overflow
         return float(v)
     if kind is FieldKind.TIME:
         try:
