@@ -77,9 +77,12 @@ def test_bad_input_exits_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_profile_show_json_base_units(tmp_path: Path) -> None:
+    """``profile show --json`` gives every value in base units under the profile's own keys, with its
+    source and knob flag, so the output loads back as a profile."""
     r = _cli("profile", "show", "sn40l", "--json", env=dict(os.environ))
     data = json.loads(r.stdout)
     s = data["socket"]
-    assert s["hbm_bytes"] == 64 * 2**30 and s["ddr_bytes"] == int(1.5 * 2**40)
-    assert s["peak_flops_per_s"] == 638e12 and s["hbm_bw_bytes_per_s"] == 1.8e12
-    assert s["ddr_bw_bytes_per_s"] == 200e9 and s["compute_units"] == 1040 and s["memory_units"] == 1040
+    assert s["hbm_gib"]["value"] == f"{64 * 2**30} B" and s["ddr_tib"]["value"] == f"{int(1.5 * 2**40)} B"
+    assert s["peak_tflops"]["value"] == "638000000000000 FLOP/s" and s["hbm_bw_tbps"]["value"] == "1800000000000 B/s"
+    assert s["pcus"]["value"] == 1040 and s["pmus"]["value"] == 1040
+    assert s["pcus"]["knob"] is False and "docs/model.md" in s["pcus"]["source"]

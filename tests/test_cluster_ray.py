@@ -101,7 +101,9 @@ def test_tp16_collectives_pay_the_scale_out_link(seen: dict[str, Any]) -> None:
     assert ar16 >= so["latency_ns"] + 8192 * 10**9 // so["bw_bytes_per_s"]  # at least one scale-out hop
     d8, d16 = t["decode_tp8"], t["decode_tp16"]
     assert d16["collectives_ns"][0] > 2 * d8["collectives_ns"][0]
-    per_collective = d16["collectives_ns"][0] / d16["n_collectives"]
+    # a fused kernel hides part of its all-reduce (docs/model.md, pipelined collectives); the whole
+    # collective, hidden part included, still pays the scale-out latency at least once
+    per_collective = (d16["collectives_ns"][0] + d16["hidden_ns"][0]) / d16["n_collectives"]
     assert per_collective >= so["latency_ns"]
 
 
