@@ -59,6 +59,7 @@ def alias_bomb(key: str = "events") -> str:
     ("socket.pcus=" + "9" * 400, "socket.pcus"),
     ("p2p.link_bw_gbps=0.0000000001", "rounds to 0"),
 ])
+@pytest.mark.slow
 def test_profile_show_set_refuses(override: str, field: str) -> None:
     """Each raised an OverflowError traceback (or stored 0 B/s) before."""
     line = _assert_clean_exit_2(_sn40l_emu("profile", "show", "sn40l", "--set", override), field)
@@ -89,6 +90,7 @@ def test_set_refuses_in_process(override: str, field: str) -> None:
     assert field in msg and "\n" not in msg and len(msg) < 600, msg
 
 
+@pytest.mark.slow
 def test_capacity_with_hbm_that_rounds_to_zero() -> None:
     """It printed "nodes needed -1" and exited 0."""
     r = _sn40l_emu("capacity", "--set", "socket.hbm_gib=1e-10")
@@ -128,6 +130,7 @@ def test_profile_file_refuses(tmp_path: Path, body: str, needle: str) -> None:
     assert needle in msg and "\n" not in msg and len(msg) < 600, msg
 
 
+@pytest.mark.slow
 def test_profile_alias_bomb_is_refused_fast(tmp_path: Path) -> None:
     """A 400-byte profile of nested aliases ran 54 s and took 2.2 GB; now refused at the first alias."""
     f = tmp_path / "bomb.yaml"
@@ -140,6 +143,7 @@ def test_profile_alias_bomb_is_refused_fast(tmp_path: Path) -> None:
     assert elapsed_s < 60, elapsed_s  # interpreter start-up on a loaded machine included; it ran 54 s + OOM
 
 
+@pytest.mark.slow
 def test_binary_profile_is_refused(tmp_path: Path) -> None:
     f = tmp_path / "bin.yaml"
     f.write_bytes(bytes(range(256)) * 4)
@@ -157,6 +161,7 @@ _WL = "backend: local\nworkload: {kind: coe, experts: 10, batch: 2, tokens: 2, b
     (_WL + "events: " + "[" * 5000 + "]" * 5000 + "\n", "nesting"),
     ("{{{{ not yaml", "valid YAML"),
 ])
+@pytest.mark.slow
 def test_scenario_refuses(tmp_path: Path, body: str, needle: str) -> None:
     f = tmp_path / "bad.yaml"
     f.write_text(body)
@@ -187,6 +192,7 @@ def test_scenario_refuses_in_process(tmp_path: Path, body: str, needle: str) -> 
     assert needle in msg and "\n" not in msg and len(msg) < 600, msg
 
 
+@pytest.mark.slow
 def test_scenario_alias_bomb_is_refused_within_5_s(tmp_path: Path) -> None:
     """A 487-byte scenario of nested aliases ran 42 s and took 3 GB; the refusal takes well under 5 s."""
     from sn40l_emu.errors import ConfigError
@@ -202,12 +208,14 @@ def test_scenario_alias_bomb_is_refused_within_5_s(tmp_path: Path) -> None:
     _assert_clean_exit_2(_sn40l_emu("inject", str(f), "--backend", "local"), "aliases")
 
 
+@pytest.mark.slow
 def test_inject_etc_passwd_does_not_print_the_file() -> None:
     r = _sn40l_emu("inject", "/etc/passwd", "--backend", "local")
     line = _assert_clean_exit_2(r, "/etc/passwd", "mapping")
     assert "root:" not in line and "nologin" not in line and "root:" not in r.stdout
 
 
+@pytest.mark.slow
 def test_inject_binary_file(tmp_path: Path) -> None:
     f = tmp_path / "bin.yaml"
     f.write_bytes(bytes(range(256)) * 4)

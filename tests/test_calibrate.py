@@ -18,6 +18,9 @@ from sn40l_emu.experiments.calibrate import calibrate_platform, knob_spec, profi
 from sn40l_emu.experiments.cases import Case, Target, predict
 from sn40l_emu.experiments.validate import run_validate
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 TRUE_KERNEL_US = 9.0
 TRUE_LL_LAT_US = 9.0  # nccl.ring_base_lat_ll_us: tiny all-reduces on DGX run NCCL ring LL
 

@@ -16,6 +16,9 @@ from sn40l_emu.config import load_profile
 from sn40l_emu.experiments.calibrate import calibrate_platform, current_value, knob_spec
 from sn40l_emu.experiments.cases import load_cases
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 # (platform, knob, case file): every knob the shipped profiles say is calibrated

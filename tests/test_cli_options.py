@@ -129,6 +129,7 @@ def _coe(*extra: str) -> int:
     return main(["coe", "--profile", "sn40l", "--experts", "2", "--batch", "1", "--tokens", "2", *TINY, *extra])
 
 
+@pytest.mark.slow
 def test_two_coe_runs_leave_two_run_directories(_runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _coe() == 0 and _coe() == 0
     runs = sorted(d for d in _runs_dir.iterdir())
@@ -144,6 +145,7 @@ def test_two_coe_runs_leave_two_run_directories(_runs_dir: Path, capsys: pytest.
     assert all(d.name in listed for d in runs)
 
 
+@pytest.mark.slow
 def test_out_is_never_overwritten_without_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "mine"
     assert _coe("--out", str(out), "--json", str(tmp_path / "copy.json")) == 0
@@ -156,6 +158,7 @@ def test_out_is_never_overwritten_without_overwrite(tmp_path: Path, capsys: pyte
     assert _coe("--out", str(out), "--overwrite") == 0
 
 
+@pytest.mark.slow
 def test_oom_rows_leave_timings_blank(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "oom"
     assert main(["coe", "--profile", "dgx-a100", "--experts", "1,50", "--batch", "1", "--tokens", "2", *TINY,
@@ -180,6 +183,7 @@ def test_experiment_file_one_row_per_grid_point(tmp_path: Path) -> None:
     assert len(resolved["points"]) == len(df) and (out / "experiment.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_experiment_file_zip_seeds_and_profile_knobs(tmp_path: Path) -> None:
     f = tmp_path / "e.yaml"
     f.write_text(yaml.safe_dump({
@@ -251,6 +255,7 @@ def test_import_has_no_side_effects_and_api_matches_the_driver() -> None:
     assert df.attrs["config"]["batch_sizes"] == [1]
 
 
+@pytest.mark.slow
 def test_coe_points_share_one_sweep_with_the_same_nanoseconds() -> None:
     from sn40l_emu.experiments.registry import experiment
     from sn40l_emu.experiments.run_file import parse_experiment, point_config, points, run_experiment

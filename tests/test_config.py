@@ -121,6 +121,7 @@ def test_profile_show_json_loads_back_as_the_same_profile(tmp_path: Path, name: 
     assert p.to_json()["socket"]["pcus"]["value"] == p.socket.compute_units
 
 
+@pytest.mark.slow
 def test_profile_show_json_round_trip_through_the_cli(tmp_path: Path) -> None:
     import os
     import subprocess

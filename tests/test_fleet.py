@@ -15,6 +15,9 @@ from sn40l_emu.coe.fleet_sim import simulate_fleet
 from sn40l_emu.coe.workload import Request, poisson_arrivals
 from sn40l_emu.errors import ConfigError
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 
 def _costs(total_experts: int = 1000, cache_slots: int = 8) -> NodeCosts:
     """Hand-made costs: router 1000 ns + 100 per prompt, switch 5000 ns per load,

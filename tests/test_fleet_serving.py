@@ -14,6 +14,9 @@ from sn40l_emu.coe.workload import Request
 from sn40l_emu.errors import ConfigError
 from sn40l_emu.experiments.coe_serve import run_serving
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "traces" / "coe_serve_sample.csv"
 AZURE = ROOT / "traces" / "azure_format_sample.csv"

@@ -17,6 +17,9 @@ from sn40l_emu.inject import InjectionPlan
 from sn40l_emu.inject.runner import ScenarioRunner
 from sn40l_emu.inject.scenario import parse_scenario
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 _SMALL = {"model": "tiny-llama", "experts": 6, "batch": 2, "tokens": 2, "prompt_len": 4, "batches": 3,
           "workload": "uniform"}

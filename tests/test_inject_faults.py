@@ -21,6 +21,9 @@ from sn40l_emu.program import KernelOp, Launch, MemStream, Program, Stage, Strea
 from sn40l_emu.socket_actor.socket_model import SocketModel
 from sn40l_emu.socket_actor.state_changes import FailAt, SetDegradation, apply_change
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 PROFILE = load_profile("sn40l")
 RING = load_profile("sn40l", ["p2p.topology=ring"])
 SCENARIOS = Path(__file__).resolve().parents[1] / "deploy" / "scenarios"

@@ -26,6 +26,9 @@ from sn40l_emu.socket_actor.pipeline import collective_idle_ns, hidden_ns
 from sn40l_emu.socket_actor.socket_model import host_rate_per_socket
 from sn40l_emu.socket_actor.tile import kernel_cost
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 SN40L = load_profile("sn40l")
 
 

@@ -19,6 +19,9 @@ import pytest
 
 from sn40l_emu.cli import main
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

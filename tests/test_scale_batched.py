@@ -24,6 +24,9 @@ from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
 from sn40l_emu.program import Algo, ReduceOp
 from sn40l_emu.units import GB
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 KINDS = {"all_reduce": all_reduce, "reduce_scatter": reduce_scatter, "all_gather": all_gather}
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "int32": np.int32}
 

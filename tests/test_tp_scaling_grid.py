@@ -22,6 +22,9 @@ from sn40l_emu.cluster.node import LocalNode
 from sn40l_emu.config import load_profile
 from sn40l_emu.experiments.tp_scaling import PLATFORMS, ScalingConfig, run_scaling
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 MODELS = ("llama2-7b", "llama3.1-70b")  # small (fits at TP1) and large (spills at TP1)
 # (batch, prompt_len, tokens): every value of each option appears, against every platform and model
 SHAPES = ((1, 128, 1), (8, 16, 3))

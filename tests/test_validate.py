@@ -15,6 +15,9 @@ from sn40l_emu.errors import ConfigError
 from sn40l_emu.experiments.cases import ROLES, Case, Target, case_from, load_cases, predict, summarize
 from sn40l_emu.experiments.validate import fitted_case_ids, run_validate
 
+# Runs full experiments or commands: the full suite has it, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "validation"
 
