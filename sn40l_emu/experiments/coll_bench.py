@@ -39,15 +39,13 @@ import numpy as np
 
 from sn40l_emu.errors import ConfigError
 from sn40l_emu.experiments.allreduce_bench import (
-    DTYPES,
-    MAX_SIZE_BYTES,
-    _size,
+    BenchConfig,
     count_wrong,
     sizes_bytes,
     summary_lines,
 )
-from sn40l_emu.experiments.options import MAX_SEED, backend_field, check_fields, option, overrides_field, profile_field
-from sn40l_emu.program import Algo, CollectiveKind, ReduceOp
+from sn40l_emu.experiments.options import option
+from sn40l_emu.program import CollectiveKind, ReduceOp
 
 IN_BUFFER = "coll_bench_in"
 OUT_BUFFER = "coll_bench_out"
@@ -101,56 +99,18 @@ def counts(coll: str, size_bytes: int, itemsize: int, n: int) -> Counts:
 
 
 @dataclass(frozen=True)
-class CollBenchConfig:
-    """An nccl-tests-style sweep of one collective (sizes min, min*f, ... max) and the node it runs on."""
+class CollBenchConfig(BenchConfig):
+    """An nccl-tests-style sweep of one collective: all-reduce-bench's options plus which collective and root."""
 
     coll: str = option("allgather", "the collective", choices=tuple(COLLS))
-    min_bytes: int = option(8, "smallest size (B; K/M/G suffixes are binary)", flag="minbytes", short=("-b",),
-                            lo=1, hi=MAX_SIZE_BYTES, parse=_size, unit="B", metavar="SIZE")
-    max_bytes: int = option(64 * 1024**2, "largest size (B; K/M/G suffixes are binary)", flag="maxbytes",
-                            short=("-e",), lo=1, hi=MAX_SIZE_BYTES, parse=_size, unit="B", metavar="SIZE",
-                            shown="64M")
-    step_factor: int = option(2, "multiply the size by this between rows", flag="stepfactor", short=("-f",),
-                              lo=2, hi=1 << 20)
-    algo: Algo = option(Algo.AUTO, "collective algorithm; auto = the selector's choice per size")
-    chunks: int = option(0, "chunks per frame / ring segment (0 = tuned)", lo=0, hi=1 << 16)
-    sockets: int = option(8, "group = sockets 0..N-1 of the node (0 = all of the node's sockets)",
-                          lo=0, hi=1024, cli_default=0)
-    dtype: str = option("float32", "element type", choices=DTYPES)
-    op: ReduceOp = option(ReduceOp.SUM, "reduction (all-reduce, reduce-scatter)")
     root: int = option(0, "broadcast root socket", lo=0, hi=1023)
-    check: bool = option(True, "compare every socket's result with numpy (off with --timing-only)")
-    timing_only: bool = option(False, "symbolic payloads (shapes only): sizes beyond this host's memory; "
-                                      "#wrong reads N/A")
-    iters: int = option(3, "timed calls per size and column", short=("-n",), lo=1, hi=1_000_000)
-    warmup: int = option(1, "untimed calls per size first", short=("-w",), lo=0, hi=1_000_000)
-    seed: int = option(0, "seed of the input data", lo=0, hi=MAX_SEED)
-    profile: str = profile_field("sn40l")
-    overrides: tuple[str, ...] = overrides_field()
-    backend: str = backend_field()
-    address: str = option("", "Ray cluster to join (default: RAY_ADDRESS or a private local Ray)",
-                          metavar="HOST:PORT")
-
-    def __post_init__(self) -> None:
-        check_fields(self)
 
     def validate(self, n_node_sockets: int) -> None:
         if self.coll not in COLLS:
             raise ConfigError("--coll", self.coll, ", ".join(COLLS))
-        if self.min_bytes < 1 or self.max_bytes < self.min_bytes:
-            raise ConfigError("-b/-e", f"{self.min_bytes}..{self.max_bytes}", "1 <= minbytes <= maxbytes")
-        if self.step_factor < 2:
-            raise ConfigError("-f", self.step_factor, "an integer factor >= 2")
-        if not 1 <= self.sockets <= n_node_sockets:
-            raise ConfigError("--sockets", self.sockets, f"1..{n_node_sockets} (the node's sockets)")
+        super().validate(n_node_sockets)
         if not 0 <= self.root < self.sockets:
             raise ConfigError("--root", self.root, f"0..{self.sockets - 1} (a socket of the group)")
-        if self.dtype not in DTYPES:
-            raise ConfigError("--dtype", self.dtype, ", ".join(DTYPES))
-        if self.chunks < 0:
-            raise ConfigError("--chunks", self.chunks, "0 (tuned) or a positive chunk count")
-        if self.iters < 1 or self.warmup < 0:
-            raise ConfigError("-n/-w", f"{self.iters}/{self.warmup}", "iters >= 1, warmup >= 0")
 
     @property
     def checked(self) -> bool:

@@ -110,10 +110,8 @@ def opt_fields(cls: type) -> list[dataclasses.Field[Any]]:
 
 
 def _types(cls: type) -> dict[str, Any]:
-    import sys
-
-    mod = sys.modules[cls.__module__]
-    return typing.get_type_hints(cls, vars(mod))
+    """Field types, each inherited field resolved in the module of the class that declares it."""
+    return typing.get_type_hints(cls)
 
 
 def _kind(tp: Any) -> tuple[bool, Any]:
