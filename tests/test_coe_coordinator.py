@@ -14,9 +14,9 @@ import pytest
 from sn40l_emu import units
 from sn40l_emu.cluster.node import LocalNode
 from sn40l_emu.coe.capacity import expert_shard_bytes
-from sn40l_emu.coe.coordinator import CoECoordinator, CoESetup, prompt_tokens
+from sn40l_emu.coe.coordinator import CoECoordinator, CoESetup
 from sn40l_emu.coe.weight_store import WeightStore
-from sn40l_emu.coe.workload import batches, parse_workload
+from sn40l_emu.coe.workload import batches, parse_workload, prompt_token_ids
 from sn40l_emu.config import load_profile
 from sn40l_emu.errors import OutOfMemory
 from sn40l_emu.experiments.coe_sweep import SweepConfig, run_sweep
@@ -54,7 +54,8 @@ def test_sn40l_switch_is_shard_over_ddr_to_hbm_rate(tmp_path: Path) -> None:
     shard = expert_shard_bytes(prof, TINY.weight_bytes)
     assert res.misses == 1 and res.hits == 0
     assert res.switch_ns == units.transfer_ns(shard, prof.dma.ddr_hbm_bw_bytes_per_s)
-    assert res.total_ns == res.router_ns + res.switch_ns + res.expert_ns
+    assert res.total_ns == (res.router_ns + res.switch_ns + res.program_load_ns + res.argument_load_ns
+                            + res.expert_ns)
 
 
 def test_dgx_switch_is_expert_size_over_host_link(tmp_path: Path) -> None:
@@ -110,7 +111,8 @@ def test_sweep_reports_oom_and_goes_on() -> None:
     assert not by[("dgx-a100", 1)]["oom"] and not by[("sn40l", 50)]["oom"]
     for r in rows:
         if not r["oom"]:
-            assert r["total_ns"] == r["router_ns"] + r["switch_ns"] + r["expert_ns"] > 0
+            assert r["total_ns"] == (r["router_ns"] + r["switch_ns"] + r["program_load_ns"]
+                                     + r["argument_load_ns"] + r["expert_ns"]) > 0
 
 
 def test_composition_that_does_not_fit_names_the_tier() -> None:
@@ -133,10 +135,10 @@ def _functional(node: object, tmp_path: Path) -> None:
         res = coord.run_batch(b)
         served += [(r, req) for r, req in zip(res.requests, b, strict=True)]
     assert len(served) == 6
-    for rr, req in served:
-        ref = ReferenceModel(TINY, make_weights(TINY, seed + req.expert))
-        want = ref.generate(prompt_tokens(TINY, req), req.output_tokens)[0]
-        assert rr.tokens == [int(x) for x in want], f"request {req.id} (expert {req.expert})"
+    for rr, req in served:  # functional mode: the router picked rr.expert (tests/test_coe_router.py)
+        ref = ReferenceModel(TINY, make_weights(TINY, seed + rr.expert))
+        want = ref.generate(prompt_token_ids(req, TINY.vocab_size), req.output_tokens)[0]
+        assert rr.tokens == [int(x) for x in want], f"request {req.id} (expert {rr.expert})"
 
 
 def test_functional_coe_matches_each_experts_reference(tmp_path: Path) -> None:
@@ -158,7 +160,7 @@ def test_prompt_tokens_deterministic() -> None:
     from sn40l_emu.coe.workload import Request
 
     r = Request(3, 1, 5, 2)
-    assert np.array_equal(prompt_tokens(TINY, r), prompt_tokens(TINY, r))
+    assert np.array_equal(prompt_token_ids(r, TINY.vocab_size), prompt_token_ids(r, TINY.vocab_size))
 
 
 def test_serving_reports_percentiles_per_policy() -> None:

@@ -1,15 +1,25 @@
 """The Composition-of-Experts coordinator: route, swap, run, explain (docs/model.md §4-5).
 
 One batch of B prompts:
-  1. the router runs once (a batch-B prefill, TP over every socket);
+  1. the router runs once as its own program (coe/router.py: a batch-B prefill,
+     TP over every socket, ending in the expert-choice head). In functional
+     mode its argmax picks each prompt's expert; in timing mode the workload's
+     expert stands (no real prompts to read);
   2. the experts the batch picked are looked up in the HBM expert cache;
      misses are copied in on every socket at once (SN40L: DDR->HBM on each
      socket's DMA engine; DGX: host->HBM over the shared host link), evicting
      by the cache policy — weights are read-only, so eviction copies nothing;
   3. each (prompt, expert) pair runs in turn: prefill, then decode steps until
      it has its output tokens (the prefill yields the first one).
-``total_ns = router_ns + switch_ns + expert_ns`` for the batch; every phase is
-measured on the sockets' clocks (the slowest socket ends a phase).
+Whenever the sockets switch program (into the router, router -> expert
+prefill, prefill -> decode, decode -> the next prefill) the host runtime pays
+Program Load + Argument Load, and Argument Load alone when only the weights
+change (coe/program_switch.py has the rule).
+
+``total_ns = router_ns + switch_ns + program_load_ns + argument_load_ns +
+expert_ns`` for the batch: router and expert time on the sockets, the expert
+copies, and the host's loads. Every phase is measured on the sockets' clocks
+(the slowest socket ends a phase); each load delays every socket alike.
 
 Where experts live: on SN40L all experts live in DDR and HBM is a cache that
 starts cold (holding only the router and the KV reservation). On a DGX they
@@ -28,18 +38,30 @@ import numpy as np
 from sn40l_emu.cluster.node import Node, TensorNode
 from sn40l_emu.coe.cache import CachePolicy, ExpertCache
 from sn40l_emu.coe.capacity import expert_region_bytes, expert_shard_bytes, experts_per_node
+from sn40l_emu.coe.program_switch import (
+    ROUTER,
+    ROUTER_WEIGHTS,
+    Loaded,
+    SwitchCosts,
+    expert_decode,
+    expert_prefill,
+    load_split,
+    switch_time,
+)
+from sn40l_emu.coe.router import RouterPrograms, choose_experts
 from sn40l_emu.coe.weight_store import WeightStore
-from sn40l_emu.coe.workload import Request
+from sn40l_emu.coe.workload import Request, prompt_token_ids
 from sn40l_emu.config import Platform
 from sn40l_emu.engine.functional_tp import TPGenerator
 from sn40l_emu.engine.program_book import GroupPrograms, ProgramBook
 from sn40l_emu.engine.reuse import CostReuse
-from sn40l_emu.errors import FAULT_ERRORS, EmuError, OutOfMemory
+from sn40l_emu.errors import FAULT_ERRORS, ConfigError, EmuError, OutOfMemory
 from sn40l_emu.program import AllocOp, CopyOp, DmaFenceOp, FreeOp, Program, Tier
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.trace import TraceEvent
 from sn40l_emu.units import ceil_div
 from sn40l_emu.workload import ExecMode, ModelConfig, Step, make_plan
+from sn40l_emu.workload.router_head import HEAD_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,7 @@ class CoESetup:
     output_tokens: int
     policy: CachePolicy = CachePolicy.LRU
     mode: ExecMode | None = None  # default: FUSED_HO on SN40L, GPU on a DGX
+    seed: int = 0  # the workload's seed: synthetic prompts' token ids (functional mode)
 
 
 @dataclass
@@ -63,21 +86,27 @@ class RequestResult:
     end_ns: int
     hit: bool
     tokens: list[int] | None = None  # functional mode: the greedy output tokens
+    load_ns: int = 0  # Program/Argument Load inside [start_ns, end_ns] (the rest ran on the sockets)
 
 
 @dataclass
 class BatchResult:
-    router_ns: int
-    switch_ns: int
-    expert_ns: int
+    """One batch's time, every nanosecond in exactly one of the five phases of ``total_ns``."""
+
+    router_ns: int  # the router program on the sockets
+    switch_ns: int  # expert copies into HBM
+    expert_ns: int  # the (prompt, expert) pairs' programs on the sockets
     hits: int
     misses: int
     requests: list[RequestResult]
     events: list[TraceEvent] = field(default_factory=list)
+    program_load_ns: int = 0  # host: Program Load at every program switch
+    argument_load_ns: int = 0  # host: Argument Load at every switch of program or weights
+    start_ns: int = 0  # when the batch began (the latest socket clock)
 
     @property
     def total_ns(self) -> int:
-        return self.router_ns + self.switch_ns + self.expert_ns
+        return self.router_ns + self.switch_ns + self.program_load_ns + self.argument_load_ns + self.expert_ns
 
 
 class BatchInterrupted(EmuError):
@@ -102,7 +131,9 @@ class CoECoordinator:
 
     def __init__(self, node: Node, setup: CoESetup, *, reuse: CostReuse | None = None,
                  book: GroupPrograms | None = None, future: Sequence[int] | None = None,
-                 store: WeightStore | None = None) -> None:
+                 store: WeightStore | None = None, router_experts: int | None = None) -> None:
+        """``router_experts``: how many experts the router's head chooses among (default: the
+        composition's); cost probes run a larger composition but time the asked one's router."""
         self.node = node
         self.setup = setup
         self.profile = node.profile
@@ -124,7 +155,12 @@ class CoECoordinator:
         self._seq = 0
         self.load_ns = 0
         self.store = store  # functional mode: real expert weights from the host weight store
-        self._active: int | None = None
+        self._active: int | None = None  # functional: whose weights the sockets' stores hold
+        self.router = RouterPrograms(setup.model, self.plan, self.mode, router_experts or setup.n_experts,
+                                     self.book)
+        self.switch_costs = SwitchCosts.of(self.profile)
+        self._loaded: Loaded | None = None  # the program the sockets hold (program_switch.py)
+        self._loads = [0, 0]  # this batch's (Program Load, Argument Load) ns so far
 
     # ---- composition ------------------------------------------------------
     def load(self) -> int:
@@ -184,6 +220,7 @@ class CoECoordinator:
             self.cache = ExpertCache(self.cache.capacity_bytes, self.setup.policy, self._future)
             self._seq = 0 if self._future is None else self._seq
         self._active = None
+        self._loaded = None  # recovered sockets hold no program: the next one is loaded whole
         t_back = max(self.node.clocks())
         self.node.advance_clocks(dict.fromkeys(self.sockets, t_back))
         return t_back - t_fail
@@ -213,14 +250,14 @@ class CoECoordinator:
     def _run_batch(self, requests: Sequence[Request], events: list[TraceEvent],
                    done: list[RequestResult]) -> BatchResult:
         t0 = self._now()
+        self._loads = [0, 0]
         b = len(requests)
-        router = self.book.group(self.setup.model, self.plan, Step.prefill(b, self.setup.prompt_len), self.mode)
-        res = self._run(router)
-        events += _events(res)
+        self._switch(ROUTER, events)
+        experts = self._route(requests, events)
         t1 = self._now()
-        events.append(TraceEvent(t0, t1 - t0, -1, "coe", f"router (batch {b})", {}))
+        router_load = sum(self._loads)
+        events.append(TraceEvent(t0, t1 - t0, -1, "coe", f"router (batch {b})", {"experts": str(experts)}))
 
-        experts = [r.expert for r in requests]
         if self.all_in_hbm:
             hits, misses, loads, evicted = b, 0, [], []
             hit_flags = [True] * b
@@ -245,38 +282,98 @@ class CoECoordinator:
         events.append(TraceEvent(t1, t2 - t1, -1, "coe", f"switch ({len(loads)} experts)",
                                  {"loaded": str(loads), "evicted": str(evicted)}))
 
-        for r, hit in zip(requests, hit_flags, strict=True):
+        for r, expert, hit in zip(requests, experts, hit_flags, strict=True):
             rs = self._now()
+            before = sum(self._loads)
             tokens = None
             if self.store is not None:
-                tokens = self._run_functional(r)
+                tokens = self._run_functional(r, expert, events)
             else:
-                self._run_request(r, events)
+                self._run_request(r, expert, events)
             re_ = self._now()
-            events.append(TraceEvent(rs, re_ - rs, -1, "coe", f"expert {r.expert} (request {r.id})",
+            events.append(TraceEvent(rs, re_ - rs, -1, "coe", f"expert {expert} (request {r.id})",
                                      {"tokens": r.output_tokens}))
-            done.append(RequestResult(r.id, r.expert, rs, re_, hit, tokens))
+            done.append(RequestResult(r.id, expert, rs, re_, hit, tokens, sum(self._loads) - before))
         t3 = self._now()
         if not self.all_in_hbm:
             self.cache.unpin(experts)
-        return BatchResult(t1 - t0, t2 - t1, t3 - t2, hits, misses, done, events)
+        program_load, argument_load = self._loads
+        expert_load = program_load + argument_load - router_load
+        return BatchResult(t1 - t0 - router_load, t2 - t1, t3 - t2 - expert_load, hits, misses, done, events,
+                           program_load, argument_load, t0)
 
-    def _run_functional(self, r: Request) -> list[int]:
-        """Real tensors: the expert's shards come from the host weight store, tokens are greedy."""
-        assert self.store is not None
+    def _route(self, requests: Sequence[Request], events: list[TraceEvent]) -> list[int]:
+        """Run the router program; functional mode returns its choices, timing mode the workload's."""
+        b = len(requests)
+        if self.store is None:
+            res = self._run(self.router.group(b, self.setup.prompt_len))
+            events += _events(res)
+            return [r.expert for r in requests]
+        node = self._tensor_node()
+        lengths = {r.prompt_len for r in requests}
+        if len(lengths) != 1:
+            raise ConfigError("prompt_len", sorted(lengths),
+                              "one prompt length per batch in functional mode (the router runs them as one prefill)")
+        if self._active != ROUTER_WEIGHTS:
+            assert self.store is not None
+            node.load_tensors({s: self.store.read_router_shard(s) for s in self.sockets})
+            self._active = ROUTER_WEIGHTS
+        vocab = self.setup.model.vocab_size
+        tokens = np.concatenate([prompt_token_ids(r, vocab, self.setup.seed) for r in requests], axis=0)
+        positions = np.arange(tokens.shape[1], dtype=np.int64)
+        node.load_tensors({s: {"tokens": tokens, "positions": positions} for s in self.sockets})
+        res = self._run(self.router.group(b, tokens.shape[1], functional=True))
+        events += _events(res)
+        logits = node.get_tensors(self.plan.group[0], [HEAD_OUTPUT])[HEAD_OUTPUT]
+        return choose_experts(logits)
+
+    def _tensor_node(self) -> TensorNode:
         if not isinstance(self.node, TensorNode):
             raise EmuError(f"{type(self.node).__name__} holds no tensors: functional mode needs them")
-        gen = TPGenerator(self.node, self.setup.model, self.plan, self.mode)
-        if self._active != r.expert:
-            gen.load_shards({s: self.store.read_shard(r.expert, s) for s in self.sockets})
-            self._active = r.expert
-        out = gen.generate(prompt_tokens(self.setup.model, r), r.output_tokens)
-        return [int(x) for x in out[0]]
+        return self.node
 
-    def _run_request(self, r: Request, events: list[TraceEvent]) -> None:
+    def _switch(self, nxt: Loaded, events: list[TraceEvent]) -> None:
+        """Switch every socket to ``nxt``: the host's loads delay each socket by their closed form."""
+        cost = switch_time(self.switch_costs, self._loaded, nxt)
+        self._loaded = nxt
+        program_load, argument_load = load_split(cost)
+        self._loads[0] += program_load
+        self._loads[1] += argument_load
+        if not cost.total_ns:
+            return
+        t = self._now()
+        clocks = self.node.clocks()
+        self.node.advance_clocks({s: clocks[s] + cost.total_ns for s in self.sockets})
+        what = "router" if nxt.weights == ROUTER_WEIGHTS else f"expert {nxt.weights}"
+        for name, ns in cost.terms:
+            if ns:
+                events.append(TraceEvent(t, ns, -1, "host", f"{name} ({nxt.program}, {what})", {}))
+            t += ns
+
+    def _run_functional(self, r: Request, expert: int, events: list[TraceEvent]) -> list[int]:
+        """Real tensors: the expert's shards come from the host weight store, tokens are greedy."""
+        assert self.store is not None
+        node = self._tensor_node()
+        gen = TPGenerator(node, self.setup.model, self.plan, self.mode)  # type: ignore[arg-type]
+        if self._active != expert:
+            gen.load_shards({s: self.store.read_shard(expert, s) for s in self.sockets})
+            self._active = expert
+        self._switch(expert_prefill(expert), events)
+        out = [int(np.argmax(gen.prefill(prompt_token_ids(r, self.setup.model.vocab_size, self.setup.seed)),
+                             axis=-1)[0])]
+        if r.output_tokens > 1:
+            self._switch(expert_decode(expert), events)
+        while len(out) < r.output_tokens:
+            out.append(int(np.argmax(gen.decode(np.array([[out[-1]]], dtype=np.int64)), axis=-1)[0]))
+        return out
+
+    def _run_request(self, r: Request, expert: int, events: list[TraceEvent]) -> None:
         model, plan, mode = self.setup.model, self.plan, self.mode
+        self._switch(expert_prefill(expert), events)
         res = self._run(self.book.group(model, plan, Step.prefill(1, r.prompt_len), mode))
         events += _events(res)
+        if r.output_tokens > 1:
+            self._switch(expert_decode(expert), events)
         for i in range(1, r.output_tokens):
             res = self._run(self.book.group(model, plan, Step.decode(1, r.prompt_len + i - 1), mode))
             events += _events(res)  # a reused step is one event per socket; the trace expands it
@@ -288,12 +385,6 @@ class CoECoordinator:
     def _now(self) -> int:
         clocks = self.node.clocks()
         return max(clocks[s] for s in self.sockets)
-
-
-def prompt_tokens(model: ModelConfig, r: Request) -> np.ndarray:
-    """A request's prompt as token ids (1, prompt_len), deterministic from its id."""
-    rng = np.random.default_rng(10_000 + r.id)
-    return rng.integers(0, model.vocab_size, size=(1, r.prompt_len), dtype=np.int64)
 
 
 def _span(results: dict[int, ProgramResult]) -> int:

@@ -7,11 +7,17 @@ same nanoseconds), so they are measured once per shape by driving the node's
 own :class:`~sn40l_emu.coe.coordinator.CoECoordinator` through small probe
 batches, and a batch's cost is then assembled from them:
 
-    batch_ns = router_ns[b] + switch_ns[loads] + sum over its requests of
-               prefill_ns(P) + sum_{i=1..T-1} decode_ns(P + i - 1)
+    batch_ns = load(-> router) + router_ns[b] + switch_ns[loads] + sum over its requests of
+               load(-> prefill) + prefill_ns(P) + [load(prefill -> decode)]
+               + sum_{i=1..T-1} decode_ns(P + i - 1)
 
 which is the coordinator's own decomposition (router, switch, then each
-(prompt, expert) pair in turn; docs/model.md §4-5). Probes: a batch of b
+(prompt, expert) pair in turn; docs/model.md §4-5). The loads are the host's
+Program / Argument Load at each program switch, from the profile and the rule
+of coe/program_switch.py (they depend on the request before, so they are
+applied as the batch is served, never measured into a shape's cost: every
+measured cost below is the sockets' time, the request's span less its
+loads). Probes: a batch of b
 requests for b experts not yet in HBM gives router_ns[b] and switch_ns[b]; a
 batch of resident experts gives switch_ns[0]. With at most ``EXACT_POINTS``
 distinct (prompt, output tokens) shapes, each is measured whole: a request
@@ -34,6 +40,7 @@ import numpy as np
 from sn40l_emu.cluster.node import ManagedNode
 from sn40l_emu.coe.cache import CachePolicy, ExpertCache
 from sn40l_emu.coe.coordinator import CoECoordinator, CoESetup
+from sn40l_emu.coe.program_switch import ROUTER, Loaded, SwitchCosts, request_switches, switch_time
 from sn40l_emu.coe.serving import BatchTiming
 from sn40l_emu.coe.workload import Request
 from sn40l_emu.engine.layer_reuse import LayerPrograms
@@ -64,6 +71,8 @@ class NodeCosts:
     gpu: bool  # a DGX: experts stay in HBM while the node holds at most hbm_experts
     hbm_experts: int
     interpolated: bool  # some contexts fall between measured points
+    program_load_ns: int = 0  # the profile's runtime knobs (applied per switch, coe/program_switch.py)
+    argument_load_ns: int = 0
     _memo: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict, compare=False,
                                                          repr=False)
 
@@ -92,7 +101,7 @@ class NodeCosts:
         return {k: getattr(self, k) for k in (
             "platform", "max_batch", "router_ns", "switch_ns", "shape_ns", "ctx_points", "prefill_ns",
             "decode_ns", "cache_bytes", "shard_bytes", "all_in_hbm", "total_experts", "gpu",
-            "hbm_experts", "interpolated")}
+            "hbm_experts", "interpolated", "program_load_ns", "argument_load_ns")}
 
 
 def context_grid(shapes: Iterable[tuple[int, int]]) -> tuple[int, ...]:
@@ -126,10 +135,12 @@ def measure_node_costs(node: ManagedNode, model: ModelConfig, n_experts: int, ma
     # on a composition larger than the HBM cache (a DGX one that fits HBM would never
     # switch, but a fleet node may hold more). Router, switch, prefill and decode costs
     # do not depend on how many experts the node holds, only on what moves.
+    # The router's head is over the asked composition's experts whatever the probes hold.
     probe_n = min(cap.total_experts, max(n_experts, slots + 2 * max_batch))
     if probe_n != n_experts:
         setup = CoESetup(model, probe_n, max_batch, max_prompt, max_tokens, CachePolicy.LRU)
-        coord = CoECoordinator(node, setup, reuse=reuse, book=LayerPrograms(ProgramBook()))
+        coord = CoECoordinator(node, setup, reuse=reuse, book=LayerPrograms(ProgramBook()),
+                               router_experts=n_experts)
     n_experts = probe_n
     coord.load()
     if coord.all_in_hbm:
@@ -162,19 +173,20 @@ def measure_node_costs(node: ManagedNode, model: ModelConfig, n_experts: int, ma
     exact = []
     for p, t in ([] if grid else shapes):
         res = coord.run_batch([Request(next(ids), experts[0], p, 1), Request(next(ids), experts[0], p, t)])
-        one, whole = (r.end_ns - r.start_ns for r in res.requests)
+        one, whole = (r.end_ns - r.start_ns - r.load_ns for r in res.requests)
         exact.append((p, t, one, whole))
     prefill, decode = [], []
     for c in points:
         res = coord.run_batch([Request(next(ids), experts[0], c, 1), Request(next(ids), experts[0], c, 2)])
-        one, two = (r.end_ns - r.start_ns for r in res.requests)
+        one, two = (r.end_ns - r.start_ns - r.load_ns for r in res.requests)
         prefill.append(one)
         decode.append(two - one)
     return NodeCosts(node.profile.name,
                      max_batch, tuple(router), tuple(switch), tuple(exact), points, tuple(prefill),
                      tuple(decode),
                      coord.cache.capacity_bytes, coord.shard_bytes, asked_all_in_hbm,
-                     coord.capacity.total_experts, coord.gpu, coord.capacity.hbm_experts, grid)
+                     coord.capacity.total_experts, coord.gpu, coord.capacity.hbm_experts, grid,
+                     coord.switch_costs.program_load_ns, coord.switch_costs.argument_load_ns)
 
 
 class CostServer:
@@ -189,6 +201,8 @@ class CostServer:
         self._seq = 0
         self.all_in_hbm = costs.all_in_hbm if held_experts is None else (
             costs.gpu and held_experts <= costs.hbm_experts)
+        self.switch_costs = SwitchCosts(costs.program_load_ns, costs.argument_load_ns)
+        self._loaded: Loaded | None = None  # the program this node's sockets hold
 
     def serve(self, batch: list[Request]) -> BatchTiming:
         c = self.costs
@@ -201,12 +215,15 @@ class CostServer:
             loads = sum(1 for r in results if not r.hit)
             hits = b - loads
             self.cache.unpin_all()
-        t = c.router_ns[b] + c.switch_ns[loads]
+        t = switch_time(self.switch_costs, self._loaded, ROUTER).total_ns + c.router_ns[b] + c.switch_ns[loads]
+        self._loaded = ROUTER
         first, done = [], []
         for r in batch:
             pre, total = c.request_ns(r.prompt_len, r.output_tokens)
-            first.append(t + pre)
-            t += total
+            into, to_decode, self._loaded = request_switches(self.switch_costs, self._loaded, r.expert,
+                                                             r.output_tokens)
+            first.append(t + into.total_ns + pre)
+            t += into.total_ns + to_decode.total_ns + total
             done.append(t)
         return BatchTiming(t, tuple(done), hits, loads, tuple(first))
 
@@ -225,4 +242,4 @@ def probe_node(node: ManagedNode, model: ModelConfig, n_experts: int, max_batch:
     coord.load()
     res = coord.run_batch([Request(0, 0, p, t)])
     r = res.requests[0]
-    return res.router_ns, res.switch_ns, r.end_ns - r.start_ns
+    return res.router_ns, res.switch_ns, r.end_ns - r.start_ns - r.load_ns

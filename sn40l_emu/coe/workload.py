@@ -15,12 +15,20 @@ model the router's judgement, only its outcome, taken from a workload:
 
 All randomness comes from ``numpy.random.default_rng(seed)``: one seed, one
 sequence, on every machine.
+
+Prompts (:func:`prompt_token_ids`): in functional mode the router reads each
+prompt's token ids and picks the expert itself (coe/router.py). The emulator
+has no tokenizer, so a prompt's ids are drawn deterministically from its
+identity: a trace's ``prompt`` (text via CRC-32, or an integer) fixes its ids
+whatever the request's position, so the same prompt routes the same way; a
+synthetic request draws from ``default_rng([seed, request id])``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -79,6 +87,20 @@ class Request:
     output_tokens: int
     arrival_ns: int = 0
     prompt: str | int | None = None  # the trace's prompt field, when there is one
+
+
+def prompt_token_ids(r: Request, vocab_size: int, seed: int = 0) -> np.ndarray:
+    """The prompt of ``r`` as (1, prompt_len) int64 token ids in [0, vocab_size) (module docstring)."""
+    if vocab_size < 1:
+        raise ConfigError("vocab_size", vocab_size, "an integer >= 1")
+    if isinstance(r.prompt, str):
+        key = [1, zlib.crc32(r.prompt.encode("utf-8"))]
+    elif isinstance(r.prompt, int):
+        key = [2, r.prompt % 2**64]
+    else:
+        key = [0, seed % 2**64, r.id]
+    rng = np.random.default_rng(key)
+    return rng.integers(0, vocab_size, size=(1, r.prompt_len), dtype=np.int64)
 
 
 # --- parsing -----------------------------------------------------------------

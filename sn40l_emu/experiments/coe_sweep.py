@@ -124,7 +124,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
                 coord = CoECoordinator(node, setup, reuse=reuse, book=book, future=future)
                 row: dict[str, Any] = {
                     "platform": prof.name, "experts": n, "batch": b, "tokens": t,
-                    "total_ns": 0, "router_ns": 0, "switch_ns": 0, "expert_ns": 0,
+                    "total_ns": 0, **dict.fromkeys(_PHASE_KEYS, 0),
                     "hbm_hits": 0, "hbm_misses": 0, "oom": False,
                     "experts_in_hbm_at_once": coord.capacity.hbm_experts,
                     "experts_per_node": coord.capacity.total_experts,
@@ -135,14 +135,14 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
                     all_events = []
                     for batch in make_batches(spec, n, b, cfg.n_batches, cfg.prompt_len, t, cfg.seed):
                         res = coord.run_batch(batch)
-                        for k in ("router_ns", "switch_ns", "expert_ns"):
+                        for k in _PHASE_KEYS:
                             row[k] += getattr(res, k)
                         row["hbm_hits"] += res.hits
                         row["hbm_misses"] += res.misses
                         all_events += res.events
-                    for k in ("router_ns", "switch_ns", "expert_ns"):
+                    for k in _PHASE_KEYS:
                         row[k] //= cfg.n_batches
-                    row["total_ns"] = row["router_ns"] + row["switch_ns"] + row["expert_ns"]
+                    row["total_ns"] = sum(row[k] for k in _PHASE_KEYS)
                     row["wall_s"] = round(time.perf_counter() - wall0, 4)  # wall-clock ok: measures the emulator itself
                     chosen = (trace_row == (prof.name, n, b, t) if trace_row is not None else
                               default_trace_row(cfg, prof.name, n, b, t, coord.capacity.total_experts))
@@ -162,6 +162,10 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
     return rows
 
 
+# where every nanosecond of a batch went (coordinator.BatchResult): total_ns is their sum
+_PHASE_KEYS = ("router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "expert_ns")
+
+
 def _ms(ns: Any) -> str | None:
     """Milliseconds for a table: fixed point with thousands separators (never 1.083e+04); blank if None."""
     if ns is None:
@@ -176,7 +180,7 @@ def output_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         r = dict(r)
         if r.get("oom"):
-            for k in ("total_ns", "router_ns", "switch_ns", "expert_ns", "load_ns", "wall_s"):
+            for k in ("total_ns", *_PHASE_KEYS, "load_ns", "wall_s"):
                 if k in r:
                     r[k] = None
         out.append(r)
@@ -188,10 +192,12 @@ def _summary(rows: list[dict[str, Any]]) -> str:
 
     view = [{**r, "total_ms": _ms(r["total_ns"]), "router_ms": _ms(r["router_ns"]),
              "switch_ms": _ms(r["switch_ns"]), "expert_ms": _ms(r["expert_ns"]),
+             "load_ms": _ms(None if r["total_ns"] is None else r["program_load_ns"] + r["argument_load_ns"]),
              "oom": "OOM" if r["oom"] else ""} for r in output_rows(rows)]
     return table(view, [("platform", "platform"), ("experts", "experts"), ("batch", "batch"),
                         ("tokens", "tokens"), ("total_ms", "total ms"), ("router_ms", "router ms"),
-                        ("switch_ms", "switch ms"), ("expert_ms", "expert ms"), ("hbm_hits", "hits"),
+                        ("switch_ms", "switch ms"), ("load_ms", "prog+arg load ms"), ("expert_ms", "expert ms"),
+                        ("hbm_hits", "hits"),
                         ("hbm_misses", "misses"), ("oom", "oom")])
 
 

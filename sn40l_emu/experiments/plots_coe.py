@@ -21,6 +21,8 @@ from typing import Any
 
 _COLORS = {"sn40l": "#d62728", "dgx-a100": "#1f77b4", "dgx-h100": "#2ca02c"}
 _PHASES = (("router_ns", "router", "#9467bd"), ("switch_ns", "switch (expert copies)", "#ff7f0e"),
+           ("program_load_ns", "Program Load (host)", "#8c564b"),
+           ("argument_load_ns", "Argument Load (host)", "#e377c2"),
            ("expert_ns", "experts (prefill + decode)", "#17becf"))
 
 
@@ -147,7 +149,7 @@ def latency_vs_experts(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 def _stack(ax: Any, rs: list[dict[str, Any]], labels: list[str], legend: bool) -> None:
     bottom = [0.0] * len(rs)
     for key, name, color in _PHASES:
-        vals = [_ms(r[key]) for r in rs]
+        vals = [_ms(r.get(key, 0)) for r in rs]  # runs from before the load phases lack them
         ax.bar(labels, vals, bottom=bottom, label=name if legend else None, color=color)
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     errs = [_ci_ms(r, "total_ns") for r in rs]

@@ -133,6 +133,20 @@ def forward(
     cache: tuple[LayerCache, ...] | None,
 ) -> tuple[np.ndarray, tuple[LayerCache, ...]]:
     """Run ``tokens`` (B, T) at ``positions`` (T,) after ``cache``; last-position logits (B, V)."""
+    x, new_cache = hidden_states(model, weights, tokens, positions, cache)
+    last = rms_norm(x[:, -1, :], weights["final_norm"], model.rms_norm_eps)
+    return (last @ weights["lm_head"]).astype(np.float32), new_cache
+
+
+def hidden_states(
+    model: ModelConfig,
+    weights: Weights,
+    tokens: np.ndarray,
+    positions: np.ndarray,
+    cache: tuple[LayerCache, ...] | None,
+) -> tuple[np.ndarray, tuple[LayerCache, ...]]:
+    """The decoder stack alone: the final residual stream (B, T, H) before the final norm
+    (what the CoE router's expert head reads) and the updated cache."""
     b, t = tokens.shape
     hq, hkv, d = model.num_attention_heads, model.num_key_value_heads, model.head_dim
     x = weights["embed"][tokens]
@@ -151,8 +165,7 @@ def forward(
         h = rms_norm(x, weights[f"L{i}.ffn_norm"], model.rms_norm_eps)
         act = silu_mul(h @ weights[f"L{i}.w_gate"], h @ weights[f"L{i}.w_up"])
         x = x + act @ weights[f"L{i}.w_down"]
-    last = rms_norm(x[:, -1, :], weights["final_norm"], model.rms_norm_eps)
-    return (last @ weights["lm_head"]).astype(np.float32), tuple(new_cache)
+    return x, tuple(new_cache)
 
 
 class ReferenceModel:
