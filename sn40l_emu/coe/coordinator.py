@@ -344,10 +344,10 @@ class CoECoordinator:
         t = self._now()
         clocks = self.node.clocks()
         self.node.advance_clocks({s: clocks[s] + cost.total_ns for s in self.sockets})
-        what = "router" if nxt.weights == ROUTER_WEIGHTS else f"expert {nxt.weights}"
+        what = nxt.program if nxt.weights == ROUTER_WEIGHTS else f"{nxt.program}, expert {nxt.weights}"
         for name, ns in cost.terms:
             if ns:
-                events.append(TraceEvent(t, ns, -1, "host", f"{name} ({nxt.program}, {what})", {}))
+                events.append(TraceEvent(t, ns, -1, "host", f"{name} ({what})", {}))
             t += ns
 
     def _run_functional(self, r: Request, expert: int, events: list[TraceEvent]) -> list[int]:
