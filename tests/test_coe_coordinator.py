@@ -23,6 +23,7 @@ from sn40l_emu.experiments.coe_sweep import SweepConfig, run_sweep
 from sn40l_emu.program import Tier
 from sn40l_emu.workload import load_model
 from sn40l_emu.workload.reference import ReferenceModel, make_weights
+from sn40l_emu.workload.router_head import make_route_head, reference_expert_logits
 
 # CoE batches of full-size experts on a node: the slow tier
 pytestmark = pytest.mark.slow
@@ -135,7 +136,10 @@ def _functional(node: object, tmp_path: Path) -> None:
         res = coord.run_batch(b)
         served += [(r, req) for r, req in zip(res.requests, b, strict=True)]
     assert len(served) == 6
-    for rr, req in served:  # functional mode: the router picked rr.expert (tests/test_coe_router.py)
+    router_w, head = make_weights(TINY, seed + n), make_route_head(TINY, n, seed + n)
+    for rr, req in served:  # functional mode: the router on the sockets picked rr.expert
+        tokens = prompt_token_ids(req, TINY.vocab_size)
+        assert rr.expert == int(np.argmax(reference_expert_logits(TINY, router_w, head, tokens)[0]))
         ref = ReferenceModel(TINY, make_weights(TINY, seed + rr.expert))
         want = ref.generate(prompt_token_ids(req, TINY.vocab_size), req.output_tokens)[0]
         assert rr.tokens == [int(x) for x in want], f"request {req.id} (expert {rr.expert})"

@@ -28,8 +28,8 @@ from sn40l_emu.coe.workload import Request, batches, parse_workload, prompt_toke
 from sn40l_emu.config import load_profile
 from sn40l_emu.engine.program_book import ProgramBook
 from sn40l_emu.workload import ExecMode, Step, load_model, make_plan
-from sn40l_emu.workload.reference import hidden_states, make_weights
-from sn40l_emu.workload.router_head import make_route_head, route_head
+from sn40l_emu.workload.reference import make_weights
+from sn40l_emu.workload.router_head import make_route_head, reference_expert_logits
 
 TINY = load_model("tiny-llama")
 PL, AL = 270_000, 2_000  # sn40l.yaml: runtime.program_load_us = 270, argument_load_us = 2
@@ -122,11 +122,8 @@ def _trace(tmp_path: Path, prompts: list[str]) -> str:
 
 def _reference_route(prompt: Request, n: int, seed: int) -> int:
     """The router on one process: the decoder stack, mean pool, final norm, head, argmax."""
-    w = make_weights(TINY, seed + n)
-    tokens = prompt_token_ids(prompt, TINY.vocab_size)
-    x, _ = hidden_states(TINY, w, tokens, np.arange(tokens.shape[1]), None)
-    logits = route_head(x.reshape(-1, TINY.hidden_size), w["final_norm"], make_route_head(TINY, n, seed + n),
-                        eps=TINY.rms_norm_eps, batch=1)
+    logits = reference_expert_logits(TINY, make_weights(TINY, seed + n), make_route_head(TINY, n, seed + n),
+                                     prompt_token_ids(prompt, TINY.vocab_size))
     return int(np.argmax(logits[0]))
 
 

@@ -26,7 +26,7 @@ from sn40l_emu.program import KernelOp, MemStream, Stage, StreamKind
 from sn40l_emu.workload.exec_mode import MODE_TRAITS, ExecMode
 from sn40l_emu.workload.model_config import BF16_BYTES, ModelConfig
 from sn40l_emu.workload.placement import HBM_ONLY, Placement
-from sn40l_emu.workload.reference import rms_norm
+from sn40l_emu.workload.reference import Weights, hidden_states, rms_norm
 
 HEAD_WEIGHT = "route_head"  # (H, E) in every socket's tensor store
 HEAD_OUTPUT = "expert_logits"  # (B, E): the router's result
@@ -37,6 +37,15 @@ def route_head(x: np.ndarray, final_norm: np.ndarray, head: np.ndarray, *, eps: 
     """(B*T, H) residual stream -> (B, E) expert logits (see the module docstring)."""
     pooled = x.reshape(batch, -1, x.shape[-1]).mean(axis=1, dtype=np.float32)
     return (rms_norm(pooled, final_norm, eps) @ head).astype(np.float32)
+
+
+def reference_expert_logits(model: ModelConfig, weights: Weights, head: np.ndarray,
+                            tokens: np.ndarray) -> np.ndarray:
+    """The router on one process (numpy reference, no sharding): (B, T) prompts -> (B, E) logits."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    x, _ = hidden_states(model, weights, tokens, np.arange(tokens.shape[1], dtype=np.int64), None)
+    return route_head(x.reshape(-1, model.hidden_size), weights["final_norm"], head,
+                      eps=model.rms_norm_eps, batch=tokens.shape[0])
 
 
 def make_route_head(model: ModelConfig, n_experts: int, seed: int) -> np.ndarray:
