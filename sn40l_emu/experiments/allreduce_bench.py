@@ -27,6 +27,13 @@ single outgoing link (~1.75 S/B) and a tree pays log2(n) latency steps plus
 the ring's volume. One-shot's busbw therefore exceeds the link rate (~1.75x
 at large sizes): busbw is defined for ring-like traffic. Use ``--algo ring``
 to see a single link's bandwidth.
+
+On a GPU profile (``nccl.enabled``) NCCL's tuning model times each call
+(:mod:`sn40l_emu.collectives.nccl`) and the ``algo`` column shows its pick as
+algorithm/protocol (``ring/LL128``, ``nvls/Simple``): ``--algo auto`` is NCCL's
+own choice, ``ring`` and ``nvls`` restrict it as ``NCCL_ALGO`` does (``nvls``
+only where the profile has NVLink SHARP, e.g. dgx-h100); ``oneshot`` and
+``tree`` are refused there (``--set nccl.enabled=0`` for the P2P model).
 """
 
 from __future__ import annotations
