@@ -167,6 +167,9 @@ class NcclSpec:
     nvls_channel_bw_bytes_per_s: int = q("nvls_channel_bw_gbps", Unit.GBPS, allow_zero=True)
     nvls_efficiency: float = q("nvls_efficiency", Unit.FRACTION, allow_zero=True)
     nvls_lat_ns: int = q("nvls_lat_us", Unit.US, allow_zero=True)
+    #: measured busbw / the tuning model's busbw (collectives/nccl.py); may exceed 1: the tuning
+    #: model's channel bandwidth is a speed-array step, not the links' ceiling
+    bw_efficiency: float = q("bw_efficiency", Unit.FACTOR, max_value=2.0)
 
 
 @dataclass(frozen=True)
