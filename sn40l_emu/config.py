@@ -122,8 +122,9 @@ class RuntimeSpec:
     a socket switches program (Argument Load alone when only weight addresses
     change). Per output token: logits (host sampling) or token ids over the host
     link, host sampling, the next token back, and the framework's per-token
-    cost. GPU profiles: the serving framework's per-step overhead (CUDA graphs
-    are a ``launch`` knob: they change what each kernel launch costs).
+    cost of each sequence (``token_overhead``, times the batch). GPU profiles:
+    the serving framework's per-step overhead (CUDA graphs are a ``launch``
+    knob: they change what each kernel launch costs).
     """
 
     tokenize_ns_per_token: int = q("tokenize_ns_per_token", Unit.NS, allow_zero=True, max_value=1e6)
