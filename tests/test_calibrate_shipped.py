@@ -32,18 +32,6 @@ SHIPPED = [
     ("dgx-h100", "nccl.bw_efficiency", "validation/nccl-tests.yaml"),
 ]
 
-# Knobs whose optimum moved because a knob fitted on other cases changed under them, and whose
-# section this branch may not edit: strict, so the refit (expected value in the reason) makes it fail.
-STALE = {
-    ("dgx-a100", "runtime.step_overhead_us"): "nccl.bw_efficiency 0.8383 slows A100 TP8 all-reduces "
-    "(NeMo TP8 BS1 +0.22 %, BS8 +0.75 %): the NeMo optimum moved 2542 -> 2508 us; refit on merge",
-}
-
-
-def _params() -> list[object]:
-    return [pytest.param(*row, marks=pytest.mark.xfail(strict=True, reason=STALE[row[:2]]))
-            if row[:2] in STALE else row for row in SHIPPED]
-
 
 def test_every_calibrated_knob_is_listed() -> None:
     listed = {(p, k) for p, k, _ in SHIPPED}
@@ -53,7 +41,7 @@ def test_every_calibrated_knob_is_listed() -> None:
         assert calibrated == {k for p, k in listed if p == platform}
 
 
-@pytest.mark.parametrize(("platform", "knob", "case_file"), _params())
+@pytest.mark.parametrize(("platform", "knob", "case_file"), SHIPPED)
 def test_calibrate_reproduces_the_shipped_knob(platform: str, knob: str, case_file: str) -> None:
     src = load_profile(platform).source_of(knob)
     cases = [c for c in load_cases(REPO / case_file) if c.platform == platform and c.role == "calibration"]
