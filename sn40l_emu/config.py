@@ -122,8 +122,9 @@ class RuntimeSpec:
     a socket switches program (Argument Load alone when only weight addresses
     change). Per output token: logits (host sampling) or token ids over the host
     link, host sampling, the next token back, and the framework's per-token
-    cost. GPU profiles: the serving framework's per-step overhead (CUDA graphs
-    are a ``launch`` knob: they change what each kernel launch costs).
+    cost of each sequence (``token_overhead``, times the batch). GPU profiles:
+    the serving framework's per-step overhead (CUDA graphs are a ``launch``
+    knob: they change what each kernel launch costs).
     """
 
     tokenize_ns_per_token: int = q("tokenize_ns_per_token", Unit.NS, allow_zero=True, max_value=1e6)
@@ -167,6 +168,9 @@ class NcclSpec:
     nvls_channel_bw_bytes_per_s: int = q("nvls_channel_bw_gbps", Unit.GBPS, allow_zero=True)
     nvls_efficiency: float = q("nvls_efficiency", Unit.FRACTION, allow_zero=True)
     nvls_lat_ns: int = q("nvls_lat_us", Unit.US, allow_zero=True)
+    #: measured busbw / the tuning model's busbw (collectives/nccl.py); may exceed 1: the tuning
+    #: model's channel bandwidth is a speed-array step, not the links' ceiling
+    bw_efficiency: float = q("bw_efficiency", Unit.FACTOR, max_value=2.0)
 
 
 @dataclass(frozen=True)

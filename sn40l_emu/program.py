@@ -56,12 +56,19 @@ class ReduceOp(str, Enum):
 
 
 class Algo(str, Enum):
-    """Collective algorithm; AUTO lets the selector choose (as NCCL's tuner does)."""
+    """Collective algorithm; AUTO lets the selector choose (as NCCL's tuner does).
+
+    RING, ONESHOT and TREE are the P2P model's; where NCCL times a collective
+    (GPU profiles, ``nccl.enabled``) AUTO, RING and NVLS (NVLink SHARP, all-reduce
+    on a profile with ``nccl.nvls_channels >= 2``) restrict NCCL's tuner as
+    ``NCCL_ALGO`` does (collectives/nccl.py).
+    """
 
     AUTO = "auto"
     RING = "ring"
     ONESHOT = "oneshot"
     TREE = "tree"
+    NVLS = "nvls"
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 # (platform, knob, case file): every knob the shipped profiles say is calibrated
 SHIPPED = [
     ("dgx-a100", "runtime.step_overhead_us", "validation/nemo-llama2-7b.yaml"),
+    ("dgx-a100", "runtime.token_overhead_us", "validation/nemo-llama2-7b.yaml"),
     ("dgx-h100", "runtime.step_overhead_us", "validation/nemo-llama2-7b.yaml"),
+    ("dgx-h100", "runtime.token_overhead_us", "validation/nemo-llama2-7b.yaml"),
     ("sn40l", "runtime.token_overhead_us", "validation/sn40l-llama3.1.yaml"),
+    ("dgx-a100", "nccl.bw_efficiency", "validation/nccl-tests.yaml"),
+    ("dgx-h100", "nccl.bw_efficiency", "validation/nccl-tests.yaml"),
 ]
 
 

@@ -80,8 +80,9 @@ def test_nccl_small_all_reduce_is_ring_ll() -> None:
     assert c is not None and (c.algo, c.proto) == ("ring", Proto.LL)
     # tuning.cc: baseLat 6.6 + 2(n-1) x hwLat 0.6 us; busBw min(llMaxBw 141, 360/2) = 141 GB/s,
     # algbw = busBw x n / (2(n-1))
+    # x nccl.bw_efficiency (measured / tuning-model busbw, calibrated on nccl-tests)
     lat = 6_600 + 14 * 600
-    algbw = int(141e9 * 8 / 14)
+    algbw = int(141e9 * (8 / 14 * H100.nccl.bw_efficiency))
     assert c.latency_ns == lat and c.time_ns == lat + -(-8192 * 10**9 // algbw)
 
 
@@ -92,8 +93,8 @@ def test_nccl_h100_large_all_reduce_is_nvls_a100_ring_simple() -> None:
     assert h is not None and a is not None
     assert (h.algo, h.proto) == ("nvls", Proto.SIMPLE) and (a.algo, a.proto) == ("ring", Proto.SIMPLE)
     nvls_bus = 8 * 40e9 * 0.85 * 7 / 8 * 2
-    assert h.time_ns == 25_000 + -(-size * 10**9 // int(nvls_bus * 8 / 14))
-    assert a.time_ns == 8_400 + 14 * 3_400 + -(-size * 10**9 // int(240e9 * 8 / 14))
+    assert h.time_ns == 25_000 + -(-size * 10**9 // int(nvls_bus * (8 / 14 * H100.nccl.bw_efficiency)))
+    assert a.time_ns == 8_400 + 14 * 3_400 + -(-size * 10**9 // int(240e9 * (8 / 14 * A100.nccl.bw_efficiency)))
 
 
 def test_mid_size_picks_ll128_on_a100() -> None:

@@ -50,3 +50,40 @@ def test_speculative_needs_a_draft_model() -> None:
     with pytest.raises(ConfigError) as err:
         run_scaling(dataclasses.replace(CFG, overrides=()))
     assert err.value.field == "runtime.spec_draft_model"
+
+
+def test_one_iteration_is_k_draft_steps_then_one_verify_step_exactly() -> None:
+    """Exact ns: the row is k draft decode steps, then the target's step over k + 1 tokens, then one host
+    round trip; tokens/s/user is E[tokens] = (1 - a^(k+1)) / (1 - a) over that (a = 0.5, k = 3: 1.875).
+
+    The iteration is rebuilt here step by step on a plain node (no step reuse), independent of run_scaling.
+    """
+    from sn40l_emu.cluster.node import LocalNode
+    from sn40l_emu.config import load_profile
+    from sn40l_emu.engine.program_book import ProgramBook
+    from sn40l_emu.engine.reuse import CostReuse
+    from sn40l_emu.workload import ExecMode, Phase, Step, load_model, make_plan
+    from sn40l_emu.workload.host_runtime import decode_step_ns, step_ns
+
+    k, ctx, tp = 3, 128, 2
+    over = ("runtime.spec_draft_model=tiny-gqa", f"runtime.spec_draft_len={k}", "runtime.spec_acceptance=0.5")
+    row = run_scaling(ScalingConfig(model="tiny-llama", tps=(tp,), phases=("speculative",), modes=("fused-ho",),
+                                    overrides=over, prompt_len=ctx, context_len=ctx))[0]
+    profile = load_profile("sn40l", list(over))
+    target, draft = load_model("tiny-llama"), load_model("tiny-gqa")
+    node = LocalNode(profile, trace=False)
+    reuse, book = CostReuse(node, steps=False), ProgramBook()
+    steps = [(draft, Step.decode(1, ctx + i)) for i in range(k)] + [(target, Step(Phase.DECODE, 1, k + 1, ctx))]
+    ends = {}
+    for model, step in steps:
+        ends = {s: r.end_ns for s, r in reuse.run(book.group(model, make_plan(model, tp), step,
+                                                                ExecMode.FUSED_HO)).items()}
+    device_ns = max(ends.values())
+    host_ns = decode_step_ns(profile, target.vocab_size, 1).total_ns + k * step_ns(profile).total_ns
+    assert row["latency_ns"] == device_ns + host_ns
+    assert row["breakdown_ns"]["host"] == host_ns
+    assert row["tokens_per_s_per_user"] == pytest.approx(1.875e9 / row["latency_ns"], rel=1e-12)
+    # the verify step is one target step over k + 1 tokens: more than a plain decode step, less than k + 1 of them
+    plain = run_scaling(ScalingConfig(model="tiny-llama", tps=(tp,), phases=("decode",), modes=("fused-ho",),
+                                      prompt_len=ctx, context_len=ctx))[0]
+    assert row["latency_ns"] > plain["latency_ns"]

@@ -196,3 +196,65 @@ def test_cli_bad_case_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
     path = _write(tmp_path, [_tiny("c", "neither", 1, 10.0)])
     assert main(["validate", "--cases", str(path), "--json", str(tmp_path / "v.json"), "--out", str(tmp_path)]) == 2
     assert "role" in capsys.readouterr().err
+
+
+# ---- serving settings a case carries (set:, assumed:) ------------------------------------------
+def _spec(cid: str, **kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "id": cid, "source": "synthetic (test)", "role": "validation", "platform": "sn40l", "model": "tiny-llama",
+        "tp": 2, "batch": 1, "prompt_len": 128, "phase": "speculative", "metric": "tokens_per_s_per_user",
+        "value": 1000.0, "unit": "tok/s",
+        "set": ["runtime.spec_draft_model=tiny-gqa", "runtime.spec_draft_len=3", "runtime.spec_acceptance=0.5"],
+        "assumed": ["runtime.spec_acceptance"],
+    }
+    base.update(kw)
+    return base
+
+
+def test_a_speculative_case_runs_through_validate_with_its_settings(tmp_path: Path) -> None:
+    from sn40l_emu.experiments.tp_scaling import ScalingConfig, run_scaling
+    from sn40l_emu.experiments.validate import table_text
+
+    path = _write(tmp_path, [_spec("spec-tiny"), _spec("plain-tiny", phase="decode", set=[], assumed=[])])
+    result = run_validate(load_cases(path))
+    rows = {r["id"]: r for r in result["cases"]}
+    spec, plain = rows["spec-tiny"], rows["plain-tiny"]
+    want = run_scaling(ScalingConfig(model="tiny-llama", tps=(2,), phases=("speculative",), modes=("fused-ho",),
+                                     overrides=tuple(_spec("x")["set"]), prompt_len=128, context_len=128))[0]
+    assert spec["got"] == want["tokens_per_s_per_user"]
+    assert spec["rel_err"] == spec["got"] / 1000.0 - 1.0
+    assert (spec["phase"], spec["set"], spec["assumed"]) == ("speculative", _spec("x")["set"],
+                                                             ["runtime.spec_acceptance"])
+    assert (plain["phase"], plain["set"], plain["assumed"]) == ("decode", [], [])
+    assert spec["got"] != plain["got"]
+    text = table_text(result)
+    assert ("spec-tiny runs speculative with runtime.spec_draft_model=tiny-gqa, runtime.spec_draft_len=3, "
+            "runtime.spec_acceptance=0.5 (assumed)") in text
+    assert "plain-tiny runs" not in text
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"set": ["runtime.spec_draft_len=3"]}, ".set"),  # speculative without a draft model
+    ({"set": ["runtime.spec_draft_model=no-such-model"]}, ".set"),
+    ({"set": ["runtime.spec_draft_model=tiny-gqa", "runtime.spec_acceptance=1.5"]}, "set.runtime.spec_acceptance"),
+    ({"set": ["runtime.spec_draft_model=tiny-gqa", "runtime.no_such_knob=1"]}, "set.runtime"),
+    ({"set": ["nosection.x=1"]}, "set.nosection.x"),
+    ({"assumed": ["runtime.sample_us"]}, ".assumed"),  # a profile field the case does not set
+    ({"assumed": ["colour"]}, ".assumed"),
+])
+def test_bad_settings_name_the_field(change: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        case_from(_spec("bad", **change), "f.yaml")
+    assert field in exc.value.field
+
+
+def test_shipped_sn40l_70b_405b_cases_run_speculative_with_their_settings_marked_assumed() -> None:
+    """SN40L paper Table IV: these two were served with speculative decoding; its settings are not public."""
+    cases = {c.id: c for c in load_cases(SHIPPED / "sn40l-llama3.1.yaml")}
+    for cid in ("sn40l-llama3.1-70b-16s-tps", "sn40l-llama3.1-405b-16s-tps"):
+        c = cases[cid]
+        assert c.phase == "speculative" and c.role == "validation"
+        knobs = {s.partition("=")[0] for s in c.settings}
+        assert knobs == {"runtime.spec_draft_model", "runtime.spec_draft_len", "runtime.spec_acceptance"}
+        assert knobs <= set(c.assumed)
+    assert cases["sn40l-llama3.1-8b-16s-tps"].phase == "decode"

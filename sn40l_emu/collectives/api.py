@@ -33,6 +33,7 @@ from sn40l_emu.collectives.buffer import tensor_dtype
 from sn40l_emu.collectives.call import CollCall, wire_tag
 from sn40l_emu.collectives.registry import implementation
 from sn40l_emu.collectives.selector import best_chunks, select_algo, uses_ring
+from sn40l_emu.errors import ConfigError
 from sn40l_emu.p2p.framed import FramedTransport
 from sn40l_emu.p2p.transport import Tensor, Transport
 from sn40l_emu.program import Algo, CollectiveKind, ReduceOp, np_dtype
@@ -50,6 +51,9 @@ def _resolve(
 ) -> tuple[Algo, int]:
     if chunks < 0:
         raise ValueError(f"chunks must be >= 0 (0 = tuned), got {chunks}")
+    if algo is Algo.NVLS:
+        raise ConfigError("--algo", algo.value, "auto, ring, oneshot or tree over P2P links "
+                          "(nvls is NCCL's, on a profile with nccl.nvls_channels >= 2)")
     down = t.network.down_links(start_ns)
     params = t.network.params
     if algo is Algo.AUTO:

@@ -27,6 +27,13 @@ single outgoing link (~1.75 S/B) and a tree pays log2(n) latency steps plus
 the ring's volume. One-shot's busbw therefore exceeds the link rate (~1.75x
 at large sizes): busbw is defined for ring-like traffic. Use ``--algo ring``
 to see a single link's bandwidth.
+
+On a GPU profile (``nccl.enabled``) NCCL's tuning model times each call
+(:mod:`sn40l_emu.collectives.nccl`) and the ``algo`` column shows its pick as
+algorithm/protocol (``ring/LL128``, ``nvls/Simple``): ``--algo auto`` is NCCL's
+own choice, ``ring`` and ``nvls`` restrict it as ``NCCL_ALGO`` does (``nvls``
+only where the profile has NVLink SHARP, e.g. dgx-h100); ``oneshot`` and
+``tree`` are refused there (``--set nccl.enabled=0`` for the P2P model).
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ from sn40l_emu.experiments.options import (
     overrides_field,
     profile_field,
 )
-from sn40l_emu.program import Algo, ReduceOp
+from sn40l_emu.program import Algo, CollectiveKind, ReduceOp
 
 DTYPES = ("float32", "float16", "bfloat16")
 MAX_SIZE_BYTES = 1 << 50  # 1 PiB (1,125,899,906,842,624 B): a sanity limit on -b/-e (timing-only runs are symbolic)
@@ -75,7 +82,8 @@ class BenchConfig:
     step_factor: int = option(2, "multiply the size by this between rows", flag="stepfactor", short=("-f",),
                               lo=2, hi=1 << 20)
     algo: Algo = option(Algo.AUTO, "collective algorithm; auto = the selector's choice per size "
-                                   "(one-shot on a full mesh)")
+                                   "(one-shot on a full mesh; NCCL's own choice on a GPU profile); "
+                                   "nvls: NVLink SHARP (GPU profiles with NVLS, e.g. dgx-h100)")
     chunks: int = option(0, "chunks per frame / ring segment (0 = tuned)", lo=0, hi=1 << 16)
     sockets: int = option(8, "group = sockets 0..N-1 of the node (0 = all of the node's sockets)",
                           lo=0, hi=1024, cli_default=0)
@@ -95,6 +103,18 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+    @property
+    def kind(self) -> CollectiveKind:
+        """The collective this sweep runs."""
+        return CollectiveKind.ALL_REDUCE
+
+    def check_profile(self, profile: Any) -> None:
+        """Raise ConfigError if ``--algo`` cannot run on ``profile`` (nvls needs NVLS; where NCCL
+        times the collective, oneshot and tree do not exist)."""
+        from sn40l_emu.collectives.nccl import check_algo
+
+        check_algo(profile.nccl, self.kind, self.algo)
 
     def validate(self, n_node_sockets: int) -> None:
         if self.min_bytes < 1 or self.max_bytes < self.min_bytes:
@@ -116,7 +136,7 @@ class Row:
     size_bytes: int
     count: int
     dtype: str
-    algo: str  # the algorithm that ran (the selector's choice for auto)
+    algo: str  # the algorithm that ran (the selector's choice for auto; NCCL's algo/protocol on GPU profiles)
     chunks: int
     time_us: float
     algbw_gbps: float
@@ -144,12 +164,13 @@ def chosen_algo(cfg: BenchConfig, size_bytes: int, profile: Any, n_node_sockets:
     the selector for auto, else the profile's ring chunks or the tuner's best for ``chunks=0``."""
     from sn40l_emu.collectives.selector import best_chunks, select_algo
     from sn40l_emu.fabric.topology import make_topology
-    from sn40l_emu.program import CollectiveKind
 
     params = profile.p2p.params()
     topo = make_topology(params.topology, n_node_sockets)
     group = tuple(range(cfg.sockets))
     kind = CollectiveKind.ALL_REDUCE
+    if nccl_times(profile, cfg.sockets):
+        return cfg.algo, 0  # shown by nccl_label instead
     if cfg.sockets == 1:
         return (cfg.algo, max(cfg.chunks, 1))
     if cfg.algo is Algo.AUTO:
@@ -160,6 +181,20 @@ def chosen_algo(cfg: BenchConfig, size_bytes: int, profile: Any, n_node_sockets:
     if cfg.algo is Algo.RING and params.default_chunks > 0:
         return cfg.algo, params.default_chunks
     return cfg.algo, best_chunks(kind, cfg.algo, size_bytes, group, topo, params)[0]
+
+
+def nccl_times(profile: Any, sockets: int) -> bool:
+    """Whether NCCL's model times an all-reduce on sockets 0..sockets-1 (enabled, 2+ ranks, one node)."""
+    return bool(profile.nccl.enabled) and 2 <= sockets <= profile.sockets
+
+
+def nccl_label(cfg: BenchConfig, kind: CollectiveKind, size_bytes: int, profile: Any) -> str:
+    """NCCL's pick as ``algo/protocol`` (e.g. ``ring/LL128``, ``nvls/Simple``), as NCCL_DEBUG_SUBSYS=TUNING
+    would name it; "" if NCCL's model does not time this call."""
+    from sn40l_emu.collectives.nccl import nccl_choice
+
+    c = nccl_choice(profile.nccl, kind, cfg.sockets, size_bytes, cfg.algo)
+    return "" if c is None else f"{c.algo}/{c.proto.value}"
 
 
 def _inputs(cfg: BenchConfig, count: int) -> dict[int, np.ndarray]:
@@ -200,6 +235,8 @@ def run_bench(node: Any, cfg: BenchConfig) -> Iterator[Row]:
     from sn40l_emu.program import CollectiveKind, CollectiveOp, Program, np_dtype
 
     cfg.validate(node.n_sockets)
+    cfg.check_profile(node.profile)
+    nccl = nccl_times(node.profile, cfg.sockets)
     group = tuple(range(cfg.sockets))
     itemsize = np_dtype(cfg.dtype).itemsize
     real = not cfg.timing_only
@@ -236,8 +273,9 @@ def run_bench(node: Any, cfg: BenchConfig) -> Iterator[Row]:
             node.load_tensors({s: {BUFFER: np.zeros(0, np_dtype(cfg.dtype))} for s in group})  # free it
         t_ns = sorted(times_ns)[len(times_ns) // 2]
         algo, chunks = chosen_algo(cfg, nbytes, node.profile, node.n_sockets)
+        label = nccl_label(cfg, CollectiveKind.ALL_REDUCE, nbytes, node.profile) if nccl else algo.value
         algbw = nbytes / t_ns if t_ns > 0 else 0.0  # B/ns == GB/s
-        yield Row(nbytes, count, cfg.dtype, algo.value, chunks, t_ns / 1e3, algbw,
+        yield Row(nbytes, count, cfg.dtype, label, chunks, t_ns / 1e3, algbw,
                   algbw * bus_factor(cfg.sockets), wrong, 1e6 * sum(walls_s) / len(walls_s))
 
 
@@ -277,7 +315,11 @@ def _preamble(cfg: BenchConfig, profile: Any, backend: str) -> list[str]:
         "# time: virtual time from a common start to the last socket's result (median of iters);",
         "# busbw = algbw * 2(n-1)/n; wall: host wall time per call (mean)",
     ]
-    if cfg.algo is Algo.AUTO and p.topology.value == "full_mesh":
+    if nccl_times(profile, cfg.sockets):
+        lines.append(f"# NCCL's tuning model times every call (collectives/nccl.py; algo {cfg.algo.value}: "
+                     f"{'NCCL chooses' if cfg.algo is Algo.AUTO else 'NCCL_ALGO=' + cfg.algo.value.upper()}); "
+                     f"algo column = algorithm/protocol, chunks 0; bw_efficiency {profile.nccl.bw_efficiency:g}")
+    elif cfg.algo is Algo.AUTO and p.topology.value == "full_mesh":
         lines.append("# auto on a full mesh: one-shot at every size (7 links per socket carry S each at once, "
                      "~S/B, vs ~1.75 S/B for a ring), so its busbw exceeds the link rate")
     return lines
@@ -292,6 +334,7 @@ def resolve(cfg: BenchConfig) -> tuple[BenchConfig, Any]:
     profile = load_profile(cfg.profile, list(cfg.overrides))
     cfg = replace(cfg, sockets=cfg.sockets or profile.sockets, check=cfg.check and not cfg.timing_only)
     cfg.validate(profile.sockets)
+    cfg.check_profile(profile)
     if not cfg.timing_only:
         need = 3 * cfg.sockets * cfg.max_bytes
         phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -54,6 +54,9 @@ METRICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 _TIME_NS = {"s": 1e9, "ms": 1e6, "us": 1e3}
 _REQUIRED = ("id", "source", "role", "platform", "tp", "phase", "metric", "value", "unit")
 _MODEL_FIELDS = ("model", "batch", "prompt_len")
+# what ``assumed`` may name besides the SECTION.FIELD of a ``set`` entry
+_CONFIG_FIELDS = ("platform", "model", "tp", "batch", "prompt_len", "output_tokens", "phase", "mode", "size_bytes",
+                  "algo")
 _OPTIONAL = ("model", "batch", "prompt_len", "output_tokens", "mode", "size_bytes", "algo", "set", "assumed", "note")
 
 
@@ -93,6 +96,32 @@ def _int(path: str, raw: object, *, minimum: int = 1) -> int:
     return raw
 
 
+def _check_settings(path: str, platform: str, phase: str, settings: list[str]) -> None:
+    """The case's ``set`` must load on its platform's profile, and a speculative case must name its draft model.
+
+    On a shipped profile every setting is applied and the profile validated as
+    ``--set`` would be (unknown field, out-of-range value: ConfigError naming
+    ``<case>.set``); on any other platform only the SECTION.FIELD=VALUE form is
+    checked here, and the rest when the case runs.
+    """
+    from sn40l_emu.config import apply_overrides, load_profile, shipped_profiles
+    from sn40l_emu.workload import shipped_models
+
+    try:
+        if platform in shipped_profiles():
+            draft = load_profile(platform, settings).runtime.spec_draft_model
+        else:
+            apply_overrides({}, settings)
+            draft = next((s.partition("=")[2].strip() for s in settings
+                          if s.partition("=")[0].strip() == "runtime.spec_draft_model"), "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}.set.{exc.field}", exc.value, exc.allowed) from None
+    if phase == "speculative" and draft not in shipped_models():
+        raise ConfigError(f"{path}.set", draft or "<no runtime.spec_draft_model>",
+                          "runtime.spec_draft_model=NAME, a shipped model, for phase speculative: "
+                          + ", ".join(shipped_models()))
+
+
 def case_from(raw: object, where: str) -> Case:
     """Validate one mapping of a case file (raises ConfigError naming the field)."""
     if not isinstance(raw, dict):
@@ -128,6 +157,12 @@ def case_from(raw: object, where: str) -> Case:
     settings = raw.get("set", [])
     if not isinstance(settings, list) or not all(isinstance(x, str) and "=" in x for x in settings):
         raise ConfigError(f"{path}.set", settings, "a list of SECTION.FIELD=VALUE profile settings")
+    _check_settings(path, raw["platform"], phase, settings)
+    allowed = {*_CONFIG_FIELDS, *(s.partition("=")[0].strip() for s in settings)}
+    for a in assumed:
+        if a not in allowed:
+            raise ConfigError(f"{path}.assumed", a, "a configuration field of the case or a SECTION.FIELD of its "
+                              "set: " + ", ".join(sorted(allowed)))
     kw: dict[str, Any] = {"settings": tuple(settings)}
     if phase == "collective":
         kw["size_bytes"] = _int(f"{path}.size_bytes", raw.get("size_bytes"))

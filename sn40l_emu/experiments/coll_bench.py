@@ -105,6 +105,10 @@ class CollBenchConfig(BenchConfig):
     coll: str = option("allgather", "the collective", choices=tuple(COLLS))
     root: int = option(0, "broadcast root socket", lo=0, hi=1023)
 
+    @property
+    def kind(self) -> CollectiveKind:
+        return COLLS[self.coll].kind
+
     def validate(self, n_node_sockets: int) -> None:
         if self.coll not in COLLS:
             raise ConfigError("--coll", self.coll, ", ".join(COLLS))
@@ -236,6 +240,7 @@ def run_coll_bench(node: Any, cfg: CollBenchConfig) -> Iterator[CollRow]:
     from sn40l_emu.program import np_dtype
 
     cfg.validate(node.n_sockets)
+    cfg.check_profile(node.profile)
     spec = COLLS[cfg.coll]
     group = tuple(range(cfg.sockets))
     itemsize = np_dtype(cfg.dtype).itemsize
@@ -334,6 +339,7 @@ def cmd_coll_bench(args: argparse.Namespace) -> int:
     profile = load_profile(cfg.profile, list(cfg.overrides))
     cfg = replace(cfg, sockets=cfg.sockets or profile.sockets)
     cfg.validate(profile.sockets)
+    cfg.check_profile(profile)
     doc_cfg = to_json(cfg, [])["config"]
     run = rundir.prepare(f"{cfg.coll}-bench", {"bench": doc_cfg, "profile_resolved": profile.to_json()},
                          out=args.out, overwrite=args.overwrite, json_path=args.json,

@@ -1,6 +1,8 @@
 """`sn40l-emu validate`: run every published case and say how far the emulator is from it.
 
-Per case it prints got, want and the relative error ``got / want - 1``; then
+Per case it prints got, want and the relative error ``got / want - 1``, and
+under the table the profile settings a case runs with (its ``set:``, each
+marked ``(assumed)`` where the source does not state it); then
 one summary per role (count, median and worst |relative error|, how many within
 10 % and 25 %). Calibration cases are summarised apart: a case knobs were
 fitted to says how well the fit went, never how well the emulator predicts, so
@@ -27,8 +29,9 @@ def run_case(case: Case, *, backend: str = "local", profile_dir: str | None = No
              overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """One JSON row: the case, what the emulator got, and the relative error (or why it was skipped)."""
     row: dict[str, Any] = {"id": case.id, "source": case.source, "role": case.role, "platform": case.platform,
-                           "metric": case.metric, "unit": case.unit, "want": case.value, "got": None,
-                           "rel_err": None, "file": case.file}
+                           "metric": case.metric, "phase": case.phase, "unit": case.unit, "want": case.value,
+                           "got": None, "rel_err": None, "file": case.file, "set": list(case.settings),
+                           "assumed": list(case.assumed)}
     target = Target(profile_for(case.platform, profile_dir), overrides, backend)
     try:
         got = predict(case, target)
@@ -101,6 +104,11 @@ def table_text(result: dict[str, Any]) -> str:
     cols = (("id", "case"), ("role", "role"), ("platform", "platform"), ("metric", "metric"), ("got", "got"),
             ("want", "want"), ("unit", "unit"), ("err", "rel err"))
     lines = [table(cells, cols), ""]
+    for r in result["cases"]:
+        if r.get("set"):  # the serving settings the case runs with; assumed ones are not in its source
+            assumed = set(r.get("assumed", ()))
+            shown = [s + (" (assumed)" if s.partition("=")[0].strip() in assumed else "") for s in r["set"]]
+            lines.append(f"{r['id']} runs {r.get('phase', '')} with " + ", ".join(shown))
     for r in result["cases"]:
         if r["rel_err"] is None:
             lines.append(f"skipped {r['id']}: {r['skipped']}")

@@ -54,9 +54,11 @@ def _topology(profile: NodeProfile, n_sockets: int) -> Topology:
 @lru_cache(maxsize=65536)
 def collective_idle_ns(coll: CollectiveOp, profile: NodeProfile, n_sockets: int) -> int:
     """The collective's time on idle links: the selector's closed form plus the fixed cost."""
+    from sn40l_emu.collectives.nccl import p2p_carrier
     from sn40l_emu.collectives.selector import best_chunks, predict_ns, select_algo
     from sn40l_emu.program import Algo
 
+    coll = p2p_carrier(coll)  # NVLS has no P2P closed form: its carrier is the selector's choice
     topo = _topology(profile, max(n_sockets, max(coll.group) + 1))
     params = profile.p2p.params()
     if coll.algo is Algo.AUTO:

@@ -260,7 +260,7 @@ class SocketModel:
         (socket_actor/pipeline.py), so it started that much before the kernel's end.
         """
         from sn40l_emu.collectives.dispatch import run_collective
-        from sn40l_emu.collectives.nccl import nccl_for
+        from sn40l_emu.collectives.nccl import nccl_for, p2p_carrier
 
         if self.index not in op.group:
             raise EmuError(f"socket {self.index} is not in the group {op.group} of {op.name}")
@@ -277,14 +277,16 @@ class SocketModel:
             self._links_idle = False
         start = t0 + self.profile.p2p.collective_fixed_ns - hidden_ns
         nccl = nccl_for(self.profile.nccl, op, self.profile.sockets)
+        carrier = op
         if nccl is not None:
             start = t0
+            carrier = p2p_carrier(op)
         if hasattr(transport, "trace"):  # framed transports mark each message for the trace
             transport.trace = self.trace if self.trace.enabled else None
         network = getattr(transport, "network", None)
         if network is not None:
             network.take_losses()
-        result, end_ns = await run_collective(transport, op, data, start, tag)
+        result, end_ns = await run_collective(transport, carrier, data, start, tag)
         fault = self._collective_fault(op, t0, end_ns, network.take_losses() if network is not None else [])
         if fault is not None:
             self._failure = fault
@@ -294,7 +296,7 @@ class SocketModel:
             return result
         if nccl is not None:
             # the P2P run carries the data and waits for the peers; NCCL's model times it
-            idle = collective_idle_ns(op, self.profile, transport.topology.n_sockets)
+            idle = collective_idle_ns(carrier, self.profile, transport.topology.n_sockets)
             end_ns = max(t0, end_ns - (idle - self.profile.p2p.collective_fixed_ns)) + nccl.time_ns
             self.trace.record(end_ns - nccl.time_ns, nccl.time_ns, "nccl", op.name, algo=nccl.algo,
                               proto=nccl.proto.value, latency_ns=nccl.latency_ns,

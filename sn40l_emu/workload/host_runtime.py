@@ -10,8 +10,12 @@ Closed forms over the profile's ``runtime`` knobs (every platform):
 * per output token: the step's output over the host link (logits,
   ``batch * vocab * 2 B``, when the host samples; token ids, ``batch * 4 B``,
   otherwise), host sampling (``sample_ns`` when the host samples), the next
-  token ids back (``batch * 4 B``), and ``token_overhead_ns``; each host-link
-  transfer costs ``link_latency + bytes / rate`` at the per-socket host rate;
+  token ids back (``batch * 4 B``), and ``batch * token_overhead_ns``; each host-link
+  transfer costs ``link_latency + bytes / rate`` at the per-socket host rate.
+  ``token_overhead_ns`` is host work per output token *per sequence*
+  (detokenizing, stop-condition checks, streaming the text out): a serving loop
+  does it for each of the ``batch`` sequences of a step, so it grows with the
+  batch, unlike the step's own overhead;
 * per step (prefill or decode): ``step_overhead_ns`` (the GPU serving
   framework's per-step overhead).
 
@@ -97,14 +101,16 @@ def step_ns(profile: NodeProfile) -> HostTime:
 
 
 def token_ns(profile: NodeProfile, vocab_size: int, batch: int) -> HostTime:
-    """One output token per sequence: output over the link, sampling, next token back, overhead."""
+    """One output token per sequence: output over the link, sampling, next token back, and
+    the per-sequence host overhead (``batch * token_overhead_ns``: detokenize, stop checks,
+    streaming happen once per sequence of the step)."""
     r = profile.runtime
     out_bytes = batch * (vocab_size * LOGIT_BYTES if r.host_sampling else TOKEN_ID_BYTES)
     return HostTime((
         ("token_out", link_ns(profile, out_bytes)),
         ("sample", r.sample_ns if r.host_sampling else 0),
         ("token_back", link_ns(profile, batch * TOKEN_ID_BYTES)),
-        ("token_overhead", r.token_overhead_ns),
+        ("token_overhead", batch * r.token_overhead_ns),
     ))
 
 

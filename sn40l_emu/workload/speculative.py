@@ -9,9 +9,12 @@ yields in expectation
     E[tokens] = (1 - a**(k+1)) / (1 - a)        (= k + 1 when a = 1)
 
 output tokens per sequence, so tokens/s/user = E[tokens] / iteration time. The
-SN40L paper (Prabhakar et al., MICRO 2024, Table IV) reports Llama 3.1 70B and
-405B with speculative decoding; the draft model, draft length and acceptance
-rate are the profile's ``runtime.spec_*`` knobs (not published there).
+host is crossed once per iteration (the accepted tokens out, the next token
+back); the draft's own tokens feed its next step on the device. The SN40L paper
+(Prabhakar et al., MICRO 2024, Table IV) reports Llama 3.1 70B and 405B with
+speculative decoding; the draft model, draft length and acceptance rate are the
+profile's ``runtime.spec_*`` knobs, none of them public (docs/model.md §2,
+"Speculative decoding", has the acceptance the published figures would need).
 """
 
 from __future__ import annotations
