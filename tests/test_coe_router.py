@@ -74,7 +74,8 @@ def test_router_program_is_the_prefill_then_the_expert_head() -> None:
 
 # ---- Program / Argument Load in the coordinator ---------------------------------
 def _batch(overrides: tuple[str, ...], reqs: list[Request], profile: str = "sn40l") -> BatchResult:
-    node = LocalNode(load_profile(profile, list(overrides)))
+    """One batch on a two-socket node (TP2: the loads do not depend on the TP width; it keeps this fast)."""
+    node = LocalNode(load_profile(profile, ["node.sockets=2", *overrides]))
     coord = CoECoordinator(node, CoESetup(TINY, 4, len(reqs), 4, max(r.output_tokens for r in reqs)))
     coord.load()
     return coord.run_batch(reqs)
