@@ -68,7 +68,8 @@ def _ray_processes() -> dict[str, float]:
             t = p.cpu_times()
         except psutil.Error:
             continue
-        name = Path(cmd[1] if len(cmd) > 1 and cmd[0].endswith("python") else cmd[0]).name if cmd else "?"
+        scripts = [a for a in cmd[1:] if a.endswith(".py")] if cmd and cmd[0].endswith("python") else []
+        name = Path(scripts[0] if scripts else cmd[0]).name if cmd else "?"
         name = name.split()[0] if name.startswith("ray::") else name
         out[name] = round(out.get(name, 0.0) + t.user + t.system, 2)
     return out
