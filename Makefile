@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fleet_cluster.py
 	$(BIN)/python bench/coe_sweep_wall.py
 	$(BIN)/python bench/bringup_wall.py
+	$(BIN)/python bench/fleet_bringup.py --rounds 2
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache

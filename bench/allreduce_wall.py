@@ -17,6 +17,12 @@ alike), medians reported:
 
 Targets: ring wall <= 1.5x the gather baseline; K=64 <= 1.2x K=8; ring over the
 actors <= 2x the one-process ring.
+
+CPU time is reported next to wall time (``cpu_s``: the actor processes'
+user + system time from /proc for the actor cases, this process's for the
+in-process ones), since on a shared host the wall time of 8 processes that
+step in lockstep mostly measures the other load; the load average is in the
+JSON.
 Prints a table and writes ``bench/results/allreduce_wall.json``.
 
     .venv/bin/python bench/allreduce_wall.py [--rounds 7] [--mib 64]
@@ -43,6 +49,16 @@ def _ring_programs(n: int, count: int, chunks: int) -> dict[int, Any]:
     op = CollectiveOp(f"ring-k{chunks}", CollectiveKind.ALL_REDUCE, tuple(range(n)), (count,), "float32",
                       algo=Algo.RING, chunks=chunks, buffer=NAME)
     return {s: Program.of(f"ring k={chunks}", [op]) for s in range(n)}
+
+
+def _proc_cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds so far of the processes ``pids`` (same host; /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / tick
 
 
 def main() -> int:
@@ -81,10 +97,16 @@ def main() -> int:
         wrong = int(np.count_nonzero(np.abs(got - expected) > tol))
         del got, tol, expected
 
+        pids = ray.get([a.ping.remote() for a in node.actors])
+        cpu: dict[str, list[float]] = {}
+
         def ring(k: int) -> float:
+            c0 = _proc_cpu_s(pids)
             began = time.perf_counter()
             node.run_programs(programs[k])
-            return time.perf_counter() - began
+            wall = time.perf_counter() - began
+            cpu.setdefault(f"ring K={k}", []).append(_proc_cpu_s(pids) - c0)
+            return wall
 
         def gather() -> float:
             began = time.perf_counter()
@@ -109,6 +131,7 @@ def main() -> int:
         def one_process_ring() -> float:
             for s in range(n):  # fresh inputs, outside the timed part
                 np.copyto(bufs[s], inputs[s])
+            c0 = time.process_time()
             began = time.perf_counter()
             chunks = [np.array_split(b, n) for b in bufs]
             for step in range(n - 1):  # reduce-scatter: rank r adds its chunk into rank r+1's
@@ -119,12 +142,16 @@ def main() -> int:
                 for r in range(n):
                     c = (r + 1 - step) % n
                     np.copyto(chunks[(r + 1) % n][c], chunks[r][c])
-            return time.perf_counter() - began
+            wall = time.perf_counter() - began
+            cpu.setdefault("one-process ring (numpy)", []).append(time.process_time() - c0)
+            return wall
 
         cases = {"ring K=8": lambda: ring(8), "ring K=64": lambda: ring(64), "gather-sum-scatter": gather,
                  "numpy memcpy": memcpy, "one-process ring (numpy)": one_process_ring}
         samples: dict[str, list[float]] = {k: [] for k in cases}
         for r in range(2 + args.rounds):
+            if r == 2:
+                cpu.clear()  # warm-up rounds out
             for label, fn in cases.items():
                 t = fn()
                 if r >= 2:
@@ -132,8 +159,11 @@ def main() -> int:
 
         if not args.no_ray_path:  # the actor-task path, for reference (fewer rounds: it is slow)
             node.connect(fast_p2p=False)
+            fast8 = cpu.pop("ring K=8")
             ray_path = [ring(8) for _ in range(1 + max(2, args.rounds // 2))][1:]
             samples["ring K=8, Ray actor-task path"] = ray_path
+            cpu["ring K=8, Ray actor-task path"] = cpu.pop("ring K=8")[1:]
+            cpu["ring K=8"] = fast8
             node.connect(fast_p2p=True)
     finally:
         node.close()
@@ -154,6 +184,10 @@ def main() -> int:
     for label, vals in samples.items():
         print(f"{label:34s} {1e3 * med[label]:10.1f} {1e3 * min(vals):8.1f} {1e3 * max(vals):8.1f} "
               f"{med[label] / base:9.2f} {size / med[label] / 1e9:7.2f}")
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items() if v}
+    for label, c in cpu_med.items():
+        print(f"# CPU (median): {label}: {1e3 * c:.1f} ms, {c / cpu_med['one-process ring (numpy)']:.2f}x "
+              "the one-process ring's")
     for what, ok in checks.items():
         print(f"# {what}: {'PASS' if ok else 'FAIL'}")
     out = {
@@ -161,7 +195,9 @@ def main() -> int:
         "host": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "python": platform.python_version()},
         "wall_s": {k: {"median": med[k], "min": min(v), "max": max(v), "samples": v} for k, v in samples.items()},
         "ratios": {"ring8_over_gather": ring8 / base, "ring64_over_ring8": ring64 / ring8,
-                   "ring8_over_one_process_ring": ring8 / one},
+                   "ring8_over_one_process_ring": ring8 / one,
+                   "ring8_cpu_over_one_process_ring_cpu": cpu_med["ring K=8"] / cpu_med["one-process ring (numpy)"]},
+        "cpu_s": {k: {"median": cpu_med[k], "samples": v} for k, v in cpu.items() if v},
         "checks": checks, "wrong": wrong,
     }
     path = Path(args.json)

@@ -10,6 +10,16 @@ Phases (one private local Ray per round, as ``sn40l-emu coe --backend ray`` star
   (what a sweep over platforms pays instead of a new node);
 * ``close_s``: killing the actors and stopping Ray.
 
+CPU seconds (wall time on a shared host mostly measures the other load):
+
+* ``ray_processes_cpu_s``: CPU time of the processes ``ray.init`` started, once it
+  returned (per process in ``ray_processes``: GCS, raylet, dashboard, agents, ...);
+* ``actor_cpu_s``: CPU time of one socket actor's process from its start to the
+  end of ``create`` (median over the 8: Python, ``import ray``, the worker's
+  registration, our modules, the endpoint and its connections);
+* ``actor_import_cpu_s``: of that, importing the actor's own modules after
+  ``import ray`` (in a fresh interpreter): the part this project controls.
+
 Target: node bring-up (``ray_start_s + create_s``) in a few seconds. Medians
 over ``--rounds``; prints a table and writes ``bench/results/bringup_wall.json``.
 
@@ -24,6 +34,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,21 +51,57 @@ def _git_rev() -> str:
         return ""
 
 
-def one_round() -> dict[str, float]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ray_processes() -> dict[str, float]:
+    """CPU seconds of each process this one started (Ray's), by a short name."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = p.cmdline()
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        scripts = [a for a in cmd[1:] if a.endswith(".py")] if cmd and cmd[0].endswith("python") else []
+        name = Path(scripts[0] if scripts else cmd[0]).name if cmd else "?"
+        name = name.split()[0] if name.startswith("ray::") else name
+        out[name] = round(out.get(name, 0.0) + t.user + t.system, 2)
+    return out
+
+
+def _import_cpu_s() -> float:
+    """CPU seconds to import the socket actor's modules after ``import ray``, in a fresh interpreter."""
+    code = ("import time, ray; t = time.process_time(); import sn40l_emu.socket_actor.actor; "
+            "print(time.process_time() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def one_round() -> dict[str, Any]:
     from sn40l_emu.cluster.bringup import start_local_ray
     from sn40l_emu.cluster.ray_node import RayNode
     from sn40l_emu.config import load_profile
     from sn40l_emu.program import CollectiveKind, CollectiveOp, Program
 
     sn40l, dgx = load_profile("sn40l"), load_profile("dgx-h100")
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     t0 = time.perf_counter()
     ray = start_local_ray(num_cpus=2, sockets=16)
     out["ray_start_s"] = time.perf_counter() - t0
+    procs = _ray_processes()
+    out["ray_processes_cpu_s"] = round(sum(procs.values()), 2)
+    out["ray_processes"] = procs
     try:
         t0 = time.perf_counter()
         node = RayNode.create(sn40l, trace=False)
         out["create_s"] = time.perf_counter() - t0
+        out["actor_cpu_s"] = statistics.median(_cpu_s(pid) for pid in node.pids())
         try:
             t0 = time.perf_counter()
             op = CollectiveOp("hello", CollectiveKind.ALL_REDUCE, tuple(range(8)), (1024,), "float32")
@@ -83,11 +130,14 @@ def main() -> int:
 
     prepare_env()
     rounds = [one_round() for _ in range(args.rounds)]
-    med: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]}
+    for r in rounds:
+        r["actor_import_cpu_s"] = _import_cpu_s()
+    med: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]
+                           if k != "ray_processes"}
     doc = {"bench": "bringup_wall", "sockets": 8, "median": med,
-           "rounds": [{k: round(v, 3) for k, v in r.items()} for r in rounds],
+           "rounds": [{k: v if isinstance(v, dict) else round(v, 3) for k, v in r.items()} for r in rounds],
            "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
-                    "load_avg": os.getloadavg()},
+                    "load_avg": os.getloadavg()}, "ray_processes_cpu_s_by_process": rounds[-1]["ray_processes"],
            "git": _git_rev()}
     print(f"node bring-up on Ray, 8 socket actors, medians of {args.rounds} round(s)")
     for k, v in med.items():

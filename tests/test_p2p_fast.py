@@ -335,3 +335,31 @@ def test_corrupt_arena_messages_are_refused() -> None:
         await g.close()
 
     _loop_run(main)
+
+
+def test_staged_blocks_are_sent_in_place_and_unsent_ones_come_back_at_flush() -> None:
+    async def main() -> None:
+        g = await FastGroup((0, 1)).start()
+        t0, t1 = g.transports[0], g.transports[1]
+        staged = await t0.staging(1, 1 << 14, np.dtype(np.float32))
+        assert staged is not None and staged.flags.writeable
+        arena = t0._links[1].arena
+        assert arena is not None and arena.used_bytes == 1 << 16
+        np.add(np.arange(1 << 14, dtype=np.float32), 1, out=staged)  # computed in place ...
+        puts = arena.put
+        arena.put = None  # type: ignore[method-assign,assignment]  # ... so sending it copies nothing
+        await t0.send(1, 9, staged, np.array([0]))
+        arena.put = puts  # type: ignore[method-assign]
+        payload, _ = await t1.recv(0, 9)
+        assert np.array_equal(payload, np.arange(1, (1 << 14) + 1, dtype=np.float32))  # type: ignore[arg-type]
+        del payload
+        await _until(lambda: arena.used_bytes == 0)
+        assert await t0.staging(1, 10, np.dtype(np.float32)) is None  # under shm_min_bytes: none
+        assert await t1.staging(0, 1 << 14, np.dtype(np.float32)) is not None  # never sent ...
+        other = t1._links[0].arena
+        assert other is not None and other.used_bytes == 1 << 16
+        await t1.flush()
+        assert other.used_bytes == 0  # ... given back by the collective's flush
+        await g.close()
+
+    _loop_run(main)

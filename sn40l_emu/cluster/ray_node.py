@@ -71,11 +71,15 @@ class RayNode(ManagedNode):
     def create(cls, profile: NodeProfile, *, n_sockets: int | None = None, name: str = "",
                placement: Placement = Placement.PACK, detached: bool = False,
                node_ids: Sequence[str] | None = None, trace: bool = True,
-               timeout_s: float = 120.0) -> RayNode:
+               timeout_s: float = 120.0, wire: bool = True) -> RayNode:
         """Create the actors (Ray must be initialised) and connect them to each other.
 
         ``node_ids`` pins socket i to Ray node ``node_ids[i]`` (an explicit map);
-        otherwise a placement group packs or spreads them.
+        otherwise a placement group packs or spreads them. ``wire=False`` returns
+        once the actors are asked for, before their processes are up; the caller
+        calls :meth:`connect` later. Bringing up several nodes that way lets Ray
+        start all their processes at once (each raylet starts as many at a time
+        as it has CPUs), instead of one node's eight after another's.
         """
         import ray
         from ray.util.placement_group import placement_group
@@ -116,7 +120,8 @@ class RayNode(ManagedNode):
             actors.append(SocketActor.options(**opts).remote(i, profile, n, trace))
         node = cls(profile, actors, name=name, placement_group=pg)
         node.detached, node.trace = detached, trace
-        node.connect(timeout_s)
+        if wire:
+            node.connect(timeout_s)
         return node
 
     @classmethod

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sn40l_emu.collectives.readymap import ReadyMap
-from sn40l_emu.collectives.reduction import combine_into
+from sn40l_emu.collectives.reduction import combine_into, combine_to
 from sn40l_emu.errors import FrameError
 from sn40l_emu.p2p.frame import ALLOWED_DTYPES, dtype_name
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
@@ -59,6 +59,21 @@ class WorkBuffer:
         return WorkBuffer(values, dtype, ReadyMap(int(data.size), start_ns))
 
     @staticmethod
+    def unfilled(data: Tensor, start_ns: int) -> tuple[WorkBuffer, np.ndarray | None]:
+        """A buffer whose values are not written yet, and ``data`` flat (read, never written).
+
+        For an algorithm that reads each element of its input before it first
+        writes it (the ring reduce-scatter): it reads the caller's array instead
+        of a private copy of it, saving one full copy of the data.
+        """
+        dtype = tensor_dtype(data)
+        if isinstance(data, SymbolicTensor):
+            return WorkBuffer(None, dtype, ReadyMap(int(data.size), start_ns)), None
+        source = np.asarray(data).reshape(-1)
+        values = np.empty(source.size, dtype=source.dtype)
+        return WorkBuffer(values, dtype, ReadyMap(int(source.size), start_ns)), source
+
+    @staticmethod
     def empty(size: int, like: Tensor, start_ns: int) -> WorkBuffer:
         """A buffer of ``size`` elements of ``like``'s dtype and mode, to be filled by receives."""
         dtype = tensor_dtype(like)
@@ -80,10 +95,16 @@ class WorkBuffer:
 
 
 async def send_range(
-    t: Transport, dst: int, tag: int, buf: WorkBuffer, lo: int, hi: int, chunks: int
+    t: Transport, dst: int, tag: int, buf: WorkBuffer, lo: int, hi: int, chunks: int,
+    values: np.ndarray | None = None,
 ) -> None:
-    """Send elements ``[lo, hi)`` as ``chunks`` chunks, each leaving when it is ready."""
-    await t.send(dst, tag, buf.piece(lo, hi), buf.ready.chunk_ready(lo, hi, chunks))
+    """Send elements ``[lo, hi)`` as ``chunks`` chunks, each leaving when it is ready.
+
+    ``values``: where those elements are when not in ``buf`` (the caller's
+    input, or a block the transport staged); the timing is ``buf``'s either way.
+    """
+    payload = buf.piece(lo, hi) if values is None or buf.values is None else values
+    await t.send(dst, tag, payload, buf.ready.chunk_ready(lo, hi, chunks))
 
 
 async def recv_piece(
@@ -123,4 +144,18 @@ async def recv_range(
             buf.values[lo:hi] = values
         else:
             combine_into(op, buf.values[lo:hi], values)
+    buf.ready.update(lo, hi, chunks, arrive)
+
+
+async def recv_reduce_to(
+    t: Transport, src: int, tag: int, buf: WorkBuffer, lo: int, hi: int, chunks: int,
+    op: ReduceOp, base: np.ndarray | None, out: np.ndarray | None,
+) -> None:
+    """Receive ``[lo, hi)`` and write ``op(base, received)`` to ``out`` (timing into ``buf``).
+
+    ``base`` and ``out`` are None exactly when ``buf`` is symbolic.
+    """
+    values, arrive = await recv_piece(t, src, tag, hi - lo, chunks, buf)
+    if values is not None and base is not None and out is not None:
+        combine_to(op, base, values, out)
     buf.ready.update(lo, hi, chunks, arrive)

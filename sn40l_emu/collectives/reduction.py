@@ -51,6 +51,18 @@ def combine_into(op: ReduceOp, acc: np.ndarray, b: np.ndarray) -> None:
         acc[...] = combine(op, acc, b)
 
 
+def combine_to(op: ReduceOp, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = op(a, b)``: :func:`combine_into` with the result written elsewhere (same bits).
+
+    Lets a ring reduce its untouched input and a received chunk straight into
+    the buffer it sends next, without copying the input first.
+    """
+    if accumulate_dtype(a.dtype) == a.dtype:
+        UFUNCS[op](a, b, out=out)
+    else:
+        out[...] = combine(op, a, b)
+
+
 def reduce_ordered(op: ReduceOp, parts: Sequence[np.ndarray]) -> np.ndarray:
     """Reduce ``parts`` left to right (a fixed order, so every rank gets identical bits)."""
     dtype = parts[0].dtype

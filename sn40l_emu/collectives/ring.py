@@ -22,6 +22,7 @@ from sn40l_emu.collectives.buffer import (
     WorkBuffer,
     gathered_shape,
     recv_range,
+    recv_reduce_to,
     send_range,
     shaped,
 )
@@ -47,12 +48,39 @@ class _Ring:
         return int(self.seg[j]), int(self.seg[j + 1])
 
 
-async def _reduce_scatter_phase(call: CollCall, ring: _Ring, buf: WorkBuffer) -> None:
+async def _reduce_scatter_phase(
+    call: CollCall, ring: _Ring, buf: WorkBuffer, source: np.ndarray | None
+) -> None:
+    """``buf.values`` (if real) starts unwritten; ``source`` is the rank's input.
+
+    Every segment is reduced here exactly once, as ``source + received``, and
+    sent on at the next step (except the last, the rank's own): so it is
+    reduced straight into the block the transport stages for that send (a
+    shared-memory block on the same-host path: no copy) and only the own
+    segment is written into ``buf``. The other segments of ``buf`` are written
+    by the all-gather (or never read: reduce-scatter returns the own segment).
+    Same additions in the same order as reducing in place: same bits.
+    """
+    held: np.ndarray | None = None  # the segment reduced at the previous step, wherever it is
     for s in range(ring.n - 1):
-        await send_range(call.t, ring.next, call.tag, buf, *ring.owned(-s - 1), call.chunks)
-        await recv_range(
-            call.t, ring.prev, call.tag, buf, *ring.owned(-s - 2), call.chunks, call.op
-        )
+        lo, hi = ring.owned(-s - 1)
+        values = source[lo:hi] if s == 0 and source is not None else held
+        await send_range(call.t, ring.next, call.tag, buf, lo, hi, call.chunks, values)
+        lo, hi = ring.owned(-s - 2)
+        out = None if buf.values is None else buf.values[lo:hi]
+        if out is not None and s < ring.n - 2:
+            staged = await call.t.staging(ring.next, hi - lo, out.dtype)
+            out = out if staged is None else staged
+        base = None if source is None else source[lo:hi]
+        await recv_reduce_to(call.t, ring.prev, call.tag, buf, lo, hi, call.chunks, call.op, base, out)
+        held = out
+
+
+def _unfilled(call: CollCall, data: Tensor, n: int) -> tuple[WorkBuffer, np.ndarray | None]:
+    """The working buffer of a ring reduction (a copy of ``data`` when there is no ring)."""
+    if n > 1:
+        return WorkBuffer.unfilled(data, call.start_ns)
+    return WorkBuffer.of(data, call.start_ns), None
 
 
 async def _all_gather_phase(call: CollCall, ring: _Ring, buf: WorkBuffer) -> None:
@@ -62,17 +90,17 @@ async def _all_gather_phase(call: CollCall, ring: _Ring, buf: WorkBuffer) -> Non
 
 
 async def ring_all_reduce(call: CollCall, data: Tensor) -> tuple[Tensor, int]:
-    buf = WorkBuffer.of(data, call.start_ns)
-    ring = _Ring(call, buf.size)
-    await _reduce_scatter_phase(call, ring, buf)
+    ring = _Ring(call, int(data.size))
+    buf, source = _unfilled(call, data, ring.n)
+    await _reduce_scatter_phase(call, ring, buf, source)
     await _all_gather_phase(call, ring, buf)
     return shaped(buf.values, data.shape, buf.dtype), buf.end_ns(call.start_ns, 0, buf.size)
 
 
 async def ring_reduce_scatter(call: CollCall, data: Tensor) -> tuple[Tensor, int]:
-    buf = WorkBuffer.of(data, call.start_ns)
-    ring = _Ring(call, buf.size)
-    await _reduce_scatter_phase(call, ring, buf)
+    ring = _Ring(call, int(data.size))
+    buf, source = _unfilled(call, data, ring.n)
+    await _reduce_scatter_phase(call, ring, buf, source)
     lo, hi = ring.owned(0)
     values = None if buf.values is None else buf.values[lo:hi].copy()
     return shaped(values, (hi - lo,), buf.dtype), buf.end_ns(call.start_ns, lo, hi)

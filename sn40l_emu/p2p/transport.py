@@ -72,5 +72,11 @@ class Transport(ABC):
     async def recv(self, src: int, tag: int) -> tuple[Tensor, np.ndarray]:
         """Receive the next frame from ``src`` with ``tag``: (payload, arrive_ns per chunk)."""
 
+    async def staging(self, dst: int, count: int, dtype: np.dtype) -> np.ndarray | None:
+        """A writable array of ``count`` x ``dtype`` to compute the next payload for ``dst`` in,
+        so that sending it costs no copy (shared memory on the same-host path); None: no such
+        place, compute anywhere. Only the wall cost differs: the frame and its timing do not."""
+        return None
+
     async def flush(self) -> None:  # noqa: B027 -- optional hook, default does nothing
         """Surface failures of sends still in flight (dead peer); collectives call it at the end."""

@@ -166,23 +166,46 @@ class PeerLink:
                     raise FrameError(str(self.error)) from exc
                 raise SocketDeadError(self.dst, f"sending to its endpoint failed ({exc})") from exc
 
-    async def send_shm(self, header: bytes, payload: np.ndarray) -> bool:
-        """Send a frame whose payload goes through this link's arena; False when it does not
-        fit (or there is no arena), and the caller sends it inline instead."""
+    async def _ready_arena(self) -> SendArena | None:
+        """This link's arena, announced to the peer on first use; None where there is none."""
         if self._arena_dir is None or self.error is not None:
-            return False
+            return None
         if self.arena is None:
             try:
                 self.arena = SendArena(self._arena_dir)
             except OSError:
                 self._arena_dir = None  # no shared memory here: inline from now on
-                return False
+                return None
             await self.send(wire.arena(self.arena.name, self.arena.size))
-        offset = self.arena.put(payload)
+        return self.arena
+
+    async def send_shm(self, header: bytes, payload: np.ndarray) -> bool:
+        """Send a frame whose payload goes through this link's arena; False when it does not
+        fit (or there is no arena), and the caller sends it inline instead."""
+        arena = await self._ready_arena()
+        offset = None if arena is None else arena.put(payload)
         if offset is None:
             return False
         await self.send(wire.shm_frame(header, offset))
         return True
+
+    async def stage(self, nbytes: int) -> tuple[int, np.ndarray] | None:
+        """A block of this link's arena for a payload the caller is about to compute:
+        (offset, writable uint8 view), or None (no arena, or no room)."""
+        arena = await self._ready_arena()
+        offset = None if arena is None else arena.reserve(nbytes)
+        if arena is None or offset is None:
+            return None
+        return offset, arena.block(offset, nbytes)
+
+    async def send_staged(self, header: bytes, offset: int) -> None:
+        """Send a frame whose payload the caller already wrote into the block at ``offset``."""
+        await self.send(wire.shm_frame(header, offset))
+
+    def unstage(self, offset: int) -> None:
+        """Give back a staged block that was never sent."""
+        if self.arena is not None:
+            self.arena.release(offset)
 
     async def ping(self, token: int, timeout_s: float) -> None:
         """Return once the peer has handled every message sent before this one."""
@@ -325,6 +348,8 @@ class FastTransport(RayTransport):
         self._links: dict[int, PeerLink] = {}
         self._errors: list[Exception] = []
         self._tokens = itertools.count(1)
+        # blocks handed out by staging(): (dst, address of the block) -> (its link, offset, bytes)
+        self._staged: dict[tuple[int, int], tuple[PeerLink, int, int]] = {}
 
     @property
     def local_peers(self) -> list[int]:
@@ -359,9 +384,14 @@ class FastTransport(RayTransport):
             await super()._deliver(dst, header, payload)
             return
         self._raise_errors()
+        staged = None if payload is None or not self._staged else self._staged.pop(
+            (dst, payload.ctypes.data), None)
         link = self._links.get(dst)
         if link is None or isinstance(link.error, FrameError):
             link = await self._connect(dst)  # a rejected frame closed the old connection
+        if staged is not None and staged[0] is link and payload is not None and staged[2] == payload.nbytes:
+            await link.send_staged(header, staged[1])  # already in the arena: no copy
+            return
         if (payload is not None and self.arena_dir is not None and payload.nbytes >= self.shm_min_bytes
                 and await link.send_shm(header, payload)):
             return
@@ -372,6 +402,26 @@ class FastTransport(RayTransport):
             await link.send(prefix + payload.tobytes())
         else:
             await link.send(prefix, payload.view(np.uint8).data)
+
+    async def staging(self, dst: int, count: int, dtype: np.dtype) -> np.ndarray | None:
+        """Where to compute the next payload for ``dst`` so that sending it copies nothing: a
+        block of the link's shared-memory arena (same-host peers, payloads of at least
+        ``shm_min_bytes``), or None. Sending that array (whole) to ``dst`` sends the block;
+        a block not sent by the next :meth:`flush` is given back there."""
+        nbytes = count * np.dtype(dtype).itemsize
+        if (dst not in self.local_paths or self.arena_dir is None or nbytes < max(1, self.shm_min_bytes)
+                or (self.ray_path_min_bytes is not None and nbytes >= self.ray_path_min_bytes)):
+            return None
+        link = self._links.get(dst)
+        if link is None or link.error is not None:
+            return None
+        got = await link.stage(nbytes)
+        if got is None:
+            return None
+        offset, block = got
+        values = block.view(dtype)
+        self._staged[(dst, values.ctypes.data)] = (link, offset, nbytes)
+        return values
 
     async def _fetch(self, src: int, tag: int, seq: int) -> Frame:
         self._raise_errors()
@@ -384,6 +434,9 @@ class FastTransport(RayTransport):
             raise
 
     async def flush(self) -> None:
+        staged, self._staged = self._staged, {}
+        for link, offset, _ in staged.values():  # staged but never sent (the collective failed)
+            link.unstage(offset)
         self._raise_errors()  # link sends complete before _deliver returns: nothing to wait for
         await super().flush()
 

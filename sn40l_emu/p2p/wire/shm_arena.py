@@ -87,6 +87,13 @@ class SendArena:
     def put(self, payload: np.ndarray) -> int | None:
         """Copy ``payload`` into a free block; its offset, or None when no block fits."""
         nbytes = int(payload.nbytes)
+        off = self.reserve(nbytes)
+        if off is not None:
+            np.copyto(self.block(off, nbytes), payload.reshape(-1).view(np.uint8))
+        return off
+
+    def reserve(self, nbytes: int) -> int | None:
+        """Take a free block of ``nbytes`` (first fit) without writing it; None when none fits."""
         want = _round_up(max(nbytes, 1))
         for i, (off, size) in enumerate(self._free):
             if size >= want:
@@ -96,10 +103,12 @@ class SendArena:
                     self._free[i] = (off + want, size - want)
                 self._used[off] = want
                 self._high = max(self._high, off + want)
-                dst = np.frombuffer(self._mm, np.uint8, nbytes, off)
-                np.copyto(dst, payload.reshape(-1).view(np.uint8))
                 return off
         return None
+
+    def block(self, offset: int, nbytes: int) -> np.ndarray:
+        """Writable uint8 view of ``nbytes`` at ``offset`` (a block handed out by reserve)."""
+        return np.frombuffer(self._mm, np.uint8, nbytes, offset)
 
     def release(self, offset: int) -> bool:
         """Give a block back (the receiver dropped its view); False for an unknown offset."""
