@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TIMED = ("total_ns", "router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "expert_ns", "load_ns",
+TIMED = ("total_ns", "router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "host_ns", "expert_ns", "load_ns",
          "hbm_hits", "hbm_misses", "oom")
 
 

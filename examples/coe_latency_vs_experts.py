@@ -43,7 +43,7 @@ for platform, g in df.groupby("platform", sort=False):
     ok = g[~g["oom"]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bottom = None
-    for part in ("router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "expert_ns"):
+    for part in ("router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "host_ns", "expert_ns"):
         vals = ok[part] / 1e6
         ax.bar([str(e) for e in ok["experts"]], vals, bottom=bottom, label=part.removesuffix("_ns"))
         bottom = vals if bottom is None else bottom + vals

@@ -56,7 +56,7 @@ def test_sn40l_switch_is_shard_over_ddr_to_hbm_rate(tmp_path: Path) -> None:
     assert res.misses == 1 and res.hits == 0
     assert res.switch_ns == units.transfer_ns(shard, prof.dma.ddr_hbm_bw_bytes_per_s)
     assert res.total_ns == (res.router_ns + res.switch_ns + res.program_load_ns + res.argument_load_ns
-                            + res.expert_ns)
+                            + res.host_ns + res.expert_ns)
 
 
 def test_dgx_switch_is_expert_size_over_host_link(tmp_path: Path) -> None:
@@ -113,7 +113,7 @@ def test_sweep_reports_oom_and_goes_on() -> None:
     for r in rows:
         if not r["oom"]:
             assert r["total_ns"] == (r["router_ns"] + r["switch_ns"] + r["program_load_ns"]
-                                     + r["argument_load_ns"] + r["expert_ns"]) > 0
+                                     + r["argument_load_ns"] + r["host_ns"] + r["expert_ns"]) > 0
 
 
 def test_composition_that_does_not_fit_names_the_tier() -> None:

@@ -136,7 +136,12 @@ def _coe(evs: list[dict], **wl: object) -> object:
 def test_a_socket_killed_inside_a_batch_fails_the_step_at_that_ns_and_only_the_rest_is_retried() -> None:
     base = _coe([])
     ends = [o.end_ns for o in base.outcomes]
-    t = (ends[2] + ends[3]) // 2  # inside request 3 (batch 1, its second request)
+    # inside request 3 (batch 1, its second request): the middle of socket 5's longest op there
+    # (between device steps the host runs; a kill there strikes at the next step)
+    ops = [e for e in base.trace if e.socket == 5 and ends[2] <= e.start_ns and e.start_ns + e.dur_ns <= ends[3]
+           and e.dur_ns > 1]
+    op = max(ops, key=lambda e: (e.dur_ns, -e.start_ns))
+    t = op.start_ns + op.dur_ns // 2
     rep = _coe([{"at": t, "kind": "kill_socket", "socket": 5}])
     assert rep.submitted == rep.completed == 6 and rep.retried == 1  # request 2 had completed
     assert [o.attempts for o in rep.outcomes] == [1, 1, 1, 2, 1, 1]
@@ -145,8 +150,6 @@ def test_a_socket_killed_inside_a_batch_fails_the_step_at_that_ns_and_only_the_r
     assert ev.struck_at_ns == t and ev.recovery_ns > 0
     cut = [e for e in rep.trace if e.socket == 5 and e.name.endswith(("(killed)", "(failed)"))]
     assert len(cut) == 1 and cut[0].start_ns + cut[0].dur_ns == t  # the op it was in stops at t
-    # here the kill strikes in the last all-gather, whose frames from socket 5 had all arrived:
-    # its peers finish theirs, and the step still fails (socket 5 did not end it)
 
 
 def test_after_requests_counts_failed_requests_too() -> None:

@@ -16,10 +16,19 @@ prefill, prefill -> decode, decode -> the next prefill) the host runtime pays
 Program Load + Argument Load, and Argument Load alone when only the weights
 change (coe/program_switch.py has the rule).
 
+The rest of the host runtime (workload/host_runtime.py, as ``tp-scaling`` pays
+it) runs around the device too: admitting the batch (tokenizing every prompt,
+one scheduling pass) before the router, and after every device step of an
+expert (its prefill and each decode step) the serving loop's step overhead and
+the output token's host terms (logits or ids over the host link, sampling, the
+next token back, the per-sequence overhead). Each (prompt, expert) pair runs
+as a batch-1 generation, so each pays those per output token.
+
 ``total_ns = router_ns + switch_ns + program_load_ns + argument_load_ns +
-expert_ns`` for the batch: router and expert time on the sockets, the expert
-copies, and the host's loads. Every phase is measured on the sockets' clocks
-(the slowest socket ends a phase); each load delays every socket alike.
+host_ns + expert_ns`` for the batch: router and expert time on the sockets, the
+expert copies, the host's loads and the rest of the host runtime. Every phase is
+measured on the sockets' clocks (the slowest socket ends a phase); each host
+term delays every socket alike.
 
 Where experts live: on SN40L all experts live in DDR and HBM is a cache that
 starts cold (holding only the router and the KV reservation). On a DGX they
@@ -58,6 +67,7 @@ from sn40l_emu.engine.reuse import CostReuse
 from sn40l_emu.errors import FAULT_ERRORS, ConfigError, EmuError, OutOfMemory
 from sn40l_emu.program import AllocOp, CopyOp, DmaFenceOp, FreeOp, Program, Tier
 from sn40l_emu.socket_actor.socket_model import ProgramResult
+from sn40l_emu.workload.host_runtime import HostTime, decode_step_ns, request_ns
 from sn40l_emu.trace import TraceEvent
 from sn40l_emu.units import ceil_div
 from sn40l_emu.workload import ExecMode, ModelConfig, Step, make_plan
@@ -86,12 +96,12 @@ class RequestResult:
     end_ns: int
     hit: bool
     tokens: list[int] | None = None  # functional mode: the greedy output tokens
-    load_ns: int = 0  # Program/Argument Load inside [start_ns, end_ns] (the rest ran on the sockets)
+    load_ns: int = 0  # Program/Argument Load inside [start_ns, end_ns] (the rest: sockets and host runtime)
 
 
 @dataclass
 class BatchResult:
-    """One batch's time, every nanosecond in exactly one of the five phases of ``total_ns``."""
+    """One batch's time, every nanosecond in exactly one of the six phases of ``total_ns``."""
 
     router_ns: int  # the router program on the sockets
     switch_ns: int  # expert copies into HBM
@@ -103,10 +113,13 @@ class BatchResult:
     program_load_ns: int = 0  # host: Program Load at every program switch
     argument_load_ns: int = 0  # host: Argument Load at every switch of program or weights
     start_ns: int = 0  # when the batch began (the latest socket clock)
+    host_ns: int = 0  # host runtime: admitting the batch, then step overhead and token terms per device step
+    admit_ns: int = 0  # the part of host_ns spent admitting the batch (tokenize, schedule)
 
     @property
     def total_ns(self) -> int:
-        return self.router_ns + self.switch_ns + self.program_load_ns + self.argument_load_ns + self.expert_ns
+        return (self.router_ns + self.switch_ns + self.program_load_ns + self.argument_load_ns + self.host_ns
+                + self.expert_ns)
 
 
 class BatchInterrupted(EmuError):
@@ -161,6 +174,8 @@ class CoECoordinator:
         self.switch_costs = SwitchCosts.of(self.profile)
         self._loaded: Loaded | None = None  # the program the sockets hold (program_switch.py)
         self._loads = [0, 0]  # this batch's (Program Load, Argument Load) ns so far
+        self._host_ns = 0  # this batch's other host-runtime ns so far
+        self._step_host = decode_step_ns(self.profile, setup.model.vocab_size, 1)  # after each device step
 
     # ---- composition ------------------------------------------------------
     def load(self) -> int:
@@ -251,7 +266,10 @@ class CoECoordinator:
                    done: list[RequestResult]) -> BatchResult:
         t0 = self._now()
         self._loads = [0, 0]
+        self._host_ns = 0
         b = len(requests)
+        self._host(request_ns(self.profile, sum(r.prompt_len for r in requests), 1), "admit", events)
+        admit = self._host_ns
         self._switch(ROUTER, events)
         experts = self._route(requests, events)
         t1 = self._now()
@@ -299,8 +317,9 @@ class CoECoordinator:
             self.cache.unpin(experts)
         program_load, argument_load = self._loads
         expert_load = program_load + argument_load - router_load
-        return BatchResult(t1 - t0 - router_load, t2 - t1, t3 - t2 - expert_load, hits, misses, done, events,
-                           program_load, argument_load, t0)
+        expert_host = self._host_ns - admit
+        return BatchResult(t1 - t0 - router_load - admit, t2 - t1, t3 - t2 - expert_load - expert_host, hits,
+                           misses, done, events, program_load, argument_load, t0, self._host_ns, admit)
 
     def _route(self, requests: Sequence[Request], events: list[TraceEvent]) -> list[int]:
         """Run the router program; functional mode returns its choices, timing mode the workload's."""
@@ -350,6 +369,19 @@ class CoECoordinator:
                 events.append(TraceEvent(t, ns, -1, "host", f"{name} ({what})", {}))
             t += ns
 
+    def _host(self, cost: HostTime, what: str, events: list[TraceEvent]) -> None:
+        """Host runtime between device steps: it delays every socket by its closed form."""
+        self._host_ns += cost.total_ns
+        if not cost.total_ns:
+            return
+        t = self._now()
+        clocks = self.node.clocks()
+        self.node.advance_clocks({s: clocks[s] + cost.total_ns for s in self.sockets})
+        for name, ns in cost.terms:
+            if ns:
+                events.append(TraceEvent(t, ns, -1, "host", f"{name} ({what})", {}))
+            t += ns
+
     def _run_functional(self, r: Request, expert: int, events: list[TraceEvent]) -> list[int]:
         """Real tensors: the expert's shards come from the host weight store, tokens are greedy."""
         assert self.store is not None
@@ -361,10 +393,12 @@ class CoECoordinator:
         self._switch(expert_prefill(expert), events)
         out = [int(np.argmax(gen.prefill(prompt_token_ids(r, self.setup.model.vocab_size, self.setup.seed)),
                              axis=-1)[0])]
+        self._host(self._step_host, f"request {r.id}", events)
         if r.output_tokens > 1:
             self._switch(expert_decode(expert), events)
         while len(out) < r.output_tokens:
             out.append(int(np.argmax(gen.decode(np.array([[out[-1]]], dtype=np.int64)), axis=-1)[0]))
+            self._host(self._step_host, f"request {r.id}", events)
         return out
 
     def _run_request(self, r: Request, expert: int, events: list[TraceEvent]) -> None:
@@ -372,11 +406,13 @@ class CoECoordinator:
         self._switch(expert_prefill(expert), events)
         res = self._run(self.book.group(model, plan, Step.prefill(1, r.prompt_len), mode))
         events += _events(res)
+        self._host(self._step_host, f"request {r.id}", events)
         if r.output_tokens > 1:
             self._switch(expert_decode(expert), events)
         for i in range(1, r.output_tokens):
             res = self._run(self.book.group(model, plan, Step.decode(1, r.prompt_len + i - 1), mode))
             events += _events(res)  # a reused step is one event per socket; the trace expands it
+            self._host(self._step_host, f"request {r.id}", events)
 
     # ---- helpers ----------------------------------------------------------
     def _run(self, programs: dict[int, Program]) -> dict[int, ProgramResult]:

@@ -73,6 +73,8 @@ class NodeCosts:
     interpolated: bool  # some contexts fall between measured points
     program_load_ns: int = 0  # the profile's runtime knobs (applied per switch, coe/program_switch.py)
     argument_load_ns: int = 0
+    tokenize_ns_per_token: int = 0  # admitting a batch (host runtime, as the coordinator pays it)
+    schedule_ns: int = 0
     _memo: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict, compare=False,
                                                          repr=False)
 
@@ -101,7 +103,8 @@ class NodeCosts:
         return {k: getattr(self, k) for k in (
             "platform", "max_batch", "router_ns", "switch_ns", "shape_ns", "ctx_points", "prefill_ns",
             "decode_ns", "cache_bytes", "shard_bytes", "all_in_hbm", "total_experts", "gpu",
-            "hbm_experts", "interpolated", "program_load_ns", "argument_load_ns")}
+            "hbm_experts", "interpolated", "program_load_ns", "argument_load_ns",
+            "tokenize_ns_per_token", "schedule_ns")}
 
 
 def context_grid(shapes: Iterable[tuple[int, int]]) -> tuple[int, ...]:
@@ -186,7 +189,8 @@ def measure_node_costs(node: ManagedNode, model: ModelConfig, n_experts: int, ma
                      tuple(decode),
                      coord.cache.capacity_bytes, coord.shard_bytes, asked_all_in_hbm,
                      coord.capacity.total_experts, coord.gpu, coord.capacity.hbm_experts, grid,
-                     coord.switch_costs.program_load_ns, coord.switch_costs.argument_load_ns)
+                     coord.switch_costs.program_load_ns, coord.switch_costs.argument_load_ns,
+                     node.profile.runtime.tokenize_ns_per_token, node.profile.runtime.schedule_ns)
 
 
 class CostServer:
@@ -215,7 +219,8 @@ class CostServer:
             loads = sum(1 for r in results if not r.hit)
             hits = b - loads
             self.cache.unpin_all()
-        t = switch_time(self.switch_costs, self._loaded, ROUTER).total_ns + c.router_ns[b] + c.switch_ns[loads]
+        admit = sum(r.prompt_len for r in batch) * c.tokenize_ns_per_token + c.schedule_ns
+        t = admit + switch_time(self.switch_costs, self._loaded, ROUTER).total_ns + c.router_ns[b] + c.switch_ns[loads]
         self._loaded = ROUTER
         first, done = [], []
         for r in batch:

@@ -163,7 +163,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
 
 
 # where every nanosecond of a batch went (coordinator.BatchResult): total_ns is their sum
-_PHASE_KEYS = ("router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "expert_ns")
+_PHASE_KEYS = ("router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "host_ns", "expert_ns")
 
 
 def _ms(ns: Any) -> str | None:
@@ -191,12 +191,13 @@ def _summary(rows: list[dict[str, Any]]) -> str:
     from sn40l_emu.report import table
 
     view = [{**r, "total_ms": _ms(r["total_ns"]), "router_ms": _ms(r["router_ns"]),
-             "switch_ms": _ms(r["switch_ns"]), "expert_ms": _ms(r["expert_ns"]),
+             "switch_ms": _ms(r["switch_ns"]), "expert_ms": _ms(r["expert_ns"]), "host_ms": _ms(r["host_ns"]),
              "load_ms": _ms(None if r["total_ns"] is None else r["program_load_ns"] + r["argument_load_ns"]),
              "oom": "OOM" if r["oom"] else ""} for r in output_rows(rows)]
     return table(view, [("platform", "platform"), ("experts", "experts"), ("batch", "batch"),
                         ("tokens", "tokens"), ("total_ms", "total ms"), ("router_ms", "router ms"),
-                        ("switch_ms", "switch ms"), ("load_ms", "prog+arg load ms"), ("expert_ms", "expert ms"),
+                        ("switch_ms", "switch ms"), ("load_ms", "prog+arg load ms"), ("host_ms", "host ms"),
+                        ("expert_ms", "expert ms"),
                         ("hbm_hits", "hits"),
                         ("hbm_misses", "misses"), ("oom", "oom")])
 

@@ -23,6 +23,7 @@ _COLORS = {"sn40l": "#d62728", "dgx-a100": "#1f77b4", "dgx-h100": "#2ca02c"}
 _PHASES = (("router_ns", "router", "#9467bd"), ("switch_ns", "switch (expert copies)", "#ff7f0e"),
            ("program_load_ns", "Program Load (host)", "#8c564b"),
            ("argument_load_ns", "Argument Load (host)", "#e377c2"),
+           ("host_ns", "host runtime (admit, per step, per token)", "#7f7f7f"),
            ("expert_ns", "experts (prefill + decode)", "#17becf"))
 
 

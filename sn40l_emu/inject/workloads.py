@@ -117,6 +117,7 @@ def run_coe(r: ScenarioRunner) -> None:
         if res is not None and not failed:
             row.update({"total_ns": res.total_ns, "router_ns": res.router_ns, "switch_ns": res.switch_ns,
                         "program_load_ns": res.program_load_ns, "argument_load_ns": res.argument_load_ns,
+                        "host_ns": res.host_ns,
                         "expert_ns": res.expert_ns, "hbm_hits": res.hits, "hbm_misses": res.misses})
             r.after_latency(res.total_ns)
         r.report.rows.append(row)
