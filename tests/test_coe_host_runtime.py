@@ -51,6 +51,6 @@ def test_sn40l_pays_admission_and_per_token_host_terms_exactly() -> None:
 
 
 def test_dgx_pays_the_frameworks_step_overhead_per_step() -> None:
-    res, step = _batch("dgx-a100", (), [Request(0, 0, 6, 2)])
+    _, step = _batch("dgx-a100", (), [Request(0, 0, 6, 2)])
     assert step >= load_profile("dgx-a100").runtime.step_overhead_ns
     _check("dgx-a100")

@@ -67,10 +67,10 @@ from sn40l_emu.engine.reuse import CostReuse
 from sn40l_emu.errors import FAULT_ERRORS, ConfigError, EmuError, OutOfMemory
 from sn40l_emu.program import AllocOp, CopyOp, DmaFenceOp, FreeOp, Program, Tier
 from sn40l_emu.socket_actor.socket_model import ProgramResult
-from sn40l_emu.workload.host_runtime import HostTime, decode_step_ns, request_ns
 from sn40l_emu.trace import TraceEvent
 from sn40l_emu.units import ceil_div
 from sn40l_emu.workload import ExecMode, ModelConfig, Step, make_plan
+from sn40l_emu.workload.host_runtime import HostTime, decode_step_ns, request_ns
 from sn40l_emu.workload.router_head import HEAD_OUTPUT
 
 
