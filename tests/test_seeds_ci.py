@@ -165,6 +165,8 @@ def test_validate_and_calibrate_options_come_from_their_declarations() -> None:
 
     p = build_parser()
     subs = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in ("coe", "coe-serve", "coe-fleet", "validate", "calibrate"):
+        assert "--seeds" in subs[name].format_help() or name in ("validate", "calibrate")  # renders (no bare %)
     for cmd, cls in (("validate", ValidateConfig), ("calibrate", CalibrateConfig)):
         flags = {s for a in subs[cmd]._actions for s in a.option_strings}
         assert {o["option"] for o in option_table(cls)} <= flags

@@ -58,8 +58,8 @@ class FleetConfig:
     prompt_len: int = option(128, "prompt tokens per request", lo=1, hi=MAX_TOKENS)
     tokens: int = option(20, "output tokens per request", lo=1, hi=MAX_TOKENS)
     seed: int = option(0, "first seed of arrivals and prompts", lo=0, hi=MAX_SEED)
-    n_seeds: int = option(5, "seeds (seed, seed+1, ...): every figure, nodes needed too, is their mean with a 95 % "
-                             "confidence interval (Student t, n-1 dof)", flag="seeds", lo=1, hi=MAX_SEEDS)
+    n_seeds: int = option(5, "seeds (seed, seed+1, ...): every figure, nodes needed too, is their mean with a "
+                             "95-percent confidence interval (Student t, n-1 dof)", flag="seeds", lo=1, hi=MAX_SEEDS)
     backend: str = backend_field("local")
     address: str = option("", "Ray cluster to join (default: RAY_ADDRESS or a private local Ray)",
                           metavar="HOST:PORT")

@@ -51,7 +51,7 @@ class ServeConfig:
     prompt_len: int = option(128, "prompt tokens per request", lo=1, hi=MAX_TOKENS)
     tokens: int = option(20, "output tokens per request", lo=1, hi=MAX_TOKENS)
     seed: int = option(0, "first seed of arrivals and prompts", lo=0, hi=MAX_SEED)
-    n_seeds: int = option(5, "seeds (seed, seed+1, ...): every figure is their mean with a 95 % confidence "
+    n_seeds: int = option(5, "seeds (seed, seed+1, ...): every figure is their mean with a 95-percent confidence "
                              "interval (Student t, n-1 dof)", flag="seeds", lo=1, hi=MAX_SEEDS)
     trace: str = option("", "arrival trace CSV (timestamp, expert|domain, prompt_tokens, output_tokens; the Azure "
                             "LLM inference trace's TIMESTAMP, ContextTokens, GeneratedTokens also work); "

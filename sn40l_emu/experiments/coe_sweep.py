@@ -56,7 +56,7 @@ class SweepConfig:
     policy: str = option("lru", "HBM expert cache policy", choices=POLICY_NAMES)
     seed: int = option(0, "first seed of the prompt draw", lo=0, hi=MAX_SEED)
     n_seeds: int = option(5, "seeds per row (seed, seed+1, ...): every sampled figure is their mean with a "
-                             "95 % confidence interval (Student t, n-1 dof)", flag="seeds", lo=1, hi=MAX_SEEDS)
+                             "95-percent confidence interval (Student t, n-1 dof)", flag="seeds", lo=1, hi=MAX_SEEDS)
     n_batches: int = option(1, "batches per row (the cache stays warm between them)", flag="batches",
                             lo=1, hi=MAX_BATCH)
     backend: str = backend_field()
