@@ -29,7 +29,9 @@ def _ms(ns: int) -> str:
 
 def _pm(r: dict[str, Any]) -> str:
     ci = r.get("total_ci95_ns")
-    return _ms(r["total_ns"]) if ci is None else f"{_ms(r['total_ns'])[:-3]} ± {_ms(ci)}"
+    if ci is None:
+        return _ms(r["total_ns"])
+    return f"{_ms(r['total_ns'])[:-3]} ± {_ms(ci) if ci else '0 ms'}"  # 0: every draw gave the same ns
 
 
 def _noise(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -112,8 +114,8 @@ def _trends(rows: Sequence[dict[str, Any]], plats: list[str], b: int, t: int) ->
         lo, hi = pr[-2], pr[-1]
         change = "the same" if lo["total_ns"] == hi["total_ns"] else \
             "lower" if hi["total_ns"] < lo["total_ns"] else "higher"
-        verdict = ("within the 95 % CI: not a trend, the prompt draw" if _noise(lo, hi) else
-                   "beyond the 95 % CI: a real difference")
+        verdict = ("within the 95 % CIs: may be the prompt draw, not a trend" if _noise(lo, hi) else
+                   "beyond the 95 % CIs: more than the prompt draw")
         out.append(f"{p}: {_pm(lo)} at {lo['experts']} experts, {_pm(hi)} at {hi['experts']} "
                    f"({change}; {verdict})")
     return out
