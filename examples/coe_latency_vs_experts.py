@@ -22,15 +22,17 @@ with sn40l_emu.Emulator(backend="local") as emu:
     df = emu.run_coe(profile=["sn40l", "dgx-a100", "dgx-h100"], experts=experts, batch=[batch],
                      tokens=[tokens], model=model, prompt_len=prompt)
 
-print(df[["platform", "experts", "total_ns", "switch_ns", "hbm_misses", "oom"]].to_string(index=False))
+# every figure is the mean over the seeds (default 5); *_ci95_ns is the 95 % confidence interval's half-width
+print(df[["platform", "experts", "total_ns", "total_ci95_ns", "switch_ns", "hbm_misses", "oom"]].to_string(index=False))
 
 plt = _common.pyplot()
 fig, ax = plt.subplots(figsize=(7, 4))
 for platform, g in df.groupby("platform", sort=False):
     ok = g[~g["oom"]]
-    ax.plot(ok["experts"], ok["total_ns"] / 1e6, "o-", label=platform)
+    ax.errorbar(ok["experts"], ok["total_ns"] / 1e6, yerr=ok["total_ci95_ns"].astype(float).fillna(0) / 1e6,
+                fmt="o-", capsize=3, label=platform)
 ax.set_xlabel("experts in the composition")
-ax.set_ylabel("batch latency (ms)")
+ax.set_ylabel("batch latency (ms), mean ± 95 % CI")
 ax.set_yscale("log")
 ax.set_title(f"CoE batch latency, batch {batch}, {tokens} output tokens ({model})")
 ax.grid(alpha=0.3)

@@ -109,9 +109,22 @@ def test_cli_calibrate_writes_profile(tmp_path: Path, capsys: pytest.CaptureFixt
          "tp": c.tp, "batch": c.batch, "prompt_len": c.prompt_len, "output_tokens": c.output_tokens,
          "phase": c.phase, "metric": c.metric, "value": c.value, "unit": c.unit} for c in cases]}))
     out = tmp_path / "cal.yaml"
-    code = main(["calibrate", "--fit", "launch.gpu_kernel_us", "--cases", str(f), "--out", str(out),
-                 "--no-loo", "--json", str(tmp_path / "cal.json")])
+    run = tmp_path / "run"
+    code = main(["calibrate", "--fit", "launch.gpu_kernel_us", "--cases", str(f), "--out", str(run),
+                 "--profile-out", str(out), "--no-loo", "--json", str(tmp_path / "cal.json")])
     assert code == 0
     assert "launch.gpu_kernel_us" in capsys.readouterr().out
     assert load_profile(str(out)).launch.gpu_kernel_ns == pytest.approx(TRUE_KERNEL_US * 1e3, rel=2e-2)
-    assert main(["calibrate", "--fit", "p2p.topology", "--cases", str(f), "--out", str(out)]) == 2
+    assert (run / "dgx-h100.yaml").read_text() == out.read_text()
+    assert {"results.json", "results.csv", "config.json", "summary.md"} <= {p.name for p in run.iterdir()}
+    # a run directory is never written into twice without --overwrite; a bad knob creates nothing
+    assert main(["calibrate", "--fit", "launch.gpu_kernel_us", "--cases", str(f), "--out", str(run)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    for argv, named in ((["--fit", "p2p.topology"], "--fit"), (["--fit", "launch.gpu_kernel_us", "--max-nfev", "0"],
+                                                              "--max-nfev"),
+                        (["--fit", "launch.gpu_kernel_us", "--out", str(tmp_path / "old.yaml")], "--out")):
+        assert main(["calibrate", "--cases", str(f), "--out", str(tmp_path / "bad"), *argv]
+                    if "--out" not in argv else ["calibrate", "--cases", str(f), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err
+        assert not (tmp_path / "bad").exists()

@@ -178,16 +178,38 @@ def test_cli_writes_json_and_parity_png(tmp_path: Path, capsys: pytest.CaptureFi
 
     path = _write(tmp_path, [_tiny("cal-tp1", "calibration", 1, 800.0), _tiny("val-tp2", "validation", 2, 1500.0)])
     out = tmp_path / "out"
-    code = main(["validate", "--cases", str(path), "--backend", "local", "--json", str(out / "v.json"),
+    code = main(["validate", "--cases", str(path), "--backend", "local", "--json", str(tmp_path / "v.json"),
                  "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     assert "calibration" in text and "validation" in text and "median" in text
-    data = json.loads((out / "v.json").read_text())
+    data = json.loads((out / "results.json").read_text())
     assert set(data) >= {"cases", "summary"}
     assert set(data["summary"]) == {"calibration", "validation"}
+    assert json.loads((tmp_path / "v.json").read_text()) == data  # --json: a copy
+    assert {"run.json", "config.json", "results.csv", "summary.md"} <= {p.name for p in out.iterdir()}
     png = out / "validate_parity.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_writes_into_its_run_directory_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing lands in the working directory; --out is refused when full, accepted with --overwrite."""
+    from sn40l_emu.cli import main
+
+    path = _write(tmp_path, [_tiny("cal-tp1", "calibration", 1, 800.0)])
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    out = tmp_path / "v1"
+    assert main(["validate", "--cases", str(path), "--out", str(out), "--role", "calibration"]) == 0
+    assert list(cwd.iterdir()) == [] and (out / "results.json").is_file()
+    assert main(["validate", "--cases", str(path), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["validate", "--cases", str(path), "--out", str(out), "--overwrite"]) == 0
+    assert main(["validate", "--cases", str(path), "--role", "nope", "--out", str(tmp_path / "v2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--role" in err and not (tmp_path / "v2").exists()
 
 
 def test_cli_bad_case_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

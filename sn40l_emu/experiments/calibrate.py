@@ -20,7 +20,6 @@ how the calibrated profile does on a case it has not seen.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import yaml
 
 from sn40l_emu.errors import ConfigError, EmuError
 from sn40l_emu.experiments.cases import ROLES, Case, Target, load_cases, predict, profile_for, rel_err, summarize
+from sn40l_emu.experiments.options import backend_field, check_fields, option
 from sn40l_emu.schema import FieldSpec, Unit
 
 _FITTABLE = {Unit.FRACTION, Unit.FACTOR, Unit.NS, Unit.US, Unit.GBPS, Unit.TBPS, Unit.TFLOPS}
@@ -271,67 +271,105 @@ def report_text(fits: Sequence[PlatformFit], skipped: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """What to fit, to which cases, from which profiles (the run directory holds the fitted profiles)."""
+
+    fit: str = option("", "profile fields to fit, comma-separated, e.g. runtime.step_overhead_us",
+                      metavar="KNOB[,KNOB...]", shown="none: required")
+    role: str = option("calibration", "fit to the cases of this role", choices=ROLES)
+    cases: str = option("validation/", "a case YAML file or a directory of them", metavar="PATH")
+    platform: str = option("", "fit only this platform's profile", metavar="PLATFORM",
+                           shown="every platform with cases of the role")
+    profile_dir: str = option("", "start from DIR/<platform>.yaml where present", metavar="DIR",
+                              shown="the shipped profiles")
+    backend: str = backend_field("local")
+    max_nfev: int = option(20, "emulator evaluations per fit, at most", lo=1, hi=10_000)
+    loo: bool = option(True, "the leave-one-out refits (each case refitted without it, then predicted)")
+    profile_out: str = option("", "also write the fitted profile here: PROFILE.yaml (one platform) or a "
+                                  "directory (one YAML per platform)", metavar="PATH",
+                              shown="none; the run directory holds <platform>.yaml")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    def knobs(self) -> list[str]:
+        return [k.strip() for k in self.fit.split(",") if k.strip()]
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    knob_paths = [k.strip() for k in args.fit.split(",") if k.strip()]
+    """Every input is checked before the run directory is made; each profile is written as soon as it is fitted."""
+    from sn40l_emu.experiments import rundir
+    from sn40l_emu.experiments.options import from_args, to_jsonable
+
+    cfg = from_args(CalibrateConfig, args)
+    knob_paths = cfg.knobs()
     if not knob_paths:
-        raise ConfigError("--fit", args.fit, "one or more SECTION.FIELD knobs, comma-separated")
-    cases = [c for c in load_cases(args.cases) if c.role == args.role]
+        raise ConfigError("--fit", cfg.fit, "one or more SECTION.FIELD knobs, comma-separated")
+    for k in knob_paths:
+        knob_spec(k)
+    if args.out and Path(args.out).suffix in (".yaml", ".yml"):
+        raise ConfigError("--out", args.out, "a run directory (it holds <platform>.yaml); "
+                          "--profile-out PROFILE.yaml writes the fitted profile elsewhere")
+    cases = [c for c in load_cases(cfg.cases) if c.role == cfg.role]
     platforms = sorted({c.platform for c in cases})
-    if args.platform:
-        if args.platform not in platforms:
-            raise ConfigError("--platform", args.platform, "a platform with cases of role " + args.role
+    if cfg.platform:
+        if cfg.platform not in platforms:
+            raise ConfigError("--platform", cfg.platform, "a platform with cases of role " + cfg.role
                               + (": " + ", ".join(platforms) if platforms else ""))
-        platforms = [args.platform]
+        platforms = [cfg.platform]
     if not platforms:
-        raise ConfigError("--role", args.role, "a role with at least one case in " + str(args.cases))
-    out = Path(args.out)
-    if len(platforms) > 1 and out.suffix in (".yaml", ".yml"):
-        raise ConfigError("--out", args.out, f"a directory (cases of {len(platforms)} platforms: "
+        raise ConfigError("--role", cfg.role, "a role with at least one case in " + str(cfg.cases))
+    extra = Path(cfg.profile_out) if cfg.profile_out else None
+    one_file = extra is not None and extra.suffix in (".yaml", ".yml")
+    if one_file and len(platforms) > 1:
+        raise ConfigError("--profile-out", cfg.profile_out, f"a directory (cases of {len(platforms)} platforms: "
                           f"{', '.join(platforms)}), or pass --platform")
+    if extra is not None and one_file:
+        rundir.check_file_path(extra, "--profile-out")
+    elif extra is not None:
+        rundir.check_out_dir(extra, True, "--profile-out")
+    run = rundir.prepare("calibrate", {"calibrate": to_jsonable(cfg)}, out=args.out, overwrite=args.overwrite,
+                         json_path=args.json, argv=getattr(args, "argv", None))
     fits: list[PlatformFit] = []
     skipped: dict[str, str] = {}
     written = []
-    for platform in platforms:  # each profile is written as soon as it is fitted
-        pf, sk = calibrate_platform(platform, cases, knob_paths, profile_dir=args.profile_dir or None,
-                                    backend=args.backend, loo=not args.no_loo, max_nfev=args.max_nfev)
+    for platform in platforms:
+        pf, sk = calibrate_platform(platform, cases, knob_paths, profile_dir=cfg.profile_dir or None,
+                                    backend=cfg.backend, loo=cfg.loo, max_nfev=cfg.max_nfev)
         fits.append(pf)
         skipped.update(sk)
-        path = out if out.suffix in (".yaml", ".yml") else out / f"{pf.platform}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(profile_yaml(pf))
-        written.append(str(path))
-    print(report_text(fits, skipped))
+        text_yaml = profile_yaml(pf)
+        run.file(f"{pf.platform}.yaml").write_text(text_yaml)
+        written.append(str(run.path / f"{pf.platform}.yaml"))
+        if extra is not None:
+            path = extra if one_file else extra / f"{pf.platform}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text_yaml)
+            written.append(str(path))
+    text = report_text(fits, skipped)
+    print(text)
+    doc = {"fits": [pf.to_json() for pf in fits], "skipped": skipped, "role": cfg.role, "cases": str(cfg.cases),
+           "config": to_jsonable(cfg)}
+    run.write_json("results.json", doc)
+    run.write_rows("results", [{"platform": pf.platform, "case": c.id, "fitted_rel_err": pf.rel_errs[c.id],
+                                "loo_rel_err": pf.loo_rel_errs.get(c.id)} for pf in fits for c in pf.cases])
     if args.json:
-        jp = Path(args.json)
-        jp.parent.mkdir(parents=True, exist_ok=True)
-        jp.write_text(json.dumps({"fits": [pf.to_json() for pf in fits], "skipped": skipped,
-                                  "role": args.role, "cases": str(args.cases)}, indent=2) + "\n")
-        written.append(str(jp))
-    print("\nwrote " + ", ".join(written))
+        rundir.write_copy(args.json, doc)
+        written.append(str(args.json))
+    run.finish(f"```\n{text}\n```", rows=sum(len(pf.cases) for pf in fits))
+    print(f"\nwrote {run.path}/ (" + ", ".join(f"{pf.platform}.yaml" for pf in fits)
+          + ", results.json, results.csv, summary.md)"
+          + "".join(f", {w}" for w in written if not w.startswith(str(run.path))))
     return 0
 
 
 def register(sub: Any) -> None:
+    from sn40l_emu.experiments.options import add_options, output_args
+
     p = sub.add_parser("calibrate", help="fit profile knobs to published cases (least squares on log error)",
                        description=(__doc__ or "").split("\n\n", 1)[-1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fit", required=True, metavar="KNOB[,KNOB...]",
-                   help="profile fields to fit, e.g. runtime.step_overhead_us (required, no default)")
-    p.add_argument("--role", default="calibration", choices=list(ROLES),
-                   help="fit to the cases of this role (default: %(default)s)")
-    p.add_argument("--cases", default="validation/",
-                   help="a case YAML file or a directory of them (default: %(default)s)")
-    p.add_argument("--platform", default="",
-                   help="fit only this platform's profile (default: every platform with cases of the role)")
-    p.add_argument("--profile-dir", default="",
-                   help="start from DIR/<platform>.yaml where present (default: the shipped profiles)")
-    p.add_argument("--backend", default="local", choices=["ray", "local"],
-                   help="local: in-process; ray: one actor per socket (default: %(default)s)")
-    p.add_argument("--max-nfev", type=int, default=20,
-                   help="emulator evaluations per fit, at most (default: %(default)s)")
-    p.add_argument("--no-loo", action="store_true", help="skip the leave-one-out refits (default: off)")
-    p.add_argument("--out", required=True,
-                   help="PROFILE.yaml (one platform) or a directory, one YAML per platform (required, no default)")
-    p.add_argument("--json", default="",
-                   help="also write the fit, residuals and leave-one-out errors here (default: none)")
+    add_options(p, CalibrateConfig)
+    output_args(p, "also write the fit, residuals and leave-one-out errors here")
     p.set_defaults(func=cmd_calibrate)

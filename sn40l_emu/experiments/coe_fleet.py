@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sn40l_emu.experiments.ci import MAX_SEEDS, aggregate, ci_key, seed_list
 from sn40l_emu.experiments.options import (
     MAX_BATCH,
     MAX_EXPERTS,
@@ -56,7 +57,9 @@ class FleetConfig:
     trace: str = option("", "arrival trace CSV (see coe-serve --trace)", metavar="CSV")
     prompt_len: int = option(128, "prompt tokens per request", lo=1, hi=MAX_TOKENS)
     tokens: int = option(20, "output tokens per request", lo=1, hi=MAX_TOKENS)
-    seed: int = option(0, "seed of arrivals and prompts", lo=0, hi=MAX_SEED)
+    seed: int = option(0, "first seed of arrivals and prompts", lo=0, hi=MAX_SEED)
+    n_seeds: int = option(5, "seeds (seed, seed+1, ...): every figure, nodes needed too, is their mean with a "
+                             "95-percent confidence interval (Student t, n-1 dof)", flag="seeds", lo=1, hi=MAX_SEEDS)
     backend: str = backend_field("local")
     address: str = option("", "Ray cluster to join (default: RAY_ADDRESS or a private local Ray)",
                           metavar="HOST:PORT")
@@ -80,8 +83,12 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
               policies: tuple[str, ...] = ("hash", "popularity", "least-loaded"),
               workload: str = "zipf:1.0", prompt_len: int = 128, tokens: int = 20, seed: int = 0,
               trace: str = "", backend: str = "local", address: str = "",
-              overrides: tuple[str, ...] = (), footprint_policy: str = "best") -> dict[str, Any]:
-    """Bring up the fleet, measure, and serve the stream once per placement policy."""
+              overrides: tuple[str, ...] = (), footprint_policy: str = "best", n_seeds: int = 1) -> dict[str, Any]:
+    """Bring up the fleet, measure, and serve the stream once per placement policy.
+
+    With ``n_seeds`` > 1 each policy serves the streams of seeds ``seed`` .. ``seed + n_seeds - 1``
+    (the node costs measured once for all) and each figure is the mean over the seeds with its
+    95 % CI (``latency_p99_ns`` and ``latency_p99_ci95_ns``, ...); ``samples`` keeps each seed's."""
     from sn40l_emu.cluster.session import Backend
     from sn40l_emu.coe.fleet_costs import measure_node_costs, probe_node
     from sn40l_emu.coe.fleet_nodes import open_fleet
@@ -104,9 +111,9 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
     pols = [FleetPolicy(p) for p in policies]
     model = load_model(model_name)
     prof = load_profile(platform, list(overrides))
-    reqs = serving_requests(experts, n_requests, rate_per_s, workload=workload, prompt_len=prompt_len,
-                            tokens=tokens, seed=seed, trace=trace)
-    shapes = sorted({(r.prompt_len, r.output_tokens) for r in reqs})
+    streams = {s: serving_requests(experts, n_requests, rate_per_s, workload=workload, prompt_len=prompt_len,
+                                   tokens=tokens, seed=s, trace=trace) for s in seed_list(seed, n_seeds)}
+    shapes = sorted({(r.prompt_len, r.output_tokens) for reqs in streams.values() for r in reqs})
     t0 = time.perf_counter()  # wall-clock ok: reported as bring-up time, never in a result
     with open_fleet(prof, nodes, Backend(backend), address) as fleet:
         t_up = time.perf_counter() - t0  # wall-clock ok
@@ -125,17 +132,23 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
     t2 = time.perf_counter()  # wall-clock ok
     rows = []
     for pol in pols:
-        res = simulate_fleet(reqs, costs, nodes, experts, batch, pol)
-        m = serving_metrics(res.records)
-        per_node = [0] * nodes
-        for n in res.node_of:
-            per_node[n] += 1
+        samples = []
+        for s, reqs in streams.items():
+            res = simulate_fleet(reqs, costs, nodes, experts, batch, pol)
+            per_node = [0] * nodes
+            for n in res.node_of:
+                per_node[n] += 1
+            samples.append({"seed": s, "hit_rate": res.hits / max(1, res.hits + res.misses),
+                            "busiest_node_requests": max(per_node), "idlest_node_requests": min(per_node),
+                            **serving_metrics(res.records)})
+        keys = [k for k in samples[0] if k != "seed"]
+        stats = {k: samples[0][k] for k in keys} if n_seeds == 1 else aggregate(samples, keys)
         rows.append({"platform": platform, "policy": pol.value, "nodes": nodes,
                      "sockets": nodes * prof.sockets, "experts": experts, "batch": batch,
-                     "requests": len(reqs), "rate_per_s": None if trace else rate_per_s,
-                     "hit_rate": res.hits / max(1, res.hits + res.misses),
-                     "busiest_node_requests": max(per_node), "idlest_node_requests": min(per_node),
-                     **m})
+                     "requests": len(next(iter(streams.values()))), "rate_per_s": None if trace else rate_per_s,
+                     **{k: stats[k] for k in keys},
+                     **({ci_key(k): stats[ci_key(k)] for k in keys} if n_seeds > 1 else {}),
+                     "seeds": n_seeds, "samples": samples})
     homes = [sorted({str(s.get("ray_node")) for s in st}) for st in where]
     wall = {"bringup": t_up, "measure_node0": t_measure, "probe_others": t_probe,
             "route_and_serve": time.perf_counter() - t2}  # wall-clock ok
@@ -147,9 +160,14 @@ def run_fleet(*, platform: str = "sn40l", model_name: str = "llama2-7b", nodes: 
 def footprint(*, platforms: list[str], experts_list: list[int], model_name: str, batch: int,
               rate_per_s: float, n_requests: int, p99_target_ns: int, max_nodes: int, policy: str,
               workload: str, prompt_len: int, tokens: int, seed: int, trace: str, backend: str,
-              measured: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """``policy``: one placement policy, or ``best`` (per point, the one needing fewest nodes)."""
-    """Smallest fleet per (platform, E) meeting the p99 target; costs measured once per platform."""
+              measured: dict[str, Any] | None = None, n_seeds: int = 1) -> list[dict[str, Any]]:
+    """Smallest fleet per (platform, E) meeting the p99 target; costs measured once per platform.
+
+    ``policy``: one placement policy, or ``best`` (per point and seed, the one needing fewest
+    nodes). With ``n_seeds`` > 1 the search runs on each seed's stream; ``nodes_needed`` and
+    ``p99_ns`` are the means over the seeds with their 95 % CIs (``nodes_needed`` is None when
+    some seed needs more than ``max_nodes``), ``policy`` lists the policies chosen, and
+    ``samples`` keeps each seed's answer."""
     from sn40l_emu.cluster.session import Backend, open_node
     from sn40l_emu.coe.fleet_costs import measure_node_costs
     from sn40l_emu.coe.fleet_footprint import smallest_fleet
@@ -160,9 +178,11 @@ def footprint(*, platforms: list[str], experts_list: list[int], model_name: str,
 
     model = load_model(model_name)
     rows = []
+    seeds = seed_list(seed, n_seeds)
     for plat in platforms:
-        streams = {e: serving_requests(e, n_requests, rate_per_s, workload=workload, prompt_len=prompt_len,
-                                       tokens=tokens, seed=seed, trace=trace) for e in experts_list}
+        streams = {(e, sd): serving_requests(e, n_requests, rate_per_s, workload=workload, prompt_len=prompt_len,
+                                             tokens=tokens, seed=sd, trace=trace)
+                   for e in experts_list for sd in seeds}
         shapes = sorted({(r.prompt_len, r.output_tokens) for s in streams.values() for r in s})
         costs = (measured or {}).get(plat)
         if costs is None:
@@ -170,16 +190,30 @@ def footprint(*, platforms: list[str], experts_list: list[int], model_name: str,
                 costs = measure_node_costs(node, model, max(experts_list), batch, shapes)
         pols = list(FleetPolicy) if policy == "best" else [FleetPolicy(policy)]
         for e in experts_list:
-            pts = {p: smallest_fleet(streams[e], costs, e, batch, p, p99_target_ns, max_nodes) for p in pols}
-            met = [(pt.nodes, i, p) for i, (p, pt) in enumerate(pts.items()) if pt.nodes is not None]
-            best = min(met)[2] if met else pols[0]
-            pt = pts[best]
+            samples: list[dict[str, Any]] = []
+            for sd in seeds:
+                pts = {p: smallest_fleet(streams[(e, sd)], costs, e, batch, p, p99_target_ns, max_nodes)
+                       for p in pols}
+                met = [(pt.nodes, i, p) for i, (p, pt) in enumerate(pts.items()) if pt.nodes is not None]
+                best = min(met)[2] if met else pols[0]
+                samples.append({"seed": sd, "policy": best.value, "nodes_needed": pts[best].nodes,
+                                "p99_ns": pts[best].p99_ns,
+                                "nodes_needed_per_policy": {p.value: q.nodes for p, q in pts.items()},
+                                "tried": {p.value: [list(t) for t in q.tried] for p, q in pts.items()}})
+            never = any(x["nodes_needed"] is None for x in samples)
+            stats = aggregate(samples, ("nodes_needed", "p99_ns"))
+            if n_seeds == 1:
+                stats = {"nodes_needed": samples[0]["nodes_needed"], "p99_ns": samples[0]["p99_ns"]}
+            elif never:
+                stats["nodes_needed"] = stats["nodes_needed_ci95"] = None
             rows.append({"platform": plat, "experts": e, "rate_per_s": None if trace else rate_per_s,
-                         "p99_target_ns": p99_target_ns, "policy": best.value, "nodes_needed": pt.nodes,
-                         "p99_ns": pt.p99_ns, "node_capacity_experts": costs.total_experts,
-                         "node_hbm_experts": costs.hbm_experts,
-                         "nodes_needed_per_policy": {p.value: q.nodes for p, q in pts.items()},
-                         "tried": {p.value: [list(t) for t in q.tried] for p, q in pts.items()}})
+                         "p99_target_ns": p99_target_ns,
+                         "policy": "/".join(dict.fromkeys(x["policy"] for x in samples)),
+                         "nodes_needed": stats["nodes_needed"], "p99_ns": stats["p99_ns"],
+                         **({"nodes_needed_ci95": stats["nodes_needed_ci95"], "p99_ci95_ns": stats["p99_ci95_ns"]}
+                            if n_seeds > 1 else {}),
+                         "node_capacity_experts": costs.total_experts, "node_hbm_experts": costs.hbm_experts,
+                         "seeds": n_seeds, "samples": samples})
     return rows
 
 
@@ -192,18 +226,21 @@ def plot_footprint(rows: list[dict[str, Any]], path: str | Path, max_nodes: int)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]
     for i, plat in enumerate(dict.fromkeys(r["platform"] for r in rows)):
-        pts = [(r["experts"], r["nodes_needed"]) for r in rows if r["platform"] == plat]
+        pts = [(r["experts"], r["nodes_needed"], r.get("nodes_needed_ci95")) for r in rows if r["platform"] == plat]
         marker, line = styles[i % len(styles)]
-        ax.plot([e for e, n in pts if n is not None], [n for _, n in pts if n is not None], marker=marker,
-                linestyle=line, label=plat)
-        over = [e for e, n in pts if n is None]
+        ok = [(e, n, c) for e, n, c in pts if n is not None]
+        yerr = [c or 0.0 for _, _, c in ok] if any(c is not None for _, _, c in ok) else None
+        ax.errorbar([e for e, _, _ in ok], [n for _, n, _ in ok], yerr=yerr, marker=marker, linestyle=line,
+                    capsize=3, label=plat)
+        over = [e for e, n, _ in pts if n is None]
         if over:
             ax.scatter(over, [max_nodes] * len(over), marker="x", label=f"{plat}: > {max_nodes} nodes")
     r0 = rows[0]
     rate = f"{r0['rate_per_s']:g} req/s" if r0["rate_per_s"] else "trace arrivals"
     ax.set_title(f"Nodes needed for p99 <= {r0['p99_target_ns'] / 1e6:g} ms ({rate})")
     ax.set_xlabel("experts in the composition")
-    ax.set_ylabel("nodes (8 sockets / GPUs each)")
+    seeds = int(r0.get("seeds") or 1)
+    ax.set_ylabel("nodes (8 sockets / GPUs each)" + (f"\nmean of {seeds} seeds, bars: 95 % CI" if seeds > 1 else ""))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -231,7 +268,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
                     batch=cfg.batch, rate_per_s=cfg.rate_per_s, n_requests=cfg.requests, policies=cfg.policies,
                     workload=cfg.workload, prompt_len=cfg.prompt_len, tokens=cfg.tokens, seed=cfg.seed,
                     trace=cfg.trace, backend=cfg.backend, address=cfg.address, overrides=cfg.overrides,
-                    footprint_policy=cfg.footprint_policy)
+                    footprint_policy=cfg.footprint_policy, n_seeds=cfg.n_seeds)
+    samples = [{"platform": r["platform"], "policy": r["policy"]} | x for r in out["rows"] for x in r.pop("samples")]
     view = [{**r, "p50_ms": r["latency_p50_ns"] / 1e6, "p99_ms": r["latency_p99_ns"] / 1e6,
              "ttft_p99_ms": r["ttft_p99_ns"] / 1e6} for r in out["rows"]]
     lines = [f"fleet: {cfg.nodes} x {cfg.profile} nodes ({cfg.nodes * 8} sockets, backend {cfg.backend}), "
@@ -239,25 +277,29 @@ def cmd_fleet(args: argparse.Namespace) -> int:
              table(view, [("policy", "policy"), ("completed", "completed"), ("p50_ms", "p50 ms"),
                           ("p99_ms", "p99 ms"), ("ttft_p99_ms", "TTFT p99 ms"), ("hit_rate", "hit rate"),
                           ("busiest_node_requests", "busiest node"), ("idlest_node_requests", "idlest node")])]
+    if cfg.n_seeds > 1:
+        lines.append(f"{cfg.n_seeds} seeds ({cfg.seed}..{cfg.seed + cfg.n_seeds - 1}): every figure is the mean over "
+                     "the seeds; the 95 % confidence intervals (Student t, n-1 dof) are in results.csv")
     print("\n".join(lines))
     run.write_rows("results", out["rows"])
+    run.write_rows("samples", samples)
     if not cfg.no_footprint:
         fp = footprint(platforms=list(cfg.footprint_platforms), experts_list=list(cfg.footprint_experts),
                        model_name=cfg.model, batch=cfg.batch, rate_per_s=cfg.rate_per_s,
                        n_requests=cfg.footprint_requests, p99_target_ns=int(cfg.p99_target_ms * 1e6),
                        max_nodes=cfg.max_nodes, policy=cfg.footprint_policy, workload=cfg.workload,
                        prompt_len=cfg.prompt_len, tokens=cfg.tokens, seed=cfg.seed, trace=cfg.trace,
-                       backend="local")
+                       backend="local", n_seeds=cfg.n_seeds)
         out["footprint"] = fp
-        fp_text = table([{**r, "nodes": r["nodes_needed"] if r["nodes_needed"] is not None
-                          else f"> {cfg.max_nodes}"} for r in fp],
+        fp_text = table([{**r, "nodes": f"> {cfg.max_nodes}" if r["nodes_needed"] is None else
+                          r["nodes_needed"] if r.get("nodes_needed_ci95") is None else
+                          f"{r['nodes_needed']:.1f} ± {r['nodes_needed_ci95']:.1f}"} for r in fp],
                         [("platform", "platform"), ("experts", "experts"), ("nodes", "nodes needed"),
                          ("policy", "with policy")])
         lines += [f"footprint: smallest fleet with p99 <= {cfg.p99_target_ms:g} ms "
                   f"({cfg.footprint_policy}, {cfg.footprint_requests} requests per point)", fp_text]
         print("\n".join(lines[-2:]))
-        run.write_rows("footprint", [{k: v for k, v in r.items() if k not in ("tried", "nodes_needed_per_policy")}
-                                     for r in fp])
+        run.write_rows("footprint", [{k: v for k, v in r.items() if k != "samples"} for r in fp])
         png = plot_footprint(fp, run.file("fleet_footprint.png"), cfg.max_nodes)
         print(f"plot: {png}")
     run.write_json("results.json", out)

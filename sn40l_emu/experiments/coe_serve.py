@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sn40l_emu.errors import ConfigError
+from sn40l_emu.experiments.ci import MAX_SEEDS, aggregate, ci_key, seed_list
 from sn40l_emu.experiments.options import (
     MAX_BATCH,
     MAX_EXPERTS,
@@ -49,7 +50,9 @@ class ServeConfig:
     workload: str = option("zipf:1.0", "which expert each prompt picks: zipf:S, uniform, or a JSONL trace file")
     prompt_len: int = option(128, "prompt tokens per request", lo=1, hi=MAX_TOKENS)
     tokens: int = option(20, "output tokens per request", lo=1, hi=MAX_TOKENS)
-    seed: int = option(0, "seed of arrivals and prompts", lo=0, hi=MAX_SEED)
+    seed: int = option(0, "first seed of arrivals and prompts", lo=0, hi=MAX_SEED)
+    n_seeds: int = option(5, "seeds (seed, seed+1, ...): every figure is their mean with a 95-percent confidence "
+                             "interval (Student t, n-1 dof)", flag="seeds", lo=1, hi=MAX_SEEDS)
     trace: str = option("", "arrival trace CSV (timestamp, expert|domain, prompt_tokens, output_tokens; the Azure "
                             "LLM inference trace's TIMESTAMP, ContextTokens, GeneratedTokens also work); "
                             "replaces --rate/--requests/--prompt-len/--tokens", metavar="CSV")
@@ -79,7 +82,7 @@ def run_serve_config(cfg: ServeConfig, *, progress: bool = True, keep_records: b
     return run_serving(cfg.profile, cfg.model, cfg.experts, cfg.batch, cfg.rate_per_s, cfg.requests,
                        list(cfg.policies), workload=cfg.workload, prompt_len=cfg.prompt_len, tokens=cfg.tokens,
                        seed=cfg.seed, backend=cfg.backend, overrides=cfg.overrides, progress=progress,
-                       trace=cfg.trace, slo=slo, exact=cfg.exact, keep_records=keep_records)
+                       trace=cfg.trace, slo=slo, exact=cfg.exact, keep_records=keep_records, n_seeds=cfg.n_seeds)
 
 
 def serving_requests(n_experts: int, n_requests: int, rate_per_s: float, *, workload: str = "zipf:1.0",
@@ -101,10 +104,16 @@ def run_serving(platform: str, model_name: str, n_experts: int, batch: int, rate
                 n_requests: int, policies: list[str], *, workload: str = "zipf:1.0", prompt_len: int = 128,
                 tokens: int = 20, seed: int = 0, backend: str = "ray", overrides: tuple[str, ...] = (),
                 progress: bool = True, trace: str = "", slo: Any = None, exact: bool = False,
-                keep_records: bool = False) -> list[dict[str, Any]]:
+                keep_records: bool = False, n_seeds: int = 1) -> list[dict[str, Any]]:
     """One row per cache policy. Costs are measured on the node once per shape
     (:mod:`sn40l_emu.coe.fleet_costs`) unless ``exact``, which drives the coordinator
-    through every request (same nanoseconds, far more wall time)."""
+    through every request (same nanoseconds, far more wall time).
+
+    With ``n_seeds`` > 1 every policy serves the streams of seeds ``seed`` ..
+    ``seed + n_seeds - 1`` (the costs measured once for all of them) and each figure
+    is the mean over the seeds with its 95 % CI (``p99_ns`` and ``p99_ci95_ns``, ...;
+    :mod:`sn40l_emu.experiments.ci`); ``samples`` keeps each seed's figures, and
+    ``records`` (with ``keep_records``) every seed's requests."""
     from sn40l_emu.cluster.session import Backend, open_node
     from sn40l_emu.coe.cache import CachePolicy
     from sn40l_emu.coe.fleet_costs import CostServer, measure_node_costs
@@ -114,32 +123,46 @@ def run_serving(platform: str, model_name: str, n_experts: int, batch: int, rate
     from sn40l_emu.workload import load_model
 
     model = load_model(model_name)
-    reqs = serving_requests(n_experts, n_requests, rate_per_s, workload=workload, prompt_len=prompt_len,
-                            tokens=tokens, seed=seed, trace=trace)
+    streams = {s: serving_requests(n_experts, n_requests, rate_per_s, workload=workload, prompt_len=prompt_len,
+                                   tokens=tokens, seed=s, trace=trace) for s in seed_list(seed, n_seeds)}
+    shapes = sorted({(r.prompt_len, r.output_tokens) for reqs in streams.values() for r in reqs})
     slo = slo or SLO()
     rows = []
     prof = load_profile(platform, list(overrides))
     with open_node(prof, backend=Backend(backend), trace=False) as raw_node:
-        costs = None if exact else measure_node_costs(
-            raw_node, model, n_experts, batch, sorted({(r.prompt_len, r.output_tokens) for r in reqs}))
+        costs = None if exact else measure_node_costs(raw_node, model, n_experts, batch, shapes)
         for pol in policies:
             policy = CachePolicy(pol)
-            future = [r.expert for r in reqs] if policy is CachePolicy.OPT else None
-            if costs is not None:
-                serve = CostServer(costs, policy, future).serve
-            else:
-                serve = _exact_server(raw_node, model, n_experts, batch, reqs, policy, future, progress)
-            out = simulate_serving(reqs, batch, serve)
+            samples: list[dict[str, Any]] = []
+            records: list[Any] = []
+            for s, reqs in streams.items():
+                future = [r.expert for r in reqs] if policy is CachePolicy.OPT else None
+                if costs is not None:
+                    serve = CostServer(costs, policy, future).serve
+                else:
+                    serve = _exact_server(raw_node, model, n_experts, batch, reqs, policy, future, progress)
+                out = simulate_serving(reqs, batch, serve)
+                samples.append({"seed": s, "requests": len(reqs), "throughput_per_s": out.throughput_per_s,
+                                "p50_ns": out.latency_p50_ns, "p90_ns": out.latency_p90_ns,
+                                "p99_ns": out.latency_p99_ns, "hit_rate": out.hit_rate, "batches": out.n_batches,
+                                **serving_metrics(out.records, slo)})
+                records += out.records
+            keys = [k for k in samples[0] if k not in ("seed", "requests")]
             row: dict[str, Any] = {
                 "platform": platform, "policy": pol, "experts": n_experts, "batch": batch,
                 "rate_per_s": rate_per_s if not trace else None, "trace": trace or None,
-                "requests": len(reqs), "throughput_per_s": out.throughput_per_s,
-                "p50_ns": out.latency_p50_ns, "p90_ns": out.latency_p90_ns, "p99_ns": out.latency_p99_ns,
-                "hit_rate": out.hit_rate, "batches": out.n_batches,
-                "costs": "exact" if costs is None else ("interpolated" if costs.interpolated else "measured"),
-                **serving_metrics(out.records, slo)}
+                "requests": samples[0]["requests"]}
+            if n_seeds == 1:
+                row.update({k: samples[0][k] for k in keys})  # one draw: its own figures, no interval
+            else:
+                stats = aggregate(samples, keys)
+                row.update({k: stats[k] for k in keys})
+                row.update({ci_key(k): stats[ci_key(k)] for k in keys})
+            row["costs"] = "exact" if costs is None else ("interpolated" if costs.interpolated else "measured")
+            row["seeds"] = n_seeds
+            row["samples"] = samples
             if keep_records:
-                row["records"] = out.records
+                row["records"] = records
             rows.append(row)
     return rows
 
@@ -194,27 +217,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          argv=getattr(args, "argv", None))
     rows = run_serve_config(cfg, progress=not args.no_progress, keep_records=True)
     png = plot_latency_cdf(rows, run.file("coe_serve_cdf.png"))
-    rows = [{k: v for k, v in r.items() if k != "records"} for r in rows]
+    samples = [{"platform": r["platform"], "policy": r["policy"]} | x for r in rows for x in r["samples"]]
+    rows = [{k: v for k, v in r.items() if k not in ("records", "samples")} for r in rows]
 
     def to_ms(v: Any) -> Any:
         return None if v is None else v / 1e6
 
     view = [{**r, **{k.replace("_ns", "_ms"): to_ms(r[k]) for k in r if k.endswith("_ns")}} for r in rows]
+    for v in view:  # mean ± 95 % CI where there are several seeds
+        for k in ("latency_mean_ms", "p99_ms", "ttft_p99_ms", "tpot_mean_ms", "goodput_per_s"):
+            ci = v.get(k.replace("_ms", "_ci95_ms") if k.endswith("_ms") else k + "_ci95")
+            if v.get(k) is not None and ci is not None:
+                v[k] = f"{v[k]:,.4g} ± {ci:,.2g}"
     text = table(view, [("platform", "platform"), ("policy", "policy"), ("throughput_per_s", "req/s"),
                         ("latency_mean_ms", "mean ms"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
                         ("p99_ms", "p99 ms"), ("ttft_p50_ms", "TTFT p50 ms"), ("ttft_p99_ms", "TTFT p99 ms"),
                         ("tpot_mean_ms", "TPOT mean ms"), ("tpot_p99_ms", "TPOT p99 ms"),
                         ("goodput_per_s", "goodput req/s"), ("hit_rate", "hit rate"), ("batches", "batches")])
+    seeds_text = (f"{cfg.n_seeds} seeds ({cfg.seed}..{cfg.seed + cfg.n_seeds - 1}): every figure is the mean, "
+                  "± the 95 % confidence interval (Student t, n-1 dof) where shown; the others' CIs are in "
+                  "results.csv" if cfg.n_seeds > 1 else f"seed {cfg.seed}: one draw, no confidence interval")
     slo_text = (f"SLO: TTFT <= {cfg.slo_ttft_ms or '-'} ms, TPOT <= {cfg.slo_tpot_ms or '-'} ms, "
                 f"latency <= {cfg.slo_latency_ms or '-'} ms ('-': not checked); costs {rows[0]['costs']} on the node")
     print(text)
+    print(seeds_text)
     print(slo_text)
     doc = {"rows": rows, "config": resolved["serve"]}
     run.write_json("results.json", doc)
     run.write_rows("results", rows)
+    run.write_rows("samples", samples)
     if args.json:
         rundir.write_copy(args.json, doc)
-    run.finish(f"```\n{text}\n```\n\n{slo_text}\n\n![latency CDF]({Path(png).name})", rows=len(rows))
+    run.finish(f"```\n{text}\n```\n\n{seeds_text}\n\n{slo_text}\n\n![latency CDF]({Path(png).name})", rows=len(rows))
     print(f"\nlatency CDF: {png}\nwrote {run.path}/{' and ' + str(args.json) if args.json else ''}")
     return 0
 

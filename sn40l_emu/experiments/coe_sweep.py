@@ -4,6 +4,15 @@ For every platform, one node is built once and power-cycled between rows, so
 every row starts from the same pristine node (a cold HBM cache holding only
 the router and the KV reservation). Rows share the platform's program book and
 cost-reuse tables: the same prefill and decode steps recur in every row.
+
+A row is a random draw (which expert each prompt picks), so it runs once per
+seed (``--seeds N``: seeds ``--seed`` .. ``--seed`` + N - 1, each on a freshly
+power-cycled node) and every sampled figure is reported as the mean over the
+seeds with its 95 % confidence interval (Student t, n - 1 dof;
+:mod:`sn40l_emu.experiments.ci`): ``total_ns`` is the mean and
+``total_ci95_ns`` its half-width, and so on. ``samples.csv`` holds every
+(row, seed). Repeated seeds are cheap: the programs and measured step costs
+are cached per platform, only the routing and the cache differ.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sn40l_emu.errors import ConfigError, OutOfMemory
+from sn40l_emu.experiments.ci import MAX_SEEDS, aggregate, ci_key, seed_list
 from sn40l_emu.experiments.options import (
     MAX_BATCH,
     MAX_EXPERTS,
@@ -44,7 +54,9 @@ class SweepConfig:
     prompt_len: int = option(128, "prompt tokens per request", lo=1, hi=MAX_TOKENS)
     workload: str = option("zipf:1.0", "which expert each prompt picks: zipf:S, uniform, or a JSONL trace file")
     policy: str = option("lru", "HBM expert cache policy", choices=POLICY_NAMES)
-    seed: int = option(0, "seed of the prompt draw", lo=0, hi=MAX_SEED)
+    seed: int = option(0, "first seed of the prompt draw", lo=0, hi=MAX_SEED)
+    n_seeds: int = option(5, "seeds per row (seed, seed+1, ...): every sampled figure is their mean with a "
+                             "95-percent confidence interval (Student t, n-1 dof)", flag="seeds", lo=1, hi=MAX_SEEDS)
     n_batches: int = option(1, "batches per row (the cache stays warm between them)", flag="batches",
                             lo=1, hi=MAX_BATCH)
     backend: str = backend_field()
@@ -53,6 +65,12 @@ class SweepConfig:
     def __post_init__(self) -> None:
         check_fields(self)
 
+
+# where every nanosecond of a batch went (coordinator.BatchResult): total_ns is their sum
+_PHASE_KEYS = ("router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "host_ns", "expert_ns")
+
+# Figures that depend on the prompt draw: each is the mean over seeds, with a 95 % CI (experiments/ci.py).
+SAMPLED = ("total_ns", *_PHASE_KEYS, "hbm_hits", "hbm_misses", "load_ns")
 
 TraceRow = tuple[str, int, int, int]  # (platform, experts, batch, tokens)
 
@@ -118,52 +136,63 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
             book = LayerPrograms(ProgramBook())
             for n, b, t in combos:
                 bar.set_postfix_str(f"{prof.name} experts={n} batch={b} tokens={t}")
-                node.reset()
-                future = expert_sequence(spec, n, b * cfg.n_batches, cfg.seed) if policy is CachePolicy.OPT else None
-                setup = CoESetup(model, n, b, cfg.prompt_len, t, policy)
-                coord = CoECoordinator(node, setup, reuse=reuse, book=book, future=future)
-                row: dict[str, Any] = {
-                    "platform": prof.name, "experts": n, "batch": b, "tokens": t,
-                    "total_ns": 0, **dict.fromkeys(_PHASE_KEYS, 0),
-                    "hbm_hits": 0, "hbm_misses": 0, "oom": False,
-                    "experts_in_hbm_at_once": coord.capacity.hbm_experts,
-                    "experts_per_node": coord.capacity.total_experts,
-                }
-                try:
-                    row["load_ns"] = coord.load()
-                    wall0 = time.perf_counter()  # wall-clock ok: measures the emulator itself
-                    all_events = []
-                    for batch in make_batches(spec, n, b, cfg.n_batches, cfg.prompt_len, t, cfg.seed):
-                        res = coord.run_batch(batch)
-                        for k in _PHASE_KEYS:
-                            row[k] += getattr(res, k)
-                        row["hbm_hits"] += res.hits
-                        row["hbm_misses"] += res.misses
-                        all_events += res.events
+                row: dict[str, Any] = {"platform": prof.name, "experts": n, "batch": b, "tokens": t}
+                samples: list[dict[str, Any]] = []
+                wall0 = time.perf_counter()  # wall-clock ok: measures the emulator itself
+                for seed in seed_list(cfg.seed, cfg.n_seeds):
+                    node.reset()
+                    future = (expert_sequence(spec, n, b * cfg.n_batches, seed)
+                              if policy is CachePolicy.OPT else None)
+                    setup = CoESetup(model, n, b, cfg.prompt_len, t, policy)
+                    coord = CoECoordinator(node, setup, reuse=reuse, book=book, future=future)
+                    row["experts_in_hbm_at_once"] = coord.capacity.hbm_experts
+                    row["experts_per_node"] = coord.capacity.total_experts
+                    sample: dict[str, Any] = {"seed": seed, **dict.fromkeys(_PHASE_KEYS, 0),
+                                              "hbm_hits": 0, "hbm_misses": 0}
+                    try:
+                        sample["load_ns"] = coord.load()
+                        all_events = []
+                        for batch in make_batches(spec, n, b, cfg.n_batches, cfg.prompt_len, t, seed):
+                            res = coord.run_batch(batch)
+                            for k in _PHASE_KEYS:
+                                sample[k] += getattr(res, k)
+                            sample["hbm_hits"] += res.hits
+                            sample["hbm_misses"] += res.misses
+                            all_events += res.events
+                    except OutOfMemory as exc:
+                        row["oom_reason"] = str(exc)
+                        break  # the footprint does not depend on the draw: every seed would run out
                     for k in _PHASE_KEYS:
-                        row[k] //= cfg.n_batches
-                    row["total_ns"] = sum(row[k] for k in _PHASE_KEYS)
-                    row["wall_s"] = round(time.perf_counter() - wall0, 4)  # wall-clock ok: measures the emulator itself
+                        sample[k] //= cfg.n_batches
+                    sample["total_ns"] = sum(sample[k] for k in _PHASE_KEYS)
+                    samples.append(sample)
                     chosen = (trace_row == (prof.name, n, b, t) if trace_row is not None else
                               default_trace_row(cfg, prof.name, n, b, t, coord.capacity.total_experts))
                     if trace_path is not None and not trace_done and chosen:
                         events, left = expand_reused(all_events)
                         write_chrome_trace(trace_path, events, metadata={
-                            "row": row, "reused_runs_not_expanded": left,
+                            "row": {**row, **sample}, "reused_runs_not_expanded": left,
                             "hbm_at_start": "cold: router and KV reservation only" if not coord.gpu else
                             ("every expert preloaded" if coord.all_in_hbm else "cold cache; experts in host DRAM")})
                         trace_done = True
-                except OutOfMemory as exc:
-                    row["oom"] = True
-                    row["oom_reason"] = str(exc)
+                oom = "oom_reason" in row
+                head = {k: row.pop(k) for k in ("platform", "experts", "batch", "tokens")}
+                stats: dict[str, Any] = ({k: 0 for k in SAMPLED} | {ci_key(k): None for k in SAMPLED} if oom
+                                         else aggregate(samples, SAMPLED))
+                # the parts' means, each rounded to whole ns, still add up to the total (within 1.5 ns of
+                # the mean of the totals); the total's CI is from the totals themselves
+                stats["total_ns"] = sum(stats[k] for k in _PHASE_KEYS)
+                row = {**head, **{k: stats[k] for k in SAMPLED if k != "load_ns"}, "oom": oom, **row,
+                       **({"load_ns": stats["load_ns"]} if not oom else {}),
+                       **{ci_key(k): stats[ci_key(k)] for k in SAMPLED if k != "load_ns"},
+                       "seeds": len(samples)}
+                if not oom:
+                    row["wall_s"] = round(time.perf_counter() - wall0, 4)  # wall-clock ok: measures the emulator
+                row["samples"] = samples
                 rows.append(row)
                 bar.update(1)
     bar.close()
     return rows
-
-
-# where every nanosecond of a batch went (coordinator.BatchResult): total_ns is their sum
-_PHASE_KEYS = ("router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "host_ns", "expert_ns")
 
 
 def _ms(ns: Any) -> str | None:
@@ -175,10 +204,11 @@ def _ms(ns: Any) -> str | None:
 
 
 def output_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for tables and CSV: an OOM row leaves its timings blank (None), never 0 ms."""
+    """Rows for tables and CSV: an OOM row leaves its timings blank (None), never 0 ms; the per-seed
+    samples are left out (:func:`sample_rows` has them)."""
     out = []
     for r in rows:
-        r = dict(r)
+        r = {k: v for k, v in r.items() if k != "samples"}
         if r.get("oom"):
             for k in ("total_ns", *_PHASE_KEYS, "load_ns", "wall_s"):
                 if k in r:
@@ -187,18 +217,32 @@ def output_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def sample_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (sweep row, seed) with that draw's own figures (``samples.csv``)."""
+    return [{k: r[k] for k in ("platform", "experts", "batch", "tokens")} | s
+            for r in rows for s in r.get("samples", ())]
+
+
+def _pm(ns: Any, ci: Any) -> str | None:
+    """``mean +- half-width`` in ms for a table (the mean alone where there is no interval)."""
+    text = _ms(ns)
+    if text is None or ci is None:
+        return text
+    return f"{text} ± {_ms(ci)}"
+
+
 def _summary(rows: list[dict[str, Any]]) -> str:
+    """Every row; router, switch, expert ms, hits and misses are means over the seeds (CIs in results.csv)."""
     from sn40l_emu.report import table
 
-    view = [{**r, "total_ms": _ms(r["total_ns"]), "router_ms": _ms(r["router_ns"]),
+    view = [{**r, "total_ms": _pm(r["total_ns"], r.get("total_ci95_ns")), "router_ms": _ms(r["router_ns"]),
              "switch_ms": _ms(r["switch_ns"]), "expert_ms": _ms(r["expert_ns"]), "host_ms": _ms(r["host_ns"]),
              "load_ms": _ms(None if r["total_ns"] is None else r["program_load_ns"] + r["argument_load_ns"]),
              "oom": "OOM" if r["oom"] else ""} for r in output_rows(rows)]
     return table(view, [("platform", "platform"), ("experts", "experts"), ("batch", "batch"),
-                        ("tokens", "tokens"), ("total_ms", "total ms"), ("router_ms", "router ms"),
+                        ("tokens", "tokens"), ("total_ms", "total ms (mean ± 95 % CI)"), ("router_ms", "router ms"),
                         ("switch_ms", "switch ms"), ("load_ms", "prog+arg load ms"), ("host_ms", "host ms"),
-                        ("expert_ms", "expert ms"),
-                        ("hbm_hits", "hits"),
+                        ("expert_ms", "expert ms"), ("hbm_hits", "hits"),
                         ("hbm_misses", "misses"), ("oom", "oom")])
 
 
@@ -241,6 +285,7 @@ def cmd_coe(args: argparse.Namespace) -> int:
            "wall_s": round(wall, 2)}
     run.write_json("results.json", doc)
     run.write_rows("results", output_rows(rows))
+    run.write_rows("samples", sample_rows(rows))
     if args.json:
         rundir.write_copy(args.json, doc)
     text = conclusion(rows, cfg, plots=[Path(p) for p in pngs], run_dir=out)
@@ -248,7 +293,7 @@ def cmd_coe(args: argparse.Namespace) -> int:
                headline=text.splitlines()[0] if text else "")
     print()
     print(text)
-    print(f"\nwrote {out}/ (results.json, results.csv, summary.md, config.json, {len(pngs)} plots"
+    print(f"\nwrote {out}/ (results.json, results.csv, samples.csv, summary.md, config.json, {len(pngs)} plots"
           f"{', coe_trace.json' if 'coe_trace.json' in run.files else ''})"
           f"{' and ' + str(args.json) if args.json else ''} ({wall:.1f} s wall)")
     return 0

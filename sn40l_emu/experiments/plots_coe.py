@@ -61,6 +61,12 @@ def _ci_ms(row: dict[str, Any], key: str) -> float | None:
     return None if ci is None else _ms(float(ci))
 
 
+def _seeds_note(rows: list[dict[str, Any]]) -> str:
+    """What a point is: the mean over n seeds with its 95 % CI as error bars (nothing for one draw)."""
+    n = max((int(r.get("seeds") or 1) for r in rows), default=1)
+    return f"\nmean of {n} seeds, bars: 95 % CI" if n > 1 else ""
+
+
 def hbm_edge(rows: list[dict[str, Any]]) -> int | None:
     """The largest composition a GPU platform keeps in HBM (None if the row does not say)."""
     vals = [int(r["experts_in_hbm_at_once"]) for r in rows if r.get("experts_in_hbm_at_once") is not None]
@@ -93,7 +99,7 @@ def latency_vs_experts(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for (batch, tokens), rs in sorted(groups.items()):
         fig, ax = plt.subplots(figsize=(10, 5.2), layout="constrained")
         ok_rows = [r for r in rs if not r["oom"]]
-        top = max((_ms(r["total_ns"] + r.get("total_ci95_ns", 0)) for r in ok_rows), default=1.0)
+        top = max((_ms(r["total_ns"] + (r.get("total_ci95_ns") or 0)) for r in ok_rows), default=1.0)
         xmax = max(r["experts"] for r in rs)
         edges: dict[int, list[str]] = {}
         for plat in sorted({r["platform"] for r in rs}):
@@ -133,7 +139,7 @@ def latency_vs_experts(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_ylim(0, top * 1.25)
         ax.set_xlim(0, xmax * 1.03 + 1)
         ax.set_xlabel("experts in the composition")
-        ax.set_ylabel("batch latency (ms)")
+        ax.set_ylabel("batch latency (ms)" + _seeds_note(rs))
         ax.set_title(f"CoE batch latency vs experts: batch {batch}, {tokens} output tokens per prompt",
                      fontsize=11)
         ax.text(0.0, -0.13, "HBM at the start of each point: " + start_state(rs) + ".", transform=ax.transAxes,
@@ -171,7 +177,7 @@ def breakdown_per_platform(rows: list[dict[str, Any]], out_dir: Path, batch: int
     plats = sorted({r["platform"] for r in sel})
     if not plats:
         return paths
-    ymax = max(_ms(r["total_ns"] + r.get("total_ci95_ns", 0)) for r in sel) * 1.08
+    ymax = max(_ms(r["total_ns"] + (r.get("total_ci95_ns") or 0)) for r in sel) * 1.08
     note = "HBM at the start of each bar: " + start_state(sel) + "."
     per_plat = {p: sorted((r for r in sel if r["platform"] == p), key=lambda r: r["experts"]) for p in plats}
 
@@ -180,7 +186,7 @@ def breakdown_per_platform(rows: list[dict[str, Any]], out_dir: Path, batch: int
         _stack(ax, rs, [str(r["experts"]) for r in rs], legend=True)
         ax.set_ylim(0, ymax)
         ax.set_xlabel("experts in the composition")
-        ax.set_ylabel("time per batch (ms)")
+        ax.set_ylabel("time per batch (ms)" + _seeds_note(rs))
         ax.set_title(f"{plat}: where the batch time goes (batch {batch}, {tokens} tokens)\n"
                      f"y-scale shared with the other platforms' charts", fontsize=10)
         ax.legend(fontsize=8, loc="upper left")
@@ -199,7 +205,7 @@ def breakdown_per_platform(rows: list[dict[str, Any]], out_dir: Path, batch: int
         ax.set_xlabel("experts in the composition")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylim(0, ymax)
-    axes[0][0].set_ylabel("time per batch (ms)")
+    axes[0][0].set_ylabel("time per batch (ms)" + _seeds_note(sel))
     axes[0][0].legend(fontsize=8, loc="upper left")
     fig.suptitle(f"Where the CoE batch time goes: batch {batch}, {tokens} output tokens per prompt "
                  "(one y-scale)", fontsize=11)

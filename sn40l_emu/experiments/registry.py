@@ -65,7 +65,7 @@ def _run_capacity(cfg: Any, progress: bool) -> Rows:
 def _run_serve(cfg: Any, progress: bool) -> Rows:
     from sn40l_emu.experiments.coe_serve import run_serve_config
 
-    return run_serve_config(cfg, progress=progress)
+    return [{k: v for k, v in r.items() if k != "samples"} for r in run_serve_config(cfg, progress=progress)]
 
 
 def _run_tp(cfg: Any, progress: bool) -> Rows:

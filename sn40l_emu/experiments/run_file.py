@@ -24,6 +24,11 @@ row), ``points.csv`` with the mean and 95 % confidence interval over seeds of
 every numeric column when there are several seeds, ``config.json`` with every
 point's resolved configuration, and a copy of the file as ``experiment.yaml``.
 
+Commands that sample over seeds themselves (``coe``, ``coe-serve``,
+``coe-fleet``: ``--seeds N``) run one seed per (point, seed) when the file
+lists ``seeds``; without ``seeds`` each point is the command's own mean and
+95 % CI over its default seeds (the ``*_ci95*`` columns of results.csv).
+
 The file is read with aliases refused and its size bounded (64 KiB), so a
 hostile file fails fast with one line.
 """
@@ -31,6 +36,7 @@ hostile file fails fast with one line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -161,6 +167,8 @@ def point_config(ef: ExperimentFile, point: Mapping[str, Any], seed: int | None)
         kw["set"] = tuple(sets)
     if seed is not None:
         kw["seed"] = seed
+        if "n_seeds" in {f.name for f in dataclasses.fields(cls)} and "seeds" not in kw and "n_seeds" not in kw:
+            kw["seeds"] = 1  # the file's seeds are the draws: one per (point, seed), aggregated in points.csv
     return from_kwargs(cls, kw)
 
 
@@ -239,7 +247,8 @@ def by_point(rows: Sequence[Mapping[str, Any]]) -> Any:
 
     df = rows_frame(rows)
     keys = ["point"] + [c for c in df.columns if c.startswith("grid.")]
-    num = [c for c in df.select_dtypes("number").columns if c not in ("point", "seed")]
+    num = [c for c in df.select_dtypes("number").columns
+           if c not in ("point", "seed", "seeds") and "_ci95" not in c]  # a command's own CIs are not averaged
     out = []
     for key, g in df.groupby(keys, sort=True, dropna=False):
         rec = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=False))

@@ -16,13 +16,14 @@ reason, and left out of both summaries.
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sn40l_emu.errors import ConfigError, EmuError
 from sn40l_emu.experiments.cases import ROLES, Case, Target, load_cases, predict, profile_for, rel_err, summarize
+from sn40l_emu.experiments.options import backend_field, check_fields, option
 
 
 def run_case(case: Case, *, backend: str = "local", profile_dir: str | None = None,
@@ -123,39 +124,56 @@ def table_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Which cases to run and on which profiles (output paths are the run directory's: ``--out``, ``--json``)."""
+
+    cases: str = option("validation/", "a case YAML file or a directory of them", metavar="PATH")
+    role: str = option("all", "run only the cases of this role (all: every role)", choices=("all", *ROLES))
+    backend: str = backend_field("local")
+    profile_dir: str = option("", "use DIR/<platform>.yaml (e.g. from `calibrate`) instead of the shipped "
+                                  "profile where present", metavar="DIR", shown="the shipped profiles")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Cases are read and checked before the run directory is made (a bad file creates nothing)."""
+    from sn40l_emu.experiments import rundir
+    from sn40l_emu.experiments.options import from_args, to_jsonable
     from sn40l_emu.experiments.plots_parity import plot_parity
 
-    cases = load_cases(args.cases)
-    if args.role:
-        cases = [c for c in cases if c.role == args.role]
+    cfg = from_args(ValidateConfig, args)
+    cases = load_cases(cfg.cases)
+    if cfg.role != "all":
+        cases = [c for c in cases if c.role == cfg.role]
+    run = rundir.prepare("validate", {"validate": to_jsonable(cfg)}, out=args.out, overwrite=args.overwrite,
+                         json_path=args.json, argv=getattr(args, "argv", None))
     t0 = time.perf_counter()  # wall-clock ok: measures the emulator itself
-    result = run_validate(cases, backend=args.backend, profile_dir=args.profile_dir or None)
+    result = run_validate(cases, backend=cfg.backend, profile_dir=cfg.profile_dir or None)
     wall_s = time.perf_counter() - t0  # wall-clock ok: measures the emulator itself
-    print(table_text(result))
-    json_path = Path(args.json)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({**result, "config": {"cases": str(args.cases), "backend": args.backend,
-                                                          "profile_dir": args.profile_dir, "wall_s": round(wall_s, 3)}},
-                                    indent=2) + "\n")
-    png = plot_parity(result["cases"], Path(args.out))
-    print(f"\nwrote {json_path} and {png} ({wall_s:.1f} s)")
+    text = table_text(result)
+    print(text)
+    doc = {**result, "config": {**to_jsonable(cfg), "wall_s": round(wall_s, 3)}}
+    run.write_json("results.json", doc)
+    run.write_rows("results", result["cases"])
+    png = plot_parity(result["cases"], run.path)
+    run.file(Path(png).name)
+    if args.json:
+        rundir.write_copy(args.json, doc)
+    run.finish(f"```\n{text}\n```\n\n![parity plot]({Path(png).name})", rows=len(result["cases"]))
+    print(f"\nwrote {run.path}/ (results.json, results.csv, {Path(png).name}, summary.md)"
+          f"{' and ' + str(args.json) if args.json else ''} ({wall_s:.1f} s)")
     return 0
 
 
 def register(sub: Any) -> None:
+    from sn40l_emu.experiments.options import add_options, output_args
+
     p = sub.add_parser("validate", help="run the published-measurement cases and report the emulator's error",
                        description=(__doc__ or "").split("\n\n", 1)[-1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="validation/",
-                   help="a case YAML file or a directory of them (default: %(default)s)")
-    p.add_argument("--role", default="", choices=["", *ROLES],
-                   help="run only the cases of this role (default: every role)")
-    p.add_argument("--backend", default="local", choices=["ray", "local"],
-                   help="local: in-process; ray: one actor per socket (default: %(default)s)")
-    p.add_argument("--profile-dir", default="",
-                   help="use DIR/<platform>.yaml (e.g. from `calibrate`) instead of the shipped profile "
-                        "when present (default: the shipped profiles)")
-    p.add_argument("--json", default="out/validate.json", help="write {cases, summary} here (default: %(default)s)")
-    p.add_argument("--out", default="out", help="directory for the parity plot (default: %(default)s)")
+    add_options(p, ValidateConfig)
+    output_args(p, "also write {cases, summary, config} here")
     p.set_defaults(func=cmd_validate)
