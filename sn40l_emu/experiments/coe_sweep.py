@@ -179,7 +179,7 @@ def run_sweep(cfg: SweepConfig, out_dir: Path | None = None, *, progress: bool =
                 head = {k: row.pop(k) for k in ("platform", "experts", "batch", "tokens")}
                 stats: dict[str, Any] = ({k: 0 for k in SAMPLED} | {ci_key(k): None for k in SAMPLED} if oom
                                          else aggregate(samples, SAMPLED))
-                # the parts' means, each rounded to whole ns, still add up to the total (within 1.5 ns of
+                # the parts' means, each rounded to whole ns, still add up to the total (within 3 ns of
                 # the mean of the totals); the total's CI is from the totals themselves
                 stats["total_ns"] = sum(stats[k] for k in _PHASE_KEYS)
                 row = {**head, **{k: stats[k] for k in SAMPLED if k != "load_ns"}, "oom": oom, **row,
