@@ -187,3 +187,34 @@ def test_trace_files_that_are_not_text_or_too_big_are_refused(tmp_path: Path, mo
         workload.parse_workload(str(big))
     with pytest.raises(ConfigError, match="workload"):
         workload.parse_workload("a" * 5000)  # a name too long for the file system: no OSError
+
+
+_CSV_HEADER = "timestamp,expert,prompt_tokens,output_tokens\n"
+
+
+@pytest.mark.parametrize("body, where", [
+    ("0,0,1e400,2\n", "row 2 prompt tokens"),  # int(float('1e400')) raised OverflowError
+    ("0,0\n", "row 2"),  # a short row raised IndexError
+    ("inf,0,4,2\n", "row 2 timestamp"),
+    ("0,0,4,2\n2e6,0,4,2\n", "trace timestamps"),  # a span beyond units.MAX_TIME_NS
+    ("0,0,4,4294967296\n", "row 2 output tokens"),
+    ("0,0,4,2\x00\n", "row 2 output tokens"),  # a NUL byte in a cell
+    ('0,0,4,2,"' + "x" * 200_000 + '"\n', "trace"),  # a cell over csv's field limit: csv.Error
+])
+def test_csv_arrival_traces_are_bounded(tmp_path: Path, body: str, where: str) -> None:
+    from sn40l_emu.coe.fleet_arrivals import read_trace_csv
+
+    f = tmp_path / "t.csv"
+    f.write_text(_CSV_HEADER + body)
+    with pytest.raises(ConfigError) as info:
+        read_trace_csv(f, 4)
+    assert where in info.value.field and "\n" not in str(info.value)
+
+
+def test_csv_arrival_trace_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    from sn40l_emu.coe.fleet_arrivals import read_trace_csv
+
+    f = tmp_path / "t.csv"
+    f.write_bytes(_CSV_HEADER.encode() + bytes(range(128, 256)))
+    with pytest.raises(ConfigError, match="UTF-8"):
+        read_trace_csv(f, 4)

@@ -36,6 +36,13 @@ from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
 from sn40l_emu.cluster.placement import free_sockets_per_node
 from sn40l_emu.errors import NoCapacityError
 
+#: How long a socket actor may take to answer a ping before it counts as dead. A dead actor
+#: answers with an error at once (Ray sees its process or its Ray node go); only a live but
+#: starved one makes the caller wait, and on a loaded host (load 10+ on 2 cores) an answer
+#: can take seconds. A live socket declared dead would be recreated beside itself, so the
+#: bound is generous rather than tight.
+PING_TIMEOUT_S = 30.0
+
 
 @dataclass(frozen=True)
 class RecoveryReport:
@@ -54,7 +61,7 @@ class RecoveryReport:
                 f"{self.dropped_frames} queued frame(s) dropped, {self.lost_sends} send(s) lost")
 
 
-def dead_sockets(node: Any, timeout_s: float = 5.0) -> list[int]:
+def dead_sockets(node: Any, timeout_s: float = PING_TIMEOUT_S) -> list[int]:
     """Indices of sockets whose actor does not answer a ping within ``timeout_s`` (all of them)."""
     import ray
 
@@ -122,7 +129,7 @@ def _homes_from_free(dead: list[int], free: dict[str, int]) -> dict[int, str]:
     return homes
 
 
-def recover(node: Any, *, timeout_s: float = 60.0, ping_timeout_s: float = 5.0,
+def recover(node: Any, *, timeout_s: float = 60.0, ping_timeout_s: float = PING_TIMEOUT_S,
             align_clocks: bool = False) -> RecoveryReport:
     """Recreate the dead sockets of a :class:`RayNode` on the capacity left and reconnect everyone."""
     import ray

@@ -119,26 +119,28 @@ def parse_workload(text: str) -> WorkloadSpec:
     raise ConfigError("workload", text, _ALLOWED)
 
 
-def load_trace(path: str | Path) -> tuple[TraceRecord, ...]:
-    """Read a JSONL trace file within the bounds above (see :func:`parse_trace_lines`)."""
+def read_trace_text(path: str | Path, what: str = "workload") -> str:
+    """A trace file's text: at most ``MAX_TRACE_BYTES``, UTF-8 (ConfigError naming ``what`` otherwise)."""
     p = Path(path)
     try:
         size = p.stat().st_size
         if size > MAX_TRACE_BYTES:
-            raise ConfigError("workload", str(p), f"a JSONL trace file of at most {MAX_TRACE_BYTES} bytes "
-                              f"(this one has {size})")
+            raise ConfigError(what, str(p), f"a trace file of at most {MAX_TRACE_BYTES} bytes (this one has {size})")
         with p.open("rb") as fh:
             data = _read_bounded(fh)
     except OSError as exc:
-        raise ConfigError("workload", str(p),
-                          f"a readable JSONL trace file ({exc.strerror or type(exc).__name__})") from None
+        raise ConfigError(what, str(p), f"a readable trace file ({exc.strerror or type(exc).__name__})") from None
     if len(data) > MAX_TRACE_BYTES:
-        raise ConfigError("workload", str(p), f"a JSONL trace file of at most {MAX_TRACE_BYTES} bytes")
+        raise ConfigError(what, str(p), f"a trace file of at most {MAX_TRACE_BYTES} bytes")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError("workload", str(p), f"a UTF-8 JSONL trace file (byte {exc.start} is not UTF-8)") from None
-    return parse_trace_lines(text.splitlines(), str(p))
+        raise ConfigError(what, str(p), f"a UTF-8 trace file (byte {exc.start} is not UTF-8)") from None
+
+
+def load_trace(path: str | Path) -> tuple[TraceRecord, ...]:
+    """Read a JSONL trace file within the bounds above (see :func:`parse_trace_lines`)."""
+    return parse_trace_lines(read_trace_text(path).splitlines(), str(path))
 
 
 def _read_bounded(fh: BinaryIO) -> bytes:
