@@ -34,19 +34,27 @@ def _all_reduce(node: Any) -> dict[int, Any]:
     return dict(node.run_programs({i: Program.of("ar", [op]) for i in GROUP}))
 
 
-def _dies_mid_collective(t: Any, socket: int) -> Any:
-    """Socket ``socket``'s process dies in the second ring step, at its second receive (its
-    ring successor then holds a frame it has not taken); returns the original receive."""
-    original, done = t.recv, [0]
+def _frames_of_a_ring_all_reduce() -> list[tuple[int, bytes, Any]]:
+    """Every frame (dst, header, payload) of the ring all-reduce, as an in-process run sends them,
+    with wrong data: what a collective cut short leaves queued (deterministic, unlike a race)."""
+    node = LocalNode(PROFILE, len(GROUP))
+    frames: list[tuple[int, bytes, Any]] = []
+    for t in node.transports.values():
+        async def spy(dst: int, header: bytes, payload: Any, deliver: Any = t._deliver) -> None:
+            frames.append((dst, header, None if payload is None else np.full_like(payload, 1000.0)))
+            await deliver(dst, header, payload)
 
-    async def recv(src: int, tag: int) -> Any:
-        if done[0] >= 1:
-            raise SocketDeadError(socket, "process killed mid-collective")
-        done[0] += 1
-        return await original(src, tag)
+        t._deliver = spy
+    _all_reduce(node)
+    return frames
 
-    t.recv = recv
-    return original
+
+def _queue(transports: Any, frames: list[tuple[int, bytes, Any]], dead: int) -> int:
+    """Put the frames addressed to the survivors into their mailboxes; returns how many."""
+    stale = [(dst, h, p) for dst, h, p in frames if dst != dead]
+    for dst, h, p in stale:
+        transports[dst].mailbox.put(decode_frame(h, p, 1 << 30))
+    return len(stale)
 
 
 def test_mailbox_drop_all_counts_frames_and_fails_waiting_receives() -> None:
@@ -64,13 +72,33 @@ def test_mailbox_drop_all_counts_frames_and_fails_waiting_receives() -> None:
     asyncio.run(main())
 
 
-def test_a_death_mid_collective_leaves_frames_that_recovery_drops_and_reports() -> None:
+def test_stale_frames_kept_would_corrupt_the_next_collective() -> None:
+    """The hazard the flush removes: queued frames of an earlier collective are taken as the
+    next one's (same source, tag and sequence once numbering restarts)."""
+    from sn40l_emu.errors import FrameError
+
     node = LocalNode(PROFILE, len(GROUP))
-    _dies_mid_collective(node.transports[3], 3)
-    with pytest.raises(SocketDeadError):
+    assert _queue(node.transports, _frames_of_a_ring_all_reduce(), dead=-1) > 0
+    try:
         _all_reduce(node)
-    queued = sum(len(node.transports[i].mailbox) for i in GROUP if i != 3)
-    assert queued > 0  # the cut-short collective left frames on the survivors
+    except FrameError as exc:  # the real frame met the stale one under the same key
+        assert "duplicate frame" in str(exc)
+    else:
+        assert float(node.get_tensors(0, ["x"])["x"][0]) != 10.0  # or the stale data was summed
+
+
+def test_a_kill_mid_collective_then_recovery_drops_the_queued_frames_and_reports_them() -> None:
+    from sn40l_emu.errors import SocketKilledError
+    from sn40l_emu.socket_actor.state_changes import FailAt
+
+    clean = _all_reduce(LocalNode(PROFILE, len(GROUP)))
+    clean_ns = [r.breakdown_ns["collectives"] for r in clean.values()]
+    node = LocalNode(PROFILE, len(GROUP))
+    node.apply_change([3], FailAt(clean_ns[0] // 2))  # socket 3 dies halfway through the collective
+    with pytest.raises(SocketKilledError):
+        _all_reduce(node)
+    # frames of the cut-short collective still arriving on the survivors after the step ended
+    queued = _queue(node.transports, _frames_of_a_ring_all_reduce(), dead=3)
     node.kill(3)
     assert node.recover() == [3]
     report = node.last_recovery
@@ -78,11 +106,10 @@ def test_a_death_mid_collective_leaves_frames_that_recovery_drops_and_reports() 
     assert f"{queued} queued frame(s) dropped" in str(report)
     assert all(len(node.transports[i].mailbox) == 0 for i in GROUP)
 
+    node.advance_clocks(dict.fromkeys(GROUP, max(node.clocks())))  # a barrier before the retry
     after = _all_reduce(node)
-    assert all(float(node.get_tensors(i, ["x"])["x"][0]) == 10.0 for i in GROUP)
-    clean = _all_reduce(LocalNode(PROFILE, len(GROUP)))
-    assert [r.breakdown_ns["collectives"] for r in after.values()] == \
-        [r.breakdown_ns["collectives"] for r in clean.values()]
+    assert [float(node.get_tensors(i, ["x"])["x"][0]) for i in GROUP] == [10.0] * 4
+    assert [r.breakdown_ns["collectives"] for r in after.values()] == clean_ns
 
 
 def test_drop_in_flight_restarts_sequences_so_the_group_can_run_again() -> None:
@@ -96,16 +123,25 @@ def test_drop_in_flight_restarts_sequences_so_the_group_can_run_again() -> None:
     for t in ts.values():
         t.rendezvous = None  # frames, as between socket actors (no batched in-process meeting)
     data = {i: np.full(ELEMS, i + 1, dtype=np.float32) for i in GROUP}
-    alive = _dies_mid_collective(ts[3], 3)
-    with pytest.raises(SocketDeadError):
-        run_group(GROUP, lambda t: all_reduce(t, GROUP, data[t.rank], 0, algo=Algo.RING, tag=5), params,
-                  transports=ts)
-    queued = sum(len(t.mailbox) for t in ts.values())
-    assert queued > 0
-    ts[3].recv = alive  # type: ignore[method-assign]  # socket 3 recreated
+    run_group(GROUP, lambda t: all_reduce(t, GROUP, data[t.rank], 0, algo=Algo.RING, tag=5), params,
+              transports=ts)  # sequence numbers move on
+    queued = _queue(ts, _frames_of_a_ring_all_reduce(), dead=3)
     assert sum(t.drop_in_flight("recovering", 0) for t in ts.values()) == queued
     out = run_group(GROUP, lambda t: all_reduce(t, GROUP, data[t.rank], 0, algo=Algo.RING, tag=5), params,
                     transports=ts)
     fresh = run_group(GROUP, lambda t: all_reduce(t, GROUP, data[t.rank], 0, algo=Algo.RING, tag=5), params)
     for (res, end), (_, end0) in zip(out, fresh, strict=True):
         assert np.all(res == 10.0) and end == end0
+
+
+def test_an_injected_kill_reports_the_flush_in_its_event_note() -> None:
+    from sn40l_emu import events
+    from sn40l_emu.inject import InjectionPlan
+
+    plan = InjectionPlan("sn40l", backend="local")
+    plan.schedule(events.KillSocket(5, mode="virtual"), after_requests=2)
+    rep = plan.run_coe(model="tiny-llama", experts=6, batch=2, tokens=2, prompt_len=4, batches=3,
+                       workload="uniform")
+    assert rep.submitted == rep.completed + rep.failed
+    # a virtual kill stops the step inside the model (every socket ends it): nothing is left queued
+    assert "0 in-flight frame(s) dropped on the survivors" in rep.events[0].note
