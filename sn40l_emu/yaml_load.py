@@ -144,7 +144,7 @@ def load_json_file(path: str | Path, what: str) -> Any:
     """Read and parse one JSON file (a model ``config.json``) within the same bounds."""
     p = Path(path)
     text = _read_text(p, what)
-    depth = _json_depth(text)
+    depth = json_depth(text)
     if depth > MAX_DEPTH:
         raise ConfigError(what, str(p), f"JSON nested at most {MAX_DEPTH} levels (this file: {depth})")
     try:
@@ -155,8 +155,11 @@ def load_json_file(path: str | Path, what: str) -> Any:
         raise ConfigError(what, str(p), f"valid JSON ({type(exc).__name__}: {exc})") from None
 
 
-def _json_depth(text: str) -> int:
-    """Deepest bracket nesting outside strings (an upper bound is all that matters)."""
+def json_depth(text: str) -> int:
+    """Deepest bracket nesting outside strings (an upper bound is all that matters).
+
+    Iterative and linear: checked before ``json.loads``, whose decoder recurses per level.
+    """
     depth = deepest = 0
     in_str = escaped = False
     for ch in text:

@@ -155,3 +155,66 @@ def test_argument_checks() -> None:
         batches(spec, 4, 1, None, 1, 1, 0)
     with pytest.raises(ConfigError, match="output_tokens"):
         batches(spec, 4, 1, 1, 1, 0, 0)
+
+
+@pytest.mark.parametrize("text, allowed", [
+    ("[" * 5000 + "]" * 5000, "flat JSON object"),  # json would recurse 5,000 deep
+    ('{"prompt": 1, "expert": ' + "9" * 5000 + ', "prompt_len": 1, "output_tokens": 1}', "ValueError"),
+    ('{"prompt": 1, "expert": NaN, "prompt_len": 1, "output_tokens": 1}', "not a finite number"),
+    ('{"prompt": 1, "expert": 1e400, "prompt_len": 1, "output_tokens": 1}', "an integer in"),
+    ('{"prompt": 1, "expert": 4294967296, "prompt_len": 1, "output_tokens": 1}', "an integer in"),
+    ('{"prompt": {"a": 1}, "expert": 0, "prompt_len": 1, "output_tokens": 1}', "flat JSON object"),
+    ('{"prompt": "' + "x" * 70_000 + '"}', "a line of at most"),
+])
+def test_trace_lines_are_bounded(text: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_trace_lines([line(), text], "t")
+    assert info.value.field.startswith("t:2") and allowed in info.value.allowed
+    assert len(str(info.value)) < 700  # the value is quoted shortened, never echoed whole
+
+
+def test_trace_files_that_are_not_text_or_too_big_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sn40l_emu.coe.workload as workload
+
+    binary = tmp_path / "t.jsonl"
+    binary.write_bytes(line().encode() + b"\n\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        workload.parse_workload(str(binary))
+    monkeypatch.setattr(workload, "MAX_TRACE_BYTES", 100)
+    big = tmp_path / "big.jsonl"
+    big.write_text("\n".join([line()] * 10))
+    with pytest.raises(ConfigError, match="at most 100 bytes"):
+        workload.parse_workload(str(big))
+    with pytest.raises(ConfigError, match="workload"):
+        workload.parse_workload("a" * 5000)  # a name too long for the file system: no OSError
+
+
+_CSV_HEADER = "timestamp,expert,prompt_tokens,output_tokens\n"
+
+
+@pytest.mark.parametrize("body, where", [
+    ("0,0,1e400,2\n", "row 2 prompt tokens"),  # int(float('1e400')) raised OverflowError
+    ("0,0\n", "row 2"),  # a short row raised IndexError
+    ("inf,0,4,2\n", "row 2 timestamp"),
+    ("0,0,4,2\n2e6,0,4,2\n", "trace timestamps"),  # a span beyond units.MAX_TIME_NS
+    ("0,0,4,4294967296\n", "row 2 output tokens"),
+    ("0,0,4,2\x00\n", "row 2 output tokens"),  # a NUL byte in a cell
+    ('0,0,4,2,"' + "x" * 200_000 + '"\n', "trace"),  # a cell over csv's field limit: csv.Error
+])
+def test_csv_arrival_traces_are_bounded(tmp_path: Path, body: str, where: str) -> None:
+    from sn40l_emu.coe.fleet_arrivals import read_trace_csv
+
+    f = tmp_path / "t.csv"
+    f.write_text(_CSV_HEADER + body)
+    with pytest.raises(ConfigError) as info:
+        read_trace_csv(f, 4)
+    assert where in info.value.field and "\n" not in str(info.value)
+
+
+def test_csv_arrival_trace_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    from sn40l_emu.coe.fleet_arrivals import read_trace_csv
+
+    f = tmp_path / "t.csv"
+    f.write_bytes(_CSV_HEADER.encode() + bytes(range(128, 256)))
+    with pytest.raises(ConfigError, match="UTF-8"):
+        read_trace_csv(f, 4)

@@ -1,6 +1,7 @@
-"""Fuzz: profiles, scenarios and ``--set`` values never crash the loaders.
+"""Fuzz: profiles, scenarios, ``--set`` values and JSONL traces never crash the loaders.
 
-Property, over 1,000 profiles, 1,000 scenarios and 500 ``--set`` values: loading
+Property, over 1,000 profiles, 1,000 scenarios, 500 ``--set`` values and 200
+request traces (``--workload FILE.jsonl``): loading
 returns a valid object or raises a typed project error (an ``EmuError``, in
 practice ``ConfigError``), never anything else; its message is one short line;
 and the load allocates at most ``ALLOC_BOUND_BYTES`` (tracemalloc peak, around
@@ -33,6 +34,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sn40l_emu import config, units
+from sn40l_emu.coe.workload import MAX_TRACE_INT, WorkloadKind, parse_workload
 from sn40l_emu.config import NodeProfile, load_profile
 from sn40l_emu.errors import EmuError
 from sn40l_emu.inject.events import EVENT_TYPES, FieldKind
@@ -45,6 +47,7 @@ pytestmark = pytest.mark.slow
 PROFILE_EXAMPLES = int(os.environ.get("SN40L_FUZZ_PROFILES", "1000"))
 SCENARIO_EXAMPLES = int(os.environ.get("SN40L_FUZZ_SCENARIOS", "1000"))
 SET_EXAMPLES = int(os.environ.get("SN40L_FUZZ_SETS", "500"))
+TRACE_EXAMPLES = int(os.environ.get("SN40L_FUZZ_TRACES", "200"))
 # Generated files are under 8 KiB; the loaders may hold a few copies of the parsed
 # tree and of the shipped profile. 16 MiB is far above that and far below what an
 # expansion (alias bomb) or a value-sized allocation (1e400 of anything) would take.
@@ -278,3 +281,45 @@ def test_scenario_files(workdir: Path, text: str) -> None:
             for _, v in ev.event.params():
                 if isinstance(v, float):
                     assert 0 < v < float("inf")
+
+
+# ---- JSONL request traces ------------------------------------------------------------
+
+_TRACE_KEYS = ["prompt", "expert", "prompt_len", "output_tokens"]
+_JSON_SPLICES = st.sampled_from([
+    "[" * 5000, "{" * 40, '"', "\\", "NaN", "Infinity", "-Infinity", "9" * 5000, "1e400", "\x00", "\n",
+    "\ud800", "null", "true", ",", ":", "}", "]", '{"a": {"b": 1}}', "\ufeff",
+])
+
+
+@st.composite
+def trace_docs(draw: st.DrawFn) -> str:
+    """A few request lines as a user writes them, then values and keys changed and the text spliced."""
+    lines = []
+    for _ in range(draw(st.integers(0, 4))):
+        rec: dict[str, Any] = {"prompt": draw(st.one_of(st.text(max_size=10), st.integers(0, 99))),
+                               "expert": draw(st.integers(0, 9)), "prompt_len": draw(st.integers(1, 512)),
+                               "output_tokens": draw(st.integers(1, 64))}
+        if draw(st.integers(0, 2)) == 0:
+            rec[draw(st.sampled_from([*_TRACE_KEYS, "bogus"]))] = draw(values)
+        if draw(st.integers(0, 5)) == 0:
+            del rec[draw(st.sampled_from(_TRACE_KEYS))]
+        lines.append(json.dumps(rec) if draw(st.integers(0, 5)) else _dump(rec).strip())
+    text = "\n".join(lines)
+    for _ in range(draw(st.integers(0, 2))):
+        pos = draw(st.integers(0, len(text)))
+        text = text[:pos] + draw(st.one_of(_JSON_SPLICES, _SPLICES, st.text(max_size=8))) + text[pos:]
+    return text
+
+
+@settings(_FUZZ, max_examples=TRACE_EXAMPLES)
+@given(text=trace_docs())
+def test_trace_files(workdir: Path, text: str) -> None:
+    f = workdir / "trace.jsonl"
+    f.write_text(text, encoding="utf-8", errors="surrogatepass")
+    spec = _load_checked(lambda: parse_workload(str(f)))
+    if spec is not None:
+        assert spec.kind is WorkloadKind.TRACE and spec.trace
+        for r in spec.trace:
+            assert 0 <= r.expert <= MAX_TRACE_INT and 1 <= r.prompt_len <= MAX_TRACE_INT
+            assert 1 <= r.output_tokens <= MAX_TRACE_INT and isinstance(r.prompt, (str, int))

@@ -29,7 +29,7 @@ PARAMS = P2PParams(
     100,
     1 << 30,
     0,
-    10.0,
+    60.0,  # wall-clock wait for a frame: generous, so a loaded machine never times out a live peer
     LinkParams(25 * GB, 5_000),
 )
 GROUP = tuple(range(8))

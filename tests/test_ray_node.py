@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 
 from sn40l_emu import units
@@ -11,7 +13,10 @@ from sn40l_emu.cluster.node import LocalNode
 from sn40l_emu.config import load_profile
 from sn40l_emu.errors import OutOfMemory, SocketDeadError
 from sn40l_emu.program import (
+    Algo,
     AllocOp,
+    CollectiveKind,
+    CollectiveOp,
     CopyOp,
     KernelOp,
     Launch,
@@ -81,5 +86,47 @@ def test_killed_actor_is_reported(ray_session: None) -> None:
         with pytest.raises(SocketDeadError) as err:
             node.run_programs({0: _program(0), 1: _program(1)})
         assert err.value.socket == 1
+    finally:
+        node.close()
+
+
+def _ring_all_reduce(node: Any) -> dict[int, Any]:
+    """A functional ring all-reduce over sockets 0-3 of socket i's (i + 1)s: every element becomes 10."""
+    group = (0, 1, 2, 3)
+    node.load_tensors({i: {"x": np.full(4096, i + 1, dtype=np.float32)} for i in group})
+    op = CollectiveOp("ar", CollectiveKind.ALL_REDUCE, group, (4096,), "float32", buffer="x", algo=Algo.RING)
+    return dict(node.run_programs({i: Program.of("ar", [op]) for i in group}))
+
+
+def test_recovery_after_a_real_kill_drops_the_survivors_queued_frames(ray_session: None) -> None:
+    """Socket 3's process is killed while a collective's frames are queued on the survivors
+    (every frame of a ring all-reduce, as an in-process run sends them, with wrong data, as
+    if the collective had been cut short). Recovery drops and counts them; kept, the next
+    collective would take them for its own, since sequence numbers restart at 0."""
+    from sn40l_emu.cluster.ray_node import RayNode
+
+    local = LocalNode(PROFILE, 4)
+    frames: list[tuple[int, bytes, Any]] = []
+    for t in local.transports.values():
+        async def spy(dst: int, header: bytes, payload: Any, deliver: Any = t._deliver) -> None:
+            frames.append((dst, header, None if payload is None else payload.copy()))
+            await deliver(dst, header, payload)
+
+        t._deliver = spy  # type: ignore[method-assign]
+    clean_ns = [r.breakdown_ns["collectives"] for r in _ring_all_reduce(local).values()]
+    stale = [(dst, h, np.full_like(p, 1000.0)) for dst, h, p in frames if dst != 3]
+    assert stale
+
+    node = RayNode.create(PROFILE, n_sockets=4, trace=False)
+    try:
+        node._get([node.actors[dst].deliver.remote(h, p) for dst, h, p in stale], 120)
+        node.kill(3, process=True)
+        assert node.recover(timeout_s=120) == [3]
+        after = _ring_all_reduce(node)
+        assert [float(node.get_tensors(i, ["x"])["x"][0]) for i in range(4)] == [10.0] * 4
+        assert [r.breakdown_ns["collectives"] for r in after.values()] == clean_ns
+        report = node.last_recovery
+        assert report.recreated == (3,) and report.dropped_frames == len(stale)
+        assert f"{len(stale)} queued frame(s) dropped" in str(report)
     finally:
         node.close()

@@ -149,6 +149,7 @@ class LocalNode(ManagedNode):
         self.dead: set[int] = set()
         self.models: list[SocketModel] = []
         self.transports: dict[int, Any] = {}
+        self.last_recovery: Any = None  # the RecoveryReport of the latest recover()
         self.reset()
 
     @property
@@ -166,12 +167,23 @@ class LocalNode(ManagedNode):
         self._versions.bump(("kill", socket))
 
     def recover(self) -> list[int]:
+        """Power-cycle the dead sockets in place; the report is kept in ``last_recovery``.
+
+        Nothing in flight survives a socket's death: the survivors' queued frames
+        (of a collective the death cut short) are dropped and counted, and every
+        socket gets fresh links and mailboxes, as after a Ray node's recovery.
+        """
+        from sn40l_emu.cluster.recovery import RecoveryReport
         from sn40l_emu.p2p.inproc import make_inproc_transports
 
         back = sorted(self.dead)
         for i in back:
             self.models[i] = SocketModel(i, self.profile, trace=self.trace)
-        if back:  # fresh links and mailboxes: nothing in flight survives a socket's death
+        dropped = 0
+        if back:
+            why = f"sockets {back} were lost; the node is being recovered"
+            dropped = sum(t.drop_in_flight(why, self.models[i].clock.now_ns)
+                          for i, t in self.transports.items() if i not in self.dead)
             old = self.transports
             self.transports = make_inproc_transports(range(self.n_sockets), self.profile.p2p.params(),
                                                      n_sockets=self.n_sockets)
@@ -180,6 +192,7 @@ class LocalNode(ManagedNode):
                     t.network = old[i].network
             self.dead.clear()
             self._versions.bump(("recover", tuple(back)))
+        self.last_recovery = RecoveryReport(tuple(back), dict.fromkeys(back, "local"), 0, dropped)
         return back
 
     def reset(self) -> None:

@@ -224,9 +224,11 @@ class RayNode(ManagedNode):
     def _which_dead(self) -> int:
         import ray
 
+        from sn40l_emu.cluster.recovery import PING_TIMEOUT_S
+
         for i, a in enumerate(self.actors):
             try:
-                ray.get(a.ping.remote(), timeout=5)
+                ray.get(a.ping.remote(), timeout=PING_TIMEOUT_S)
             except Exception:
                 return i
         return -1

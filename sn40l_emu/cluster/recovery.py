@@ -13,6 +13,13 @@ handles) and reports what it did:
   :class:`~sn40l_emu.errors.NoCapacityError` says how many need a home and
   what is free, and nothing is created.
 
+Before anything is recreated, the survivors' in-flight traffic is flushed
+(:func:`flush_survivors`): frames of the collective the dead sockets took down
+are still queued in the survivors' mailboxes, and after the rewiring every
+sequence number starts again from 0, so a frame kept would be taken by the
+next collective for its own (stale data, or a duplicate-frame error). They are
+dropped and counted in the report.
+
 A recreated socket is a power-cycled socket, as ``Node.recover`` promises:
 clock 0, empty memory, no injected degradation (``align_clocks`` starts it at
 the latest surviving clock instead). Reloading its state and retrying the
@@ -29,22 +36,32 @@ from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
 from sn40l_emu.cluster.placement import free_sockets_per_node
 from sn40l_emu.errors import NoCapacityError
 
+#: How long a socket actor may take to answer a ping before it counts as dead. A dead actor
+#: answers with an error at once (Ray sees its process or its Ray node go); only a live but
+#: starved one makes the caller wait, and on a loaded host (load 10+ on 2 cores) an answer
+#: can take seconds. A live socket declared dead would be recreated beside itself, so the
+#: bound is generous rather than tight.
+PING_TIMEOUT_S = 30.0
+
 
 @dataclass(frozen=True)
 class RecoveryReport:
     recreated: tuple[int, ...]  # socket indices that got new actors
     homes: dict[int, str] = field(default_factory=dict)  # socket -> Ray node id it now lives on
     clock_ns: int = 0  # the clock the recreated sockets start from
+    dropped_frames: int = 0  # frames queued on the survivors, of collectives the loss cut short
+    lost_sends: int = 0  # the survivors' sends that never arrived (to a dead socket, mostly)
 
     def __str__(self) -> str:
         if not self.recreated:
             return "no socket was dead; nothing recreated"
         nodes = sorted({h[:12] for h in self.homes.values()})
         return (f"recreated sockets {list(self.recreated)} on Ray node(s) {', '.join(nodes)}; "
-                f"their clocks start at {self.clock_ns} ns")
+                f"their clocks start at {self.clock_ns} ns; in-flight traffic flushed: "
+                f"{self.dropped_frames} queued frame(s) dropped, {self.lost_sends} send(s) lost")
 
 
-def dead_sockets(node: Any, timeout_s: float = 5.0) -> list[int]:
+def dead_sockets(node: Any, timeout_s: float = PING_TIMEOUT_S) -> list[int]:
     """Indices of sockets whose actor does not answer a ping within ``timeout_s`` (all of them)."""
     import ray
 
@@ -66,6 +83,22 @@ def dead_sockets(node: Any, timeout_s: float = 5.0) -> list[int]:
         except Exception:
             dead.append(i)
     return sorted(dead)
+
+
+def flush_survivors(node: Any, dead: list[int], timeout_s: float) -> tuple[int, int]:
+    """Drop the traffic in flight on the surviving sockets; (frames dropped, sends lost).
+
+    Two rounds, because a frame may still be on its way: first every survivor
+    stops waiting receives and waits until its own sends have reached their
+    live peers; only once all have, each drops what its mailbox still holds.
+    """
+    alive = [i for i in range(node.n_sockets) if i not in dead]
+    if not alive:
+        return 0, 0
+    detail = f"sockets {dead} were lost; the node is being recovered"
+    first = node._get([node.actors[i].quiesce_p2p.remote(dead, detail) for i in alive], timeout_s)
+    second = node._get([node.actors[i].drop_p2p.remote(detail) for i in alive], timeout_s)
+    return sum(d for d, _ in first) + sum(second), sum(lost for _, lost in first)
 
 
 def _pg_state(pg: Any) -> str:
@@ -96,7 +129,7 @@ def _homes_from_free(dead: list[int], free: dict[str, int]) -> dict[int, str]:
     return homes
 
 
-def recover(node: Any, *, timeout_s: float = 60.0, ping_timeout_s: float = 5.0,
+def recover(node: Any, *, timeout_s: float = 60.0, ping_timeout_s: float = PING_TIMEOUT_S,
             align_clocks: bool = False) -> RecoveryReport:
     """Recreate the dead sockets of a :class:`RayNode` on the capacity left and reconnect everyone."""
     import ray
@@ -113,6 +146,7 @@ def recover(node: Any, *, timeout_s: float = 60.0, ping_timeout_s: float = 5.0,
     if not dead:
         return RecoveryReport(())
     alive = [i for i in range(node.n_sockets) if i not in dead]
+    dropped, lost = flush_survivors(node, dead, max(1.0, timeout_s))
     clock_ns = 0
     if align_clocks:
         clock_ns = max(node._get([node.actors[i].clock_ns.remote() for i in alive], 60), default=0)
@@ -160,7 +194,7 @@ def recover(node: Any, *, timeout_s: float = 60.0, ping_timeout_s: float = 5.0,
     node.version += 1
     if pg is not None:
         homes = {s: n or homes.get(s, "") for s, n in _actor_nodes(node, dead).items()}
-    return RecoveryReport(tuple(dead), homes, clock_ns)
+    return RecoveryReport(tuple(dead), homes, clock_ns, dropped, lost)
 
 
 def _bundle_nodes(pg: Any) -> dict[int, str]:

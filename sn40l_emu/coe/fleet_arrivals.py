@@ -14,19 +14,26 @@ Accepted column names (case-insensitive; the first match wins):
 So the Azure LLM inference trace (columns ``TIMESTAMP, ContextTokens,
 GeneratedTokens``) is read as is. Rows come back sorted by arrival (ties in
 file order), with request ids 0.. in that order.
+
+Read with the bounds of every user file (``coe.workload``): at most
+``MAX_TRACE_BYTES``, UTF-8, every row as long as the columns it needs, finite
+times spanning at most ``units.MAX_TIME_NS``, token counts and expert ids
+within ``MAX_TRACE_INT``; anything else is a ``ConfigError`` naming the row.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import math
 import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from sn40l_emu.coe.workload import Request
+from sn40l_emu.coe.workload import MAX_TRACE_INT, Request, read_trace_text
 from sn40l_emu.errors import ConfigError
-from sn40l_emu.units import NS_PER_S
+from sn40l_emu.units import MAX_TIME_NS, NS_PER_S
 
 _COLUMNS = {
     "arrival": ("timestamp", "arrival_s", "time_s"),
@@ -48,22 +55,35 @@ def _find(header: Sequence[str], key: str) -> int | None:
 
 def _seconds(text: str, where: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise ConfigError(where, text, "a finite number of seconds or an ISO date-time")
+        return value
     try:
         return datetime.fromisoformat(_FRACTION.sub(r"\1", text.strip())).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ConfigError(where, text, "seconds or an ISO date-time") from None
+
+
+def read_rows(path: str | Path) -> list[list[str]]:
+    """The CSV file's rows, read within the bounds (ConfigError naming the file otherwise)."""
+    text = read_trace_text(path, "trace")
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:  # a NUL byte, a field over csv's 128 KiB limit
+        raise ConfigError("trace", str(path), f"a CSV file ({exc})") from None
 
 
 def _count(text: str, where: str, minimum: int) -> int:
     try:
         value = int(float(text))
-    except ValueError:
-        raise ConfigError(where, text, f"an integer >= {minimum}") from None
-    if value < minimum:
-        raise ConfigError(where, text, f"an integer >= {minimum}")
+    except (ValueError, OverflowError):  # not a number; inf
+        raise ConfigError(where, text, f"an integer in [{minimum}, {MAX_TRACE_INT}]") from None
+    if not minimum <= value <= MAX_TRACE_INT:
+        raise ConfigError(where, text, f"an integer in [{minimum}, {MAX_TRACE_INT}]")
     return value
 
 
@@ -77,8 +97,7 @@ def read_trace_csv(path: str | Path, n_experts: int,
     p = Path(path)
     if not p.is_file():
         raise ConfigError("trace", str(path), "an existing CSV file")
-    with p.open(newline="") as f:
-        rows = list(csv.reader(f))
+    rows = read_rows(p)
     if len(rows) < 2:
         raise ConfigError("trace", str(path), "a header row and at least one request")
     header, body = rows[0], [r for r in rows[1:] if any(c.strip() for c in r)]
@@ -91,8 +110,11 @@ def read_trace_csv(path: str | Path, n_experts: int,
         raise ConfigError("trace columns", ",".join(header), "an expert or domain column")
     domains: dict[str, int] = {}
     parsed = []
+    width = 1 + max(c for c in cols.values() if c is not None)
     for i, row in enumerate(body):
         where = f"{p.name} row {i + 2}"
+        if len(row) < width:
+            raise ConfigError(where, ",".join(row), f"a row of at least {width} cells, like the header")
         t = _seconds(row[cols["arrival"]], f"{where} timestamp")  # type: ignore[index]
         if cols["expert"] is not None:
             e = _count(row[cols["expert"]], f"{where} expert", 0)
@@ -108,5 +130,9 @@ def read_trace_csv(path: str | Path, n_experts: int,
         parsed.append((t, i, e, prompt, out))
     parsed.sort()
     t0 = parsed[0][0]
+    span_ns = (parsed[-1][0] - t0) * NS_PER_S
+    if not span_ns <= MAX_TIME_NS:
+        raise ConfigError("trace timestamps", f"a span of {span_ns / NS_PER_S:g} s",
+                          f"arrivals within {MAX_TIME_NS // NS_PER_S} s of each other")
     return [Request(k, e, prompt, out, int(round((t - t0) * NS_PER_S)))
             for k, (t, _, e, prompt, out) in enumerate(parsed)]

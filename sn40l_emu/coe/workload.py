@@ -13,6 +13,14 @@ model the router's judgement, only its outcome, taken from a workload:
   ``{"prompt": str | int, "expert": int, "prompt_len": int, "output_tokens": int}``,
   replayed in file order; its lengths override the generator's.
 
+A trace is a file a user names, so it is read with bounds, as the YAML
+loader reads profiles (``yaml_load``): at most ``MAX_TRACE_BYTES`` per file
+and ``MAX_TRACE_LINE_CHARS`` per line, UTF-8 only, one flat JSON object per
+line (no nesting: a 5,000-deep ``[[[`` never reaches ``json``'s recursion),
+finite numbers only (``NaN``/``Infinity`` are refused), integers within
+``MAX_TRACE_INT``. Every error is a ``ConfigError`` naming ``FILE:LINE.FIELD``
+and a shortened value, never the file's contents.
+
 All randomness comes from ``numpy.random.default_rng(seed)``: one seed, one
 sequence, on every machine.
 
@@ -33,12 +41,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from sn40l_emu.errors import ConfigError
 from sn40l_emu.units import NS_PER_S
+from sn40l_emu.yaml_load import json_depth
 
+MAX_TRACE_BYTES = 64 << 20  # a million requests of about 60 bytes each fit many times over
+MAX_TRACE_LINE_CHARS = 64 * 1024  # one request; room for a long prompt text
+MAX_TRACE_INT = 2**31  # experts and token counts far beyond any real trace; refuses 1e30-style typos
 _ALLOWED = "'uniform', 'zipf:S' with S a number > 0, or the path of a JSONL trace file"
 _TRACE_FIELDS = ("prompt", "expert", "prompt_len", "output_tokens")
 
@@ -119,43 +132,90 @@ def parse_workload(text: str) -> WorkloadSpec:
             raise ConfigError("workload.zipf_s", s, "a finite number > 0")
         return WorkloadSpec(WorkloadKind.ZIPF, zipf_s=s)
     path = Path(stripped)
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # a name too long for the file system, say: not a trace either
+        is_file = False
+    if is_file:
         return WorkloadSpec(WorkloadKind.TRACE, trace=load_trace(path), source=str(path))
     raise ConfigError("workload", text, _ALLOWED)
 
 
-def load_trace(path: str | Path) -> tuple[TraceRecord, ...]:
-    """Read a JSONL trace file (see :func:`parse_trace_lines`)."""
+def read_trace_text(path: str | Path, what: str = "workload") -> str:
+    """A trace file's text: at most ``MAX_TRACE_BYTES``, UTF-8 (ConfigError naming ``what`` otherwise)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        size = p.stat().st_size
+        if size > MAX_TRACE_BYTES:
+            raise ConfigError(what, str(p), f"a trace file of at most {MAX_TRACE_BYTES} bytes (this one has {size})")
+        with p.open("rb") as fh:
+            data = _read_bounded(fh)
     except OSError as exc:
-        raise ConfigError("workload", str(p), f"a readable JSONL trace file ({exc})") from None
-    return parse_trace_lines(text.splitlines(), str(p))
+        raise ConfigError(what, str(p), f"a readable trace file ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_TRACE_BYTES:
+        raise ConfigError(what, str(p), f"a trace file of at most {MAX_TRACE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(what, str(p), f"a UTF-8 trace file (byte {exc.start} is not UTF-8)") from None
+
+
+def load_trace(path: str | Path) -> tuple[TraceRecord, ...]:
+    """Read a JSONL trace file within the bounds above (see :func:`parse_trace_lines`)."""
+    return parse_trace_lines(read_trace_text(path).splitlines(), str(path))
+
+
+def _read_bounded(fh: BinaryIO) -> bytes:
+    """At most ``MAX_TRACE_BYTES + 1`` bytes, in 1 MiB reads: ``read(n)`` would reserve all
+    ``n`` bytes at once, and the size ``stat`` gives is 0 for pipes and /proc files."""
+    parts: list[bytes] = []
+    total = 0
+    while total <= MAX_TRACE_BYTES:
+        part = fh.read(1 << 20)
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
 
 
 def _int_field(source: str, lineno: int, obj: dict[str, object], name: str, minimum: int) -> int:
     value = obj[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{source}:{lineno}.{name}", value, f"an integer >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_TRACE_INT:
+        raise ConfigError(f"{source}:{lineno}.{name}", value, f"an integer in [{minimum}, {MAX_TRACE_INT}]")
     return value
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _parse_line(line: str, where: str) -> object:
+    """One line -> its JSON value, within the line bounds (ConfigError naming ``where``)."""
+    if len(line) > MAX_TRACE_LINE_CHARS:
+        raise ConfigError(where, f"<{len(line)} characters>", f"a line of at most {MAX_TRACE_LINE_CHARS} characters")
+    depth = json_depth(line)
+    if depth > 1:
+        raise ConfigError(where, line.strip(), f"a flat JSON object (nested {depth} levels)")
+    try:
+        return json.loads(line, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(where, line.strip(), f"a JSON object (column {exc.colno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # an int of 5,000 digits, NaN, Infinity
+        raise ConfigError(where, line.strip(), f"a JSON object ({type(exc).__name__}: {exc})") from None
 
 
 def parse_trace_lines(lines: Iterable[str], source: str = "<trace>") -> tuple[TraceRecord, ...]:
     """JSONL lines -> records; blank lines are skipped, anything else wrong is a ConfigError.
 
     The error's field is ``SOURCE:LINE.FIELD`` (line numbers from 1), so a
-    user can go straight to the bad line.
+    user can go straight to the bad line; the value is quoted shortened.
     """
     records: list[TraceRecord] = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}:{lineno}", line.strip()[:80],
-                              f"a JSON object ({exc.msg})") from None
+        obj = _parse_line(line, f"{source}:{lineno}")
         if not isinstance(obj, dict):
             raise ConfigError(f"{source}:{lineno}", obj,
                               "a JSON object with " + ", ".join(_TRACE_FIELDS))
@@ -167,8 +227,9 @@ def parse_trace_lines(lines: Iterable[str], source: str = "<trace>") -> tuple[Tr
             raise ConfigError(f"{source}:{lineno}.{extra[0]}", obj[extra[0]],
                               "no other fields than " + ", ".join(_TRACE_FIELDS))
         prompt = obj["prompt"]
-        if isinstance(prompt, bool) or not isinstance(prompt, (str, int)):
-            raise ConfigError(f"{source}:{lineno}.prompt", prompt, "a string or an integer")
+        if isinstance(prompt, bool) or not isinstance(prompt, (str, int)) or (
+                isinstance(prompt, int) and abs(prompt) >= 2**63):
+            raise ConfigError(f"{source}:{lineno}.prompt", prompt, "a string or an integer of at most 63 bits")
         records.append(TraceRecord(
             prompt=prompt,
             expert=_int_field(source, lineno, obj, "expert", 0),

@@ -88,12 +88,12 @@ def run_serve_config(cfg: ServeConfig, *, progress: bool = True, keep_records: b
 def serving_requests(n_experts: int, n_requests: int, rate_per_s: float, *, workload: str = "zipf:1.0",
                      prompt_len: int = 128, tokens: int = 20, seed: int = 0, trace: str = "") -> list[Any]:
     """The requests of a run: a CSV arrival trace (``trace``), or Poisson arrivals and the workload."""
-    from sn40l_emu.coe.fleet_arrivals import read_trace_csv
+    from sn40l_emu.coe.fleet_arrivals import read_rows, read_trace_csv
     from sn40l_emu.coe.workload import expert_sequence, parse_workload, poisson_arrivals, requests
 
     spec = parse_workload(workload)
     if trace:
-        n_rows = len(Path(trace).read_text().splitlines()) if Path(trace).is_file() else 0
+        n_rows = len(read_rows(trace)) if Path(trace).is_file() else 0  # bounded, UTF-8 only
         drawn = expert_sequence(spec, n_experts, n_rows, seed) if n_rows else None  # no expert column
         return read_trace_csv(trace, n_experts, drawn)
     arrivals = poisson_arrivals(rate_per_s, n_requests, seed)

@@ -276,7 +276,10 @@ class FaultDriver:
         rec_ns = int(reload(back))
         if self._recovering is not None:
             self._recovering.recovery_ns += rec_ns
-            self._recovering.note = f"recovered sockets {back}: state reloaded from the host weight store"
+            report = getattr(self.node, "last_recovery", None)
+            dropped = getattr(report, "dropped_frames", 0) if report is not None else 0
+            self._recovering.note = (f"recovered sockets {back}: state reloaded from the host weight store; "
+                                     f"{dropped} in-flight frame(s) dropped on the survivors")
         self.report.trace.append(TraceEvent(self.now() - rec_ns, rec_ns, -1, "inject",
                                             f"recovery of sockets {back}", {}))
         return rec_ns

@@ -110,6 +110,23 @@ class FramedTransport(Transport):
     async def _fetch(self, src: int, tag: int, seq: int) -> Frame:
         return await self.mailbox.get(src, tag, seq, self.timeout_s)
 
+    def drop_in_flight(self, detail: str, now_ns: int) -> int:
+        """Drop the mailbox's undelivered frames, open meetings and the links' time booked
+        after ``now_ns`` (virtual time of frames that will never be received); sequences
+        restart at 0.
+
+        Every member of the group must do this together (the node's recovery does),
+        and a recreated socket starts at 0 too, so all agree on the numbering again.
+        """
+        dropped = self.mailbox.drop_all(detail)
+        self.network.flush_after(now_ns)
+        if self.rendezvous is not None:
+            self.rendezvous.clear(detail)
+        self._send_seq.clear()
+        self._recv_seq.clear()
+        self._coll_seq.clear()
+        return dropped
+
     @abstractmethod
     async def _deliver(self, dst: int, header: bytes, payload: np.ndarray | None) -> None:
         """Hand an encoded frame to socket ``dst``'s mailbox."""

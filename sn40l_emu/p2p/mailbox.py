@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sn40l_emu.errors import FrameError, P2PTimeoutError
+from sn40l_emu.errors import FrameError, P2PTimeoutError, SocketDeadError
 from sn40l_emu.p2p.frame import Frame
 
 MailKey = tuple[int, int, int]  # (src, tag, seq)
@@ -27,6 +27,22 @@ class Mailbox:
     def __len__(self) -> int:
         """Frames delivered and not yet received."""
         return len(self._ready)
+
+    def drop_all(self, detail: str) -> int:
+        """Drop every frame delivered and not received; returns how many.
+
+        Why: after a socket died mid-collective, its peers hold frames of a
+        collective that will never finish, keyed by sequence numbers that start
+        again from 0 once the node is rewired; kept, the next collective would
+        take them for its own. A receive still waiting fails with
+        :class:`SocketDeadError` (``detail`` says why) instead of waiting out the timeout.
+        """
+        dropped = len(self._ready)
+        self._ready.clear()
+        for (src, _tag, _seq), waiter in self._waiters.items():
+            if not waiter.done():
+                waiter.set_exception(SocketDeadError(src, detail))
+        return dropped
 
     def put(self, frame: Frame) -> None:
         """Deliver a validated frame; a second frame with the same key is a FrameError."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sn40l_emu.errors import P2PTimeoutError
+from sn40l_emu.errors import P2PTimeoutError, SocketDeadError
 
 
 @dataclass
@@ -36,6 +36,16 @@ class Rendezvous:
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def clear(self, detail: str) -> int:
+        """Close every open meeting (a member died mid-collective); returns how many.
+        Members still waiting fail with :class:`SocketDeadError` naming ``detail``."""
+        meetings, self._open = list(self._open.values()), {}
+        for meeting in meetings:
+            for waiting in meeting.futures:
+                if not waiting.done():
+                    waiting.set_exception(SocketDeadError(-1, detail))
+        return len(meetings)
 
     async def join(
         self,

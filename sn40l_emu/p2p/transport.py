@@ -14,6 +14,7 @@ Receives match on (source, tag, sequence); the sequence is counted per
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -80,3 +81,18 @@ class Transport(ABC):
 
     async def flush(self) -> None:  # noqa: B027 -- optional hook, default does nothing
         """Surface failures of sends still in flight (dead peer); collectives call it at the end."""
+
+    async def quiesce(self, dead: Collection[int] = ()) -> int:
+        """Recovery, step 1: wait until every send so far has reached its live peer.
+
+        Returns how many sends never will (to the ``dead`` sockets, or failed);
+        they are forgotten, not raised. Nothing in flight by default.
+        """
+        return 0
+
+    def drop_in_flight(self, detail: str, now_ns: int) -> int:
+        """Recovery, step 2 (after every rank quiesced): drop what was delivered and not
+        received, and the link time booked after ``now_ns`` (this socket's clock) by sends
+        of the collective cut short; sequence numbers start again from 0. Returns the
+        frames dropped."""
+        return 0

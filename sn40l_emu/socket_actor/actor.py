@@ -123,6 +123,25 @@ class SocketActorImpl:
                 "endpoint": self.server.path if self.server is not None else "",
                 "rejected_frames": self.server.rejected if self.server is not None else 0}
 
+    async def quiesce_p2p(self, dead: list[int], detail: str) -> tuple[int, int]:
+        """Recovery, step 1 on a survivor: a program still waiting for a frame stops (its
+        receive fails), and every frame this socket sent reaches its live peer (or never will).
+        Returns (frames dropped, sends that never arrived). See ``cluster.recovery``."""
+        dropped = self.mailbox.drop_all(detail)
+        if self.transport is None:
+            return dropped, 0
+        return dropped, int(await self.transport.quiesce(dead))
+
+    async def drop_p2p(self, detail: str) -> int:
+        """Recovery, step 2 on a survivor (after every survivor's step 1): drop the frames
+        delivered and not received; returns how many. Sequences restart with the next wiring."""
+        dropped = self.mailbox.drop_all(detail)
+        if self.transport is not None:
+            dropped += self.transport.drop_in_flight(detail, self.model.clock.now_ns)
+        else:
+            self.network.flush_after(self.model.clock.now_ns)
+        return dropped
+
     async def deliver(self, header: bytes, payload: np.ndarray | None) -> None:
         """A peer's frame: validated (never unpickled), then queued by (src, tag, seq)."""
         from sn40l_emu.p2p.delivery import handle_delivery

@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import itertools
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -373,6 +373,16 @@ class FastTransport(RayTransport):
         for res in results:
             if isinstance(res, BaseException):
                 raise res
+
+    async def quiesce(self, dead: Collection[int] = ()) -> int:
+        """Every live same-host peer has handled what we sent it (a PING answered after it);
+        failures reported meanwhile are forgotten: the node is being recovered."""
+        links = [link for dst, link in self._links.items() if dst not in dead and link.error is None]
+        results = await asyncio.gather(*(link.ping(next(self._tokens), self.timeout_s) for link in links),
+                                       return_exceptions=True)
+        self._errors.clear()
+        lost = sum(isinstance(r, BaseException) for r in results)
+        return lost + await super().quiesce(dead)
 
     # ---- the FramedTransport hooks -------------------------------------------
     async def _deliver(self, dst: int, header: bytes, payload: np.ndarray | None) -> None:
