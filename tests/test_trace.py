@@ -127,10 +127,12 @@ def test_coe_trace_of_a_chosen_row_draws_every_step(tmp_path: Path) -> None:
     assert min(e["ts"] for e in xs) == 0
     threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in data["traceEvents"] if e["name"] == "thread_name"}
     assert "program" not in threads.values()  # no summary blocks left: reused steps are real events
-    # every socket ran the router and, per request, a prefill and 2 decode steps: 7 programs, one LM head each
+    # every socket ran the router (its expert-choice head, no LM head) and, per request, a prefill and
+    # 2 decode steps: 6 programs with one LM head each
     for pid in range(1, 9):
         heads = [e for e in xs if e["pid"] == pid and e["name"] == "lm_head.logits"]
-        assert len(heads) == 1 + 2 * 3
+        assert len(heads) == 2 * 3
+        assert len([e for e in xs if e["pid"] == pid and e["name"] == "router.expert_head"]) == 1
         assert {"compute", "p2p"} <= {threads[(pid, e["tid"])] for e in xs if e["pid"] == pid}
     assert any("reused_copy_of" in e["args"] for e in xs)
     flows = [e for e in data["traceEvents"] if e["ph"] in ("s", "f")]
