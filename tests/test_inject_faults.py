@@ -172,6 +172,19 @@ def test_serve_reports_latency_before_during_and_after_an_event() -> None:
     assert rep.serving["p50_ns"] <= rep.serving["p99_ns"]
 
 
+def test_a_socket_killed_between_programs_fails_the_next_collective_at_once() -> None:
+    """At 150 us the sockets wait on the host's Program Load into the router: socket 1 dies between
+    programs, so in the router it only ghosts its collectives. A traced node must take the frame
+    path on every rank, the ghost included; a ghost waiting alone at the in-process rendezvous
+    would hold the step until the P2P wall-clock timeout (here 5 s instead of 60) and fail it."""
+    prof = load_profile("sn40l", ["p2p.timeout_s=5"])
+    sc = parse_scenario({"backend": "local", "events": [{"at": "150us", "kind": "kill_socket", "socket": 1}],
+                         "workload": {**_COE, "kind": "serve", "requests": 8, "rate_per_s": 20000}})
+    rep = ScenarioRunner(sc, LocalNode(prof)).run()
+    assert (rep.submitted, rep.completed, rep.failed) == (8, 8, 0) and rep.retried >= 1
+    assert "timed out" not in " ".join(str(o.reason) for o in rep.outcomes)
+
+
 def test_tp_generation_killed_mid_layer_is_retried_after_recovery() -> None:
     wl = {"kind": "tp", "model": "tiny-llama", "batch": 1, "tokens": 3, "prompt_len": 8, "generations": 2}
     base = ScenarioRunner(parse_scenario({"backend": "local", "workload": wl}), LocalNode(PROFILE)).run()

@@ -339,6 +339,8 @@ class SocketModel:
                 data = self.store[op.buffer]
             seq = self._coll_seq.get(op.group, 0)
             self._coll_seq[op.group] = seq + 1
+            if hasattr(transport, "trace"):  # as run_collective: a traced node takes the frame path on
+                transport.trace = self.trace if self.trace.enabled else None  # every rank, ghosts included
             at = self._failure.at_ns
             await run_collective(transport, op, data, LOST_NS + at, hash(op.group) & 0xFFFF_FFFF)
             network = getattr(transport, "network", None)
