@@ -358,24 +358,21 @@ class CoECoordinator:
         program_load, argument_load = load_split(cost)
         self._loads[0] += program_load
         self._loads[1] += argument_load
-        if not cost.total_ns:
-            return
-        t = self._now()
-        clocks = self.node.clocks()
-        self.node.advance_clocks({s: clocks[s] + cost.total_ns for s in self.sockets})
         what = nxt.program if nxt.weights == ROUTER_WEIGHTS else f"{nxt.program}, expert {nxt.weights}"
-        for name, ns in cost.terms:
-            if ns:
-                events.append(TraceEvent(t, ns, -1, "host", f"{name} ({what})", {}))
-            t += ns
+        self._delay(cost, what, events)
 
     def _host(self, cost: HostTime, what: str, events: list[TraceEvent]) -> None:
         """Host runtime between device steps: it delays every socket by its closed form."""
         self._host_ns += cost.total_ns
+        self._delay(cost, what, events)
+
+    def _delay(self, cost: HostTime, what: str, events: list[TraceEvent]) -> None:
+        """The host works while every socket waits: each clock moves by ``cost``, one slice per
+        term on the ``host`` track (a delay common to all sockets adds exactly: engine/reuse.py)."""
         if not cost.total_ns:
             return
-        t = self._now()
         clocks = self.node.clocks()
+        t = max(clocks[s] for s in self.sockets)
         self.node.advance_clocks({s: clocks[s] + cost.total_ns for s in self.sockets})
         for name, ns in cost.terms:
             if ns:
