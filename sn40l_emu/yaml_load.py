@@ -94,20 +94,34 @@ def load_yaml_text(text: str, what: str) -> Any:
 
 
 def _read_text(path: Path, what: str) -> str:
+    return read_text_bounded(path, what, MAX_FILE_BYTES, "file", "text file")
+
+
+def read_text_bounded(path: Path, what: str, max_bytes: int, noun: str, utf8_noun: str) -> str:
+    """A file's text: at most ``max_bytes``, UTF-8, or a ConfigError naming ``what`` (``noun`` in
+    the message: "file", "trace file"). Read in 1 MiB pieces: ``read(n)`` would reserve all ``n``
+    bytes at once, and the size ``stat`` gives is 0 for pipes and /proc files."""
     try:
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ConfigError(what, str(path), f"a file of at most {MAX_FILE_BYTES} bytes (this one has {size})")
+        if size > max_bytes:
+            raise ConfigError(what, str(path), f"a {noun} of at most {max_bytes} bytes (this one has {size})")
+        parts: list[bytes] = []
+        total = 0
         with path.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+            while total <= max_bytes:
+                part = fh.read(min(1 << 20, max_bytes + 1 - total))
+                if not part:
+                    break
+                parts.append(part)
+                total += len(part)
     except OSError as exc:
-        raise ConfigError(what, str(path), f"a readable file ({exc.strerror or type(exc).__name__})") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(what, str(path), f"a file of at most {MAX_FILE_BYTES} bytes")
+        raise ConfigError(what, str(path), f"a readable {noun} ({exc.strerror or type(exc).__name__})") from None
+    if total > max_bytes:
+        raise ConfigError(what, str(path), f"a {noun} of at most {max_bytes} bytes")
     try:
-        return data.decode("utf-8")
+        return b"".join(parts).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(what, str(path), f"a UTF-8 text file (byte {exc.start} is not UTF-8)") from None
+        raise ConfigError(what, str(path), f"a UTF-8 {utf8_noun} (byte {exc.start} is not UTF-8)") from None
 
 
 def load_yaml_file(path: str | Path, what: str) -> Any:

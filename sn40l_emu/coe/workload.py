@@ -41,13 +41,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from sn40l_emu.errors import ConfigError
 from sn40l_emu.units import NS_PER_S
-from sn40l_emu.yaml_load import json_depth
+from sn40l_emu.yaml_load import json_depth, read_text_bounded
 
 MAX_TRACE_BYTES = 64 << 20  # a million requests of about 60 bytes each fit many times over
 MAX_TRACE_LINE_CHARS = 64 * 1024  # one request; room for a long prompt text
@@ -143,40 +142,12 @@ def parse_workload(text: str) -> WorkloadSpec:
 
 def read_trace_text(path: str | Path, what: str = "workload") -> str:
     """A trace file's text: at most ``MAX_TRACE_BYTES``, UTF-8 (ConfigError naming ``what`` otherwise)."""
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-        if size > MAX_TRACE_BYTES:
-            raise ConfigError(what, str(p), f"a trace file of at most {MAX_TRACE_BYTES} bytes (this one has {size})")
-        with p.open("rb") as fh:
-            data = _read_bounded(fh)
-    except OSError as exc:
-        raise ConfigError(what, str(p), f"a readable trace file ({exc.strerror or type(exc).__name__})") from None
-    if len(data) > MAX_TRACE_BYTES:
-        raise ConfigError(what, str(p), f"a trace file of at most {MAX_TRACE_BYTES} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(what, str(p), f"a UTF-8 trace file (byte {exc.start} is not UTF-8)") from None
+    return read_text_bounded(Path(path), what, MAX_TRACE_BYTES, "trace file", "trace file")
 
 
 def load_trace(path: str | Path) -> tuple[TraceRecord, ...]:
     """Read a JSONL trace file within the bounds above (see :func:`parse_trace_lines`)."""
     return parse_trace_lines(read_trace_text(path).splitlines(), str(path))
-
-
-def _read_bounded(fh: BinaryIO) -> bytes:
-    """At most ``MAX_TRACE_BYTES + 1`` bytes, in 1 MiB reads: ``read(n)`` would reserve all
-    ``n`` bytes at once, and the size ``stat`` gives is 0 for pipes and /proc files."""
-    parts: list[bytes] = []
-    total = 0
-    while total <= MAX_TRACE_BYTES:
-        part = fh.read(1 << 20)
-        if not part:
-            break
-        parts.append(part)
-        total += len(part)
-    return b"".join(parts)
 
 
 def _int_field(source: str, lineno: int, obj: dict[str, object], name: str, minimum: int) -> int:
