@@ -309,6 +309,35 @@ def test_arena_blocks_come_back_when_the_views_die() -> None:
     _loop_run(main)
 
 
+def test_arena_is_trimmed_only_after_a_whole_idle_delay() -> None:
+    async def main() -> None:
+        g = await FastGroup((0, 1)).start()
+        t0, t1 = g.transports[0], g.transports[1]
+        big = np.arange(5 << 20, dtype=np.float32)  # 20 MiB: above the pages an idle arena keeps
+        await t0.send(1, 9, big, np.array([0]))
+        payload, _ = await t1.recv(0, 9)
+        del payload
+        link = t0._links[1]
+        arena = link.arena
+        assert arena is not None
+        await _until(lambda: arena.used_bytes == 0)
+        armed = arena.reserved
+        await t0.send(1, 9, big[: 1 << 16], np.array([0]))  # busy again during the delay
+        payload, _ = await t1.recv(0, 9)
+        del payload
+        await _until(lambda: arena.used_bytes == 0)
+        if link._trim is not None:
+            link._trim.cancel()
+        link._trim_arena(armed)  # the timer armed before that frame fires: no trim, armed again
+        assert arena._high > KEEP_BYTES and link._trim is not None
+        link._trim.cancel()
+        link._trim_arena(arena.reserved)  # idle since it was armed: trimmed
+        assert arena._high == KEEP_BYTES
+        await g.close()
+
+    _loop_run(main)
+
+
 def test_corrupt_arena_messages_are_refused() -> None:
     from sn40l_emu.p2p.wire.shm_arena import SendArena
 

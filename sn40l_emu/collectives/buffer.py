@@ -14,6 +14,7 @@ import numpy as np
 
 from sn40l_emu.collectives.readymap import ReadyMap
 from sn40l_emu.collectives.reduction import combine_into, combine_to
+from sn40l_emu.collectives.result_pool import POOL
 from sn40l_emu.errors import FrameError
 from sn40l_emu.p2p.frame import ALLOWED_DTYPES, dtype_name
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
@@ -70,7 +71,7 @@ class WorkBuffer:
         if isinstance(data, SymbolicTensor):
             return WorkBuffer(None, dtype, ReadyMap(int(data.size), start_ns)), None
         source = np.asarray(data).reshape(-1)
-        values = np.empty(source.size, dtype=source.dtype)
+        values = POOL.empty(int(source.size), source.dtype)  # warm pages when a result of this size died
         return WorkBuffer(values, dtype, ReadyMap(int(source.size), start_ns)), source
 
     @staticmethod

@@ -284,7 +284,8 @@ class PeerLink:
                     self._protocol_error(f"RELEASE of unknown arena block {offset}")
                     return
                 if self.arena.trimmable and self._trim is None:
-                    self._trim = self._loop.call_later(TRIM_DELAY_S, self._trim_arena)  # wall-clock ok
+                    self._trim = self._loop.call_later(TRIM_DELAY_S, self._trim_arena,  # wall-clock ok
+                                                       self.arena.reserved)
             elif kind == wire.Kind.PONG:
                 if len(self._rx) < 9:
                     return
@@ -297,11 +298,22 @@ class PeerLink:
                 self._protocol_error(f"unknown message kind {kind}")
                 return
 
-    def _trim_arena(self) -> None:
-        """Idle for TRIM_DELAY_S after a burst: give the arena's extra pages back."""
+    def _trim_arena(self, reserved: int) -> None:
+        """Idle for TRIM_DELAY_S after a burst: give the arena's extra pages back.
+
+        Only if no block was handed out since the timer was armed (``reserved``):
+        a link busy with a stream of large frames is idle for moments between
+        them, and trimming then made every next frame fault its pages in again
+        (measured with ``bench/allreduce_wall.py``); it is re-armed instead.
+        """
         self._trim = None
-        if self.arena is not None and not self._closing:
+        if self.arena is None or self._closing:
+            return
+        if self.arena.reserved == reserved:
             self.arena.trim()
+        elif self.arena.trimmable:
+            self._trim = self._loop.call_later(TRIM_DELAY_S, self._trim_arena,  # wall-clock ok
+                                               self.arena.reserved)
 
     def _protocol_error(self, what: str) -> None:
         self._closing = True

@@ -79,6 +79,9 @@ class SendArena:
         self._free: list[tuple[int, int]] = [(0, size)]  # (offset, bytes), sorted by offset
         self._used: dict[int, int] = {}
         self._high = 0  # end of the highest block handed out since the last trim (pages touched)
+        #: blocks handed out so far: a trim armed at one count fires only if none was since
+        #: (idle for the whole delay, not merely idle at the moment the timer fires)
+        self.reserved = 0
 
     @property
     def used_bytes(self) -> int:
@@ -102,6 +105,7 @@ class SendArena:
                 else:
                     self._free[i] = (off + want, size - want)
                 self._used[off] = want
+                self.reserved += 1
                 self._high = max(self._high, off + want)
                 return off
         return None
