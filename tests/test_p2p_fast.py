@@ -9,6 +9,7 @@ server keeps serving; a peer whose connection dies fails receives at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import stat
 import struct
@@ -304,6 +305,36 @@ def test_arena_blocks_come_back_when_the_views_die() -> None:
         await t0.send(1, 9, big[: 1 << 16], np.array([0]))
         payload, _ = await t1.recv(0, 9)
         assert np.array_equal(payload, big[: 1 << 16])  # type: ignore[arg-type]
+        await g.close()
+
+    _loop_run(main)
+
+
+def test_ring_result_built_in_the_arena_sends_its_pieces_without_a_copy() -> None:
+    """A ring all-reduce whose segments are large enough builds its result in the link's arena;
+    same bits and nanoseconds as in process, and the blocks are freed once the results die."""
+    rng = np.random.default_rng(5)
+    data: dict[int, Tensor] = {r: rng.standard_normal(8 * 4096).astype(np.float32) for r in GROUP}
+    ref = _inproc_all_reduce(GROUP, data, algo=Algo.RING, chunks=4)
+
+    async def main() -> None:
+        g = await FastGroup(GROUP, shm_min_bytes=4096).start()
+
+        async def body(t: Transport) -> tuple[Tensor, int]:
+            return await all_reduce(t, GROUP, data[t.rank], 1_000, algo=Algo.RING, chunks=4)
+
+        got = await gather_transports(g.transports, body)
+        arenas = [g.transports[r]._links[(r + 1) % 8].arena for r in GROUP]
+        for (res, end), (r_res, r_end), arena in zip(got, ref, arenas, strict=True):
+            assert end == r_end and isinstance(res, np.ndarray) and isinstance(r_res, np.ndarray)
+            assert res.tobytes() == r_res.tobytes()
+            assert arena is not None and arena.lent == 0  # settled: the peer read every piece
+            assert arena.piece(res.ctypes.data, res.nbytes) is not None  # the result is in the arena
+        again = await gather_transports(g.transports, body)  # a second call while the first lives
+        assert [a.tobytes() for a, _ in again] == [a.tobytes() for a, _ in got]  # type: ignore[union-attr]
+        del got, again, res, r_res
+        gc.collect()
+        await _until(lambda: all(a is not None and a.used_bytes == 0 for a in arenas))  # freed
         await g.close()
 
     _loop_run(main)

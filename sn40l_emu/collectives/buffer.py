@@ -60,18 +60,21 @@ class WorkBuffer:
         return WorkBuffer(values, dtype, ReadyMap(int(data.size), start_ns))
 
     @staticmethod
-    def unfilled(data: Tensor, start_ns: int) -> tuple[WorkBuffer, np.ndarray | None]:
+    def unfilled(data: Tensor, start_ns: int, values: np.ndarray | None = None
+                 ) -> tuple[WorkBuffer, np.ndarray | None]:
         """A buffer whose values are not written yet, and ``data`` flat (read, never written).
 
         For an algorithm that reads each element of its input before it first
         writes it (the ring reduce-scatter): it reads the caller's array instead
-        of a private copy of it, saving one full copy of the data.
+        of a private copy of it, saving one full copy of the data. ``values``: where to
+        build the result (flat, ``data``'s size and dtype), if not in fresh memory.
         """
         dtype = tensor_dtype(data)
         if isinstance(data, SymbolicTensor):
             return WorkBuffer(None, dtype, ReadyMap(int(data.size), start_ns)), None
         source = np.asarray(data).reshape(-1)
-        values = POOL.empty(int(source.size), source.dtype)  # warm pages when a result of this size died
+        if values is None or values.shape != source.shape or values.dtype != source.dtype:
+            values = POOL.empty(int(source.size), source.dtype)  # warm pages when a result of this size died
         return WorkBuffer(values, dtype, ReadyMap(int(source.size), start_ns)), source
 
     @staticmethod

@@ -49,7 +49,7 @@ class _Ring:
 
 
 async def _reduce_scatter_phase(
-    call: CollCall, ring: _Ring, buf: WorkBuffer, source: np.ndarray | None
+    call: CollCall, ring: _Ring, buf: WorkBuffer, source: np.ndarray | None, stage: bool = True
 ) -> None:
     """``buf.values`` (if real) starts unwritten; ``source`` is the rank's input.
 
@@ -60,6 +60,8 @@ async def _reduce_scatter_phase(
     segment is written into ``buf``. The other segments of ``buf`` are written
     by the all-gather (or never read: reduce-scatter returns the own segment).
     Same additions in the same order as reducing in place: same bits.
+    ``stage`` False: ``buf.values`` is itself sendable without a copy (it lives
+    in the transport's shared memory), so every segment is reduced into it.
     """
     held: np.ndarray | None = None  # the segment reduced at the previous step, wherever it is
     for s in range(ring.n - 1):
@@ -68,7 +70,7 @@ async def _reduce_scatter_phase(
         await send_range(call.t, ring.next, call.tag, buf, lo, hi, call.chunks, values)
         lo, hi = ring.owned(-s - 2)
         out = None if buf.values is None else buf.values[lo:hi]
-        if out is not None and s < ring.n - 2:
+        if out is not None and stage and s < ring.n - 2:
             staged = await call.t.staging(ring.next, hi - lo, out.dtype)
             out = out if staged is None else staged
         base = None if source is None else source[lo:hi]
@@ -90,10 +92,20 @@ async def _all_gather_phase(call: CollCall, ring: _Ring, buf: WorkBuffer) -> Non
 
 
 async def ring_all_reduce(call: CollCall, data: Tensor) -> tuple[Tensor, int]:
+    """Reduce-scatter then all-gather. Where the transport offers it, the result is built
+    in shared memory it can send pieces of without a copy (``Transport.result_buffer``):
+    every segment this rank sends, partial sums and final, is then a piece of the result,
+    and each all-gather step costs one copy (peer's block -> result) instead of two."""
     ring = _Ring(call, int(data.size))
-    buf, source = _unfilled(call, data, ring.n)
-    await _reduce_scatter_phase(call, ring, buf, source)
+    shared = None
+    if ring.n > 1 and isinstance(data, np.ndarray):
+        shared = await call.t.result_buffer(ring.next, int(data.size), data.dtype)
+    buf, source = WorkBuffer.unfilled(data, call.start_ns, shared) if shared is not None else _unfilled(
+        call, data, ring.n)
+    await _reduce_scatter_phase(call, ring, buf, source, stage=shared is None)
     await _all_gather_phase(call, ring, buf)
+    if shared is not None:
+        await call.t.settle()  # the next rank has read every piece: the result may be written
     return shaped(buf.values, data.shape, buf.dtype), buf.end_ns(call.start_ns, 0, buf.size)
 
 

@@ -79,6 +79,16 @@ class Transport(ABC):
         place, compute anywhere. Only the wall cost differs: the frame and its timing do not."""
         return None
 
+    async def result_buffer(self, dst: int, count: int, dtype: np.dtype) -> np.ndarray | None:
+        """A flat writable array of ``count`` x ``dtype`` to build a result in whose pieces are
+        then sent to ``dst`` without a copy (shared memory on the same-host path); None: no
+        such place. The owner must :meth:`settle` before handing the result on. Only the wall
+        cost differs: frames and timing do not."""
+        return None
+
+    async def settle(self) -> None:  # noqa: B027 -- optional hook, default does nothing
+        """Wait until peers have read every piece of a :meth:`result_buffer` sent to them."""
+
     async def flush(self) -> None:  # noqa: B027 -- optional hook, default does nothing
         """Surface failures of sends still in flight (dead peer); collectives call it at the end."""
 

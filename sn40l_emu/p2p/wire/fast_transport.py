@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import itertools
 import socket
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -66,6 +67,13 @@ RAY_PATH_MIN_BYTES: int | None = None
 _JOIN_MAX_BYTES = 64 * 1024
 #: Kernel send buffer per connection (capped by net.core.wmem_max): fewer wake-ups per MiB.
 _SNDBUF_BYTES = 4 * 1024 * 1024
+
+
+def _disown_soon(loop: asyncio.AbstractEventLoop, disown: Callable[[SendArena, int], None],
+                 arena: SendArena, offset: int) -> None:
+    """A result in an arena block died (in any thread): free the block on the link's loop."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the arena went with it
+        loop.call_soon_threadsafe(disown, arena, offset)
 
 
 def same_host_peers(rank: int, endpoints: Mapping[int, Endpoint]) -> dict[int, str]:
@@ -135,6 +143,7 @@ class PeerLink:
         self._pongs: dict[int, asyncio.Future[None]] = {}
         self._closing = False
         self._trim: asyncio.TimerHandle | None = None
+        self._settled: asyncio.Future[None] | None = None  # done when no result piece is lent
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF_BYTES)
         self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -198,6 +207,55 @@ class PeerLink:
             return None
         return offset, arena.block(offset, nbytes)
 
+    async def result_block(self, nbytes: int) -> np.ndarray | None:
+        """A writable uint8 block of this link's arena to hold a result whose pieces are then
+        sent without a copy (:meth:`send_piece`); None when there is no arena or no room. The
+        block is freed once the array dies and every piece sent was released."""
+        arena = await self._ready_arena()
+        offset = None if arena is None else arena.reserve(nbytes)
+        if arena is None or offset is None:
+            return None
+        arena.own(offset)
+        block = arena.block(offset, nbytes)  # its base is the mapping: views of it keep it alive
+        fin = weakref.finalize(block, _disown_soon, self._loop, self._disown, arena, offset)
+        fin.atexit = False
+        return block
+
+    async def send_piece(self, header: bytes, payload: np.ndarray) -> bool:
+        """Send a frame whose payload lies in a result block of this link's arena, by offset
+        (no copy); False when it does not (the caller sends it another way)."""
+        arena = self.arena
+        if arena is None or self.error is not None or not payload.flags.c_contiguous:
+            return False
+        offset = arena.piece(payload.ctypes.data, payload.nbytes)
+        if offset is None:
+            return False
+        arena.lend(offset)
+        await self.send(wire.shm_frame(header, offset))
+        return True
+
+    async def settled(self, timeout_s: float) -> None:
+        """Return once the peer released every result piece sent to it (it has read them all),
+        so the result may be written by its owner; at once if the link failed."""
+        if self.arena is None or self.error is not None or self._closing or not self.arena.lent:
+            return
+        if self._settled is None or self._settled.done():
+            self._settled = self._loop.create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._settled), timeout_s)  # wall-clock ok
+        except asyncio.TimeoutError:
+            raise P2PTimeoutError(self.dst, f"result pieces not released within {timeout_s} s") from None
+
+    def _disown(self, arena: SendArena, offset: int) -> None:
+        arena.disown(offset)
+        if arena is self.arena and arena.trimmable and self._trim is None and not self._closing:
+            self._trim = self._loop.call_later(TRIM_DELAY_S, self._trim_arena,  # wall-clock ok
+                                               arena.reserved)
+
+    def _settle(self) -> None:
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
     async def send_staged(self, header: bytes, offset: int) -> None:
         """Send a frame whose payload the caller already wrote into the block at ``offset``."""
         await self.send(wire.shm_frame(header, offset))
@@ -232,6 +290,7 @@ class PeerLink:
 
     # ---- internals ---------------------------------------------------------
     def _shut(self) -> None:
+        self._settle()
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
@@ -283,6 +342,8 @@ class PeerLink:
                 if self.arena is None or not self.arena.release(offset):
                     self._protocol_error(f"RELEASE of unknown arena block {offset}")
                     return
+                if not self.arena.lent:
+                    self._settle()
                 if self.arena.trimmable and self._trim is None:
                     self._trim = self._loop.call_later(TRIM_DELAY_S, self._trim_arena,  # wall-clock ok
                                                        self.arena.reserved)
@@ -415,6 +476,9 @@ class FastTransport(RayTransport):
             await link.send_staged(header, staged[1])  # already in the arena: no copy
             return
         if (payload is not None and self.arena_dir is not None and payload.nbytes >= self.shm_min_bytes
+                and await link.send_piece(header, payload)):
+            return  # a piece of a result that lives in the arena: no copy
+        if (payload is not None and self.arena_dir is not None and payload.nbytes >= self.shm_min_bytes
                 and await link.send_shm(header, payload)):
             return
         prefix = wire.frame_prefix(header)
@@ -444,6 +508,23 @@ class FastTransport(RayTransport):
         values = block.view(dtype)
         self._staged[(dst, values.ctypes.data)] = (link, offset, nbytes)
         return values
+
+    async def result_buffer(self, dst: int, count: int, dtype: np.dtype) -> np.ndarray | None:
+        """A flat writable array for a result whose pieces of at least ``shm_min_bytes`` are
+        then sent to ``dst`` without a copy: a block of that link's shared-memory arena
+        (same-host peers), or None. Call :meth:`settle` before the result is handed on."""
+        link = self._links.get(dst)
+        nbytes = count * np.dtype(dtype).itemsize
+        if (link is None or link.error is not None or self.arena_dir is None
+                or nbytes < max(1, self.shm_min_bytes)
+                or (self.ray_path_min_bytes is not None and nbytes >= self.ray_path_min_bytes)):
+            return None
+        block = await link.result_block(nbytes)
+        return None if block is None else block.view(dtype)
+
+    async def settle(self) -> None:
+        """Wait until every same-host peer released the result pieces sent to it."""
+        await asyncio.gather(*(link.settled(self.timeout_s) for link in list(self._links.values())))
 
     async def _fetch(self, src: int, tag: int, seq: int) -> Frame:
         self._raise_errors()

@@ -43,8 +43,10 @@ from sn40l_emu.errors import FrameError
 from sn40l_emu.p2p.wire.codec import PayloadSpec
 
 #: Virtual size of one link's arena (sparse: only pages written are allocated). A frame
-#: that does not fit in its free space goes inline on the socket.
-ARENA_BYTES = 64 * 1024 * 1024
+#: that does not fit in its free space goes inline on the socket. Room for two ring
+#: all-reduce results of 64 MiB built in it (the input of a call is often the last
+#: call's result) and their frames.
+ARENA_BYTES = 256 * 1024 * 1024
 #: Pages an idle arena keeps (warm for the next frames); above this they are given back
 #: (MADV_REMOVE) once nothing has been in flight for TRIM_DELAY_S, so a burst of huge
 #: frames does not pin memory, while a stream of them does not pay page faults again.
@@ -77,11 +79,17 @@ class SendArena:
             raise
         os.close(fd)
         self._free: list[tuple[int, int]] = [(0, size)]  # (offset, bytes), sorted by offset
+        self._base = np.frombuffer(self._mm, np.uint8, 1).ctypes.data  # address of offset 0
+        self._orphans: set[int] = set()  # owned blocks whose result died, pieces still lent
         self._used: dict[int, int] = {}
         self._high = 0  # end of the highest block handed out since the last trim (pages touched)
         #: blocks handed out so far: a trim armed at one count fires only if none was since
         #: (idle for the whole delay, not merely idle at the moment the timer fires)
         self.reserved = 0
+        #: blocks that hold a live result (offset -> bytes); their pieces may be lent out
+        self._owned: dict[int, int] = {}
+        #: pieces of owned blocks sent as frames and not released yet (offset -> how many)
+        self._lent: dict[int, int] = {}
 
     @property
     def used_bytes(self) -> int:
@@ -114,8 +122,59 @@ class SendArena:
         """Writable uint8 view of ``nbytes`` at ``offset`` (a block handed out by reserve)."""
         return np.frombuffer(self._mm, np.uint8, nbytes, offset)
 
+    def own(self, offset: int) -> None:
+        """Mark a reserved block as a result whose pieces are sent with :meth:`lend`; it is
+        freed once :meth:`disown` was called and every piece lent was released."""
+        self._owned[offset] = self._used[offset]
+
+    def piece(self, address: int, nbytes: int) -> int | None:
+        """Offset of ``nbytes`` at memory ``address`` when they lie inside one owned block
+        and the offset is aligned (a frame can point at them); else None."""
+        offset = address - self._base
+        if offset % _ALIGN or offset < 0:
+            return None
+        for start, size in self._owned.items():
+            if start <= offset and offset + nbytes <= start + size:
+                return offset
+        return None
+
+    def lend(self, offset: int) -> None:
+        """A piece of an owned block (:meth:`piece`) went out in a frame; RELEASE ends it."""
+        self._lent[offset] = self._lent.get(offset, 0) + 1
+
+    @property
+    def lent(self) -> int:
+        """Pieces lent out and not released yet."""
+        return sum(self._lent.values())
+
+    def disown(self, offset: int) -> None:
+        """The result in an owned block died: free it once no piece of it is lent."""
+        if self._owned.pop(offset, None) is not None:
+            self._orphans.add(offset)
+            self._free_orphans()
+
+    def _free_orphans(self) -> None:
+        for start in list(self._orphans):
+            end = start + self._used[start]
+            if not any(start <= off < end for off in self._lent):
+                self._orphans.discard(start)
+                self._give_back(start)
+
     def release(self, offset: int) -> bool:
         """Give a block back (the receiver dropped its view); False for an unknown offset."""
+        count = self._lent.get(offset)
+        if count is not None:  # a piece of a result block
+            if count > 1:
+                self._lent[offset] = count - 1
+            else:
+                del self._lent[offset]
+                self._free_orphans()
+            return True
+        if offset in self._owned or offset in self._orphans:
+            return False  # a result block is never released by the peer
+        return self._give_back(offset)
+
+    def _give_back(self, offset: int) -> bool:
         size = self._used.pop(offset, None)
         if size is None:
             return False
