@@ -423,3 +423,28 @@ def test_staged_blocks_are_sent_in_place_and_unsent_ones_come_back_at_flush() ->
         await g.close()
 
     _loop_run(main)
+
+
+def test_a_result_block_is_freed_only_when_dead_and_every_piece_released(tmp_path: Any) -> None:
+    from sn40l_emu.p2p.wire.shm_arena import SendArena
+
+    arena = SendArena(str(tmp_path), 1 << 20)
+    try:
+        off = arena.reserve(1 << 16)
+        assert off is not None
+        arena.own(off)
+        block = arena.block(off, 1 << 16)
+        assert arena.piece(block.ctypes.data + 4096, 4096) == off + 4096
+        assert arena.piece(block.ctypes.data + 4, 64) is None  # not aligned: a frame cannot point there
+        assert arena.piece(block.ctypes.data + (1 << 16) - 64, 128) is None  # runs out of the block
+        arena.lend(off + 4096)
+        arena.lend(off)
+        assert not arena.release(off + 8192)  # never lent: refused
+        assert arena.release(off)
+        assert not arena.release(off)  # the block itself is not the peer's to release
+        arena.disown(off)  # the result died, one piece still out
+        assert arena.used_bytes == 1 << 16 and arena.reserve(1 << 20) is None
+        assert arena.release(off + 4096)  # the last piece back: the block is free
+        assert arena.used_bytes == 0 and arena.lent == 0
+    finally:
+        arena.close()

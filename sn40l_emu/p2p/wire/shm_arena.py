@@ -12,6 +12,12 @@ the pages that get touched (and stay resident) are about the largest number
 of bytes in flight on the link, not the arena's size; above ``KEEP_BYTES``
 they are given back once the link has had nothing in flight for a moment.
 
+A block may also hold a result that is built in place and sent piece by piece
+(a ring all-reduce's, ``FastTransport.result_buffer``): each piece goes out by its
+offset without a copy (``lend``), the receiver releases it like any block, and
+the block is freed once its result array died (``disown``) and every piece lent
+was released -- never while the peer may still read it.
+
 One arena per connection: it lives as long as the connection, and when the
 connection ends the sender drops it without reusing a byte of it, so a view
 the receiver still holds can never be overwritten. The file is unlinked as
