@@ -77,7 +77,14 @@ def main() -> int:
 
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sn40lfb-", dir="/tmp")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    from sn40l_emu.cluster.bringup import LOOPBACK, NAMESPACE, SOCKET_RESOURCE, prepare_env
+    from sn40l_emu.cluster.bringup import (
+        LEAN_NODE_ARGS,
+        LOOPBACK,
+        NAMESPACE,
+        SOCKET_RESOURCE,
+        prepare_env,
+        without_api_server,
+    )
 
     prepare_env()
     import ray
@@ -85,7 +92,8 @@ def main() -> int:
 
     slots = -(-args.nodes * 8 // args.ray_nodes)
     node_args: dict[str, Any] = {"num_cpus": 1, "resources": {SOCKET_RESOURCE: slots}, "node_ip_address": LOOPBACK}
-    cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
+    with without_api_server():  # the head without the processes nothing here uses (bringup.py)
+        cluster = Cluster(initialize_head=True, head_node_args={**node_args, **LEAN_NODE_ARGS})
     samples: dict[str, list[dict[str, float]]] = {"one_by_one": [], "all_at_once": []}
     loads = []
     try:

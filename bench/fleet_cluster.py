@@ -52,7 +52,14 @@ def main() -> int:
 
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sn40lb-", dir="/tmp")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    from sn40l_emu.cluster.bringup import LOOPBACK, NAMESPACE, SOCKET_RESOURCE, prepare_env
+    from sn40l_emu.cluster.bringup import (
+        LEAN_NODE_ARGS,
+        LOOPBACK,
+        NAMESPACE,
+        SOCKET_RESOURCE,
+        prepare_env,
+        without_api_server,
+    )
 
     prepare_env()
     import ray
@@ -76,7 +83,8 @@ def main() -> int:
     cluster = None
     for attempt in range(3):  # Ray gives a raylet 30 s to register; a loaded machine can miss it
         try:
-            cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
+            with without_api_server():  # the head without the processes nothing here uses (bringup.py)
+                cluster = Cluster(initialize_head=True, head_node_args={**node_args, **LEAN_NODE_ARGS})
             for _ in range(args.ray_nodes - 1):
                 cluster.add_node(**node_args)
             cluster.wait_for_nodes(timeout=300)
