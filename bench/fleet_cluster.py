@@ -72,6 +72,7 @@ def main() -> int:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     from sn40l_emu.cluster.bringup import (
         LEAN_NODE_ARGS,
+        LEAN_SYSTEM_CONFIG,
         LOOPBACK,
         NAMESPACE,
         SOCKET_RESOURCE,
@@ -99,12 +100,13 @@ def main() -> int:
     sampler.start()
     slots = -(-args.nodes * 8 // args.ray_nodes)
     node_args: dict[str, Any] = {"num_cpus": 1, "resources": {SOCKET_RESOURCE: slots}, "node_ip_address": LOOPBACK}
+    head_args = {**node_args, **LEAN_NODE_ARGS, "_system_config": LEAN_SYSTEM_CONFIG}
     t0 = time.perf_counter()  # wall-clock ok: the benchmark
     cluster = None
     for attempt in range(3):  # Ray gives a raylet 30 s to register; a loaded machine can miss it
         try:
             with without_api_server():  # the head without the processes nothing here uses (bringup.py)
-                cluster = Cluster(initialize_head=True, head_node_args={**node_args, **LEAN_NODE_ARGS})
+                cluster = Cluster(initialize_head=True, head_node_args=head_args)
             for _ in range(args.ray_nodes - 1):
                 cluster.add_node(**node_args)
             cluster.wait_for_nodes(timeout=300)
