@@ -134,7 +134,7 @@ LEAN_NODE_ARGS: dict[str, Any] = {"include_dashboard": False, "no_monitor": True
 # Ray system config for a head the emulator starts (pass as ``_system_config``, merged
 # with any other keys): no metrics recording and export in the GCS, raylets and workers.
 # Nothing scrapes them (no Prometheus, no dashboard); over 30 s of programs on 8 socket
-# actors it cut the dashboard agent's CPU from 0.52 to 0.16 s (README "Emulator speed").
+# actors it cut the dashboard agent's CPU from 0.52 to 0.16 s (one run each; README "Emulator speed").
 LEAN_SYSTEM_CONFIG: dict[str, Any] = {"enable_metrics_collection": False}
 
 
