@@ -18,12 +18,17 @@ CPU seconds (wall time on a shared host mostly measures the other load):
   end of ``create`` (median over the 8: Python, ``import ray``, the worker's
   registration, our modules, the endpoint and its connections);
 * ``actor_import_cpu_s``: of that, importing the actor's own modules after
-  ``import ray`` (in a fresh interpreter): the part this project controls.
+  ``import ray`` (in a fresh interpreter): the part this project controls;
+* ``ray_processes_after_create_cpu_s``: Ray's own processes (not the actors) once
+  the node is up.
+
+``--plain`` adds, after each round, one with Ray started by a plain ``ray.init``
+(every process Ray starts by default), for a same-run comparison.
 
 Target: node bring-up (``ray_start_s + create_s``) in a few seconds. Medians
 over ``--rounds``; prints a table and writes ``bench/results/bringup_wall.json``.
 
-    .venv/bin/python bench/bringup_wall.py [--rounds 1]
+    .venv/bin/python bench/bringup_wall.py [--rounds 1] [--plain]
 """
 
 from __future__ import annotations
@@ -83,7 +88,23 @@ def _import_cpu_s() -> float:
     return float(out.stdout.strip())
 
 
-def one_round() -> dict[str, Any]:
+def _start_plain_ray() -> Any:
+    """Ray started by ``ray.init`` alone, as ``start_local_ray`` did before it left out Ray's
+    unused processes (the ``--plain`` comparison): every process Ray starts by default."""
+    import logging
+    import tempfile
+
+    import ray
+
+    from sn40l_emu.cluster.bringup import LOOPBACK, NAMESPACE, SOCKET_RESOURCE, LocalRay
+
+    temp_dir = tempfile.mkdtemp(prefix="sn40l-ray-")
+    ray.init(num_cpus=2, resources={SOCKET_RESOURCE: 16}, include_dashboard=False, _temp_dir=temp_dir,
+             _node_ip_address=LOOPBACK, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+    return LocalRay(temp_dir=temp_dir)
+
+
+def one_round(plain: bool = False) -> dict[str, Any]:
     from sn40l_emu.cluster.bringup import start_local_ray
     from sn40l_emu.cluster.ray_node import RayNode
     from sn40l_emu.config import load_profile
@@ -92,7 +113,7 @@ def one_round() -> dict[str, Any]:
     sn40l, dgx = load_profile("sn40l"), load_profile("dgx-h100")
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
-    ray = start_local_ray(num_cpus=2, sockets=16)
+    ray = _start_plain_ray() if plain else start_local_ray(num_cpus=2, sockets=16)
     out["ray_start_s"] = time.perf_counter() - t0
     procs = _ray_processes()
     out["ray_processes_cpu_s"] = round(sum(procs.values()), 2)
@@ -102,6 +123,10 @@ def one_round() -> dict[str, Any]:
         node = RayNode.create(sn40l, trace=False)
         out["create_s"] = time.perf_counter() - t0
         out["actor_cpu_s"] = statistics.median(_cpu_s(pid) for pid in node.pids())
+        actors = [_cpu_s(pid) for pid in node.pids()]
+        out["actors_cpu_s"] = round(sum(actors), 2)
+        # Ray's own processes once the node is up (its agents are still loading when ray.init returns)
+        out["ray_processes_after_create_cpu_s"] = round(sum(_ray_processes().values()) - sum(actors), 2)
         try:
             t0 = time.perf_counter()
             op = CollectiveOp("hello", CollectiveKind.ALL_REDUCE, tuple(range(8)), (1024,), "float32")
@@ -123,25 +148,36 @@ def one_round() -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--plain", action="store_true",
+                        help="after each round, one with Ray as plain ray.init starts it (same-run comparison)")
     parser.add_argument("--json", default=str(RESULTS / "bringup_wall.json"))
     args = parser.parse_args()
 
     from sn40l_emu.cluster.bringup import prepare_env
 
     prepare_env()
-    rounds = [one_round() for _ in range(args.rounds)]
+    rounds, plain = [], []
+    for _ in range(args.rounds):
+        rounds.append(one_round())
+        if args.plain:
+            plain.append(one_round(plain=True))
     for r in rounds:
         r["actor_import_cpu_s"] = _import_cpu_s()
     med: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]
                            if k != "ray_processes"}
+    med_plain: dict[str, Any] = {k: round(statistics.median(r[k] for r in plain), 3) for k in plain[0]
+                                 if k != "ray_processes"} if plain else {}
     doc = {"bench": "bringup_wall", "sockets": 8, "median": med,
            "rounds": [{k: v if isinstance(v, dict) else round(v, 3) for k, v in r.items()} for r in rounds],
            "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
                     "load_avg": os.getloadavg()}, "ray_processes_cpu_s_by_process": rounds[-1]["ray_processes"],
+           "plain_ray_init": {"median": med_plain,
+                              "rounds": [{k: v if isinstance(v, dict) else round(v, 3) for k, v in r.items()}
+                                         for r in plain]} if plain else None,
            "git": _git_rev()}
     print(f"node bring-up on Ray, 8 socket actors, medians of {args.rounds} round(s)")
     for k, v in med.items():
-        print(f"  {k:16s} {v:7.3f}")
+        print(f"  {k:32s} {v:7.3f}" + (f"   plain ray.init {med_plain[k]:7.3f}" if k in med_plain else ""))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2))

@@ -13,7 +13,13 @@ For the Ray sweep the wall time is split into where it goes:
 * ``actor_calls`` / ``actor_wait_s``: how many ``ray.get`` rounds the node made
   and how long the driver waited in them (the rest is driver-side Python);
 * ``ratio_without_bringup``: the Ray sweep less Ray's start and the first
-  node's creation (what attaching to a node left up by ``sn40l-emu up`` saves).
+  node's creation (what attaching to a node left up by ``sn40l-emu up`` saves);
+* ``cpu_s``: CPU seconds of each sweep, this process plus every process it started
+  (Ray's, sampled every 0.5 s while they run): on a shared host a Ray sweep's nine
+  processes get more of the CPU than the one in-process sweep, so wall ratios
+  there flatter Ray; the CPU ratio does not.
+
+``--seeds`` sets the seeds per row (the sweep's default is 5).
 
 Target: Ray wall <= 1.5x the in-process wall. Prints a table and writes
 ``bench/results/coe_sweep_wall.json``.
@@ -24,11 +30,13 @@ Target: Ray wall <= 1.5x the in-process wall. Prints a table and writes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import statistics
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -114,20 +122,49 @@ class _Meter:
             setattr(obj, name, value)
 
 
-def sweep(backend: str, experts: tuple[int, ...]) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
+def _cpu_children(seen: dict[int, float]) -> None:
+    """Record the CPU seconds so far of every process this one started (last value seen per pid)."""
+    import psutil
+
+    for p in psutil.Process().children(recursive=True):
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        seen[p.pid] = t.user + t.system
+
+
+def sweep(backend: str, experts: tuple[int, ...],
+          seeds: int | None = None) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
     from sn40l_emu.experiments.coe_sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig(backend=backend, experts=experts)
+    if seeds is not None:
+        cfg = dataclasses.replace(cfg, n_seeds=seeds)
     meter = _Meter()
     saved = meter.install() if backend == "ray" else []
-    t0 = time.perf_counter()
+    seen: dict[int, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:  # the Ray processes are gone when run_sweep returns: sample them while they run
+        while not stop.is_set():
+            _cpu_children(seen)
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         rows = run_sweep(cfg, None, progress=False)
     finally:
         _Meter.uninstall(saved)
-    wall = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     parts: dict[str, Any] = {k: round(v, 3) for k, v in meter.t.items()}
     parts["actor_calls"] = meter.calls
+    parts["cpu_s_driver"] = round(cpu, 2)
+    parts["cpu_s_started_processes"] = round(sum(seen.values()), 2)
     return wall, rows, parts
 
 
@@ -135,6 +172,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--experts", default="1,10,25,50,100,150")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per row (default: the sweep's own, 5)")
     parser.add_argument("--json", default=str(RESULTS / "coe_sweep_wall.json"))
     args = parser.parse_args()
 
@@ -144,13 +182,13 @@ def main() -> int:
     experts = tuple(int(x) for x in args.experts.split(","))
     walls: dict[str, list[float]] = {"local": [], "ray": []}
     ray_parts: list[dict[str, Any]] = []
+    local_parts: list[dict[str, Any]] = []
     ref: list[dict[str, Any]] | None = None
     for _ in range(args.rounds):
         for backend in ("local", "ray"):
-            wall, rows, parts = sweep(backend, experts)
+            wall, rows, parts = sweep(backend, experts, args.seeds)
             walls[backend].append(wall)
-            if backend == "ray":
-                ray_parts.append(parts)
+            (ray_parts if backend == "ray" else local_parts).append(parts)
             timed = [{k: r.get(k) for k in ("platform", "experts", "batch", "tokens", *TIMED)} for r in rows]
             if ref is None:
                 ref = timed
@@ -167,6 +205,10 @@ def main() -> int:
         "ray_wall_without_bringup_s": round(warm, 3), "ratio_without_bringup": round(warm / local, 3),
         "target_ratio": 1.5, "same_ns": True, "walls": {k: [round(x, 3) for x in v] for k, v in walls.items()},
         "ray_parts": ray_parts,
+        "seeds": args.seeds or "default",
+        "cpu_s": {"local": statistics.median(p["cpu_s_driver"] + p["cpu_s_started_processes"] for p in local_parts),
+                  "ray": statistics.median(p["cpu_s_driver"] + p["cpu_s_started_processes"] for p in ray_parts),
+                  "ray_started_processes": statistics.median(p["cpu_s_started_processes"] for p in ray_parts)},
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
                  "load_avg": os.getloadavg()},
         "git": _git_rev(),
@@ -178,6 +220,9 @@ def main() -> int:
     print(f"  Ray: start {p['ray_start_s']:.2f} s, node create {p['node_create_s']:.2f} s, "
           f"reprofile {p['reprofile_s']:.2f} s, {p['actor_calls']} actor-call rounds waiting "
           f"{p['actor_wait_s']:.2f} s")
+    c = doc["cpu_s"]
+    print(f"  CPU: in-process {c['local']:.1f} s; Ray {c['ray']:.1f} s (driver and every process it started; "
+          f"the started processes {c['ray_started_processes']:.1f} s)")
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2))

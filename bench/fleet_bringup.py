@@ -77,7 +77,15 @@ def main() -> int:
 
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sn40lfb-", dir="/tmp")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    from sn40l_emu.cluster.bringup import LOOPBACK, NAMESPACE, SOCKET_RESOURCE, prepare_env
+    from sn40l_emu.cluster.bringup import (
+        LEAN_NODE_ARGS,
+        LEAN_SYSTEM_CONFIG,
+        LOOPBACK,
+        NAMESPACE,
+        SOCKET_RESOURCE,
+        prepare_env,
+        without_api_server,
+    )
 
     prepare_env()
     import ray
@@ -85,7 +93,9 @@ def main() -> int:
 
     slots = -(-args.nodes * 8 // args.ray_nodes)
     node_args: dict[str, Any] = {"num_cpus": 1, "resources": {SOCKET_RESOURCE: slots}, "node_ip_address": LOOPBACK}
-    cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
+    head_args = {**node_args, **LEAN_NODE_ARGS, "_system_config": LEAN_SYSTEM_CONFIG}
+    with without_api_server():  # the head without the processes nothing here uses (bringup.py)
+        cluster = Cluster(initialize_head=True, head_node_args=head_args)
     samples: dict[str, list[dict[str, float]]] = {"one_by_one": [], "all_at_once": []}
     loads = []
     try:

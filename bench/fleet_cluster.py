@@ -7,8 +7,10 @@ slots (64 in all), started and stopped by this script. Then ``run_fleet``
 policies) on the Ray backend: bring-up of the 64 actors (node by node across
 the Ray nodes), cost measurement on node 0 and a probe on every other node,
 then the global router over 10,000 requests per policy. Reported: wall time of
-the whole run and of bring-up, and the peak resident memory of this process
-and every process it started (Ray's included), sampled every 0.5 s.
+the whole run and of bring-up, the peak resident memory of this process
+and every process it started (Ray's included), sampled every 0.5 s, and the CPU
+seconds of those processes (last value seen per process, by kind): on 2 cores,
+CPU-s / 2 is a floor under the wall time.
 
     .venv/bin/python bench/fleet_cluster.py [--requests 10000] [--nodes 8]
 """
@@ -25,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,6 +45,21 @@ def _rss_tree() -> int:
     return total
 
 
+def _cpu_tree(seen: dict[int, tuple[str, float]]) -> None:
+    """Record the CPU seconds so far of every process this one started (last value seen per pid)."""
+    import psutil
+
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = p.cmdline()
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        scripts = [a for a in cmd[1:] if a.endswith(".py")] if cmd and cmd[0].endswith("python") else []
+        name = Path(scripts[0] if scripts else cmd[0]).name.split()[0] if cmd else "?"
+        seen[p.pid] = (name, t.user + t.system)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=8)
@@ -52,7 +70,15 @@ def main() -> int:
 
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sn40lb-", dir="/tmp")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    from sn40l_emu.cluster.bringup import LOOPBACK, NAMESPACE, SOCKET_RESOURCE, prepare_env
+    from sn40l_emu.cluster.bringup import (
+        LEAN_NODE_ARGS,
+        LEAN_SYSTEM_CONFIG,
+        LOOPBACK,
+        NAMESPACE,
+        SOCKET_RESOURCE,
+        prepare_env,
+        without_api_server,
+    )
 
     prepare_env()
     import ray
@@ -61,22 +87,26 @@ def main() -> int:
     from sn40l_emu.experiments.coe_fleet import run_fleet
 
     peak = [0]
+    cpu_seen: dict[int, tuple[str, float]] = {}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], _rss_tree())
+            _cpu_tree(cpu_seen)
             stop.wait(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     slots = -(-args.nodes * 8 // args.ray_nodes)
-    node_args = {"num_cpus": 1, "resources": {SOCKET_RESOURCE: slots}, "node_ip_address": LOOPBACK}
+    node_args: dict[str, Any] = {"num_cpus": 1, "resources": {SOCKET_RESOURCE: slots}, "node_ip_address": LOOPBACK}
+    head_args = {**node_args, **LEAN_NODE_ARGS, "_system_config": LEAN_SYSTEM_CONFIG}
     t0 = time.perf_counter()  # wall-clock ok: the benchmark
     cluster = None
     for attempt in range(3):  # Ray gives a raylet 30 s to register; a loaded machine can miss it
         try:
-            cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
+            with without_api_server():  # the head without the processes nothing here uses (bringup.py)
+                cluster = Cluster(initialize_head=True, head_node_args=head_args)
             for _ in range(args.ray_nodes - 1):
                 cluster.add_node(**node_args)
             cluster.wait_for_nodes(timeout=300)
@@ -93,10 +123,13 @@ def main() -> int:
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.WARNING)
         t_cluster = time.perf_counter() - t0  # wall-clock ok
+        _cpu_tree(cpu_seen)
+        cpu_cluster = round(sum(c for _, c in cpu_seen.values()), 1)
         t1 = time.perf_counter()  # wall-clock ok
         res = run_fleet(backend="ray", nodes=args.nodes, experts=100, batch=8, rate_per_s=40.0,
                         n_requests=args.requests)
         t_fleet = time.perf_counter() - t1  # wall-clock ok
+        _cpu_tree(cpu_seen)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -110,6 +143,11 @@ def main() -> int:
         "wall_s": {"cluster_start": t_cluster, "fleet_run": t_fleet, "fleet_bringup": res["bringup_s"],
                    "fleet_parts": res.get("wall_s")},
         "peak_rss_bytes_all_processes": peak[0], "ray_nodes_used": res["ray_nodes_used"],
+        "cpu_s": {"driver": round(time.process_time(), 1), "cluster_processes_at_start": cpu_cluster,
+                  "all_started_processes": round(sum(c for _, c in cpu_seen.values()), 1),
+                  "by_process_kind": {k: round(sum(c for n, c in cpu_seen.values() if n == k), 1)
+                                      for k in sorted({n for n, _ in cpu_seen.values()})},
+                  "processes": len(cpu_seen)},
         "rows": [{k: r[k] for k in ("policy", "completed", "latency_p50_ns", "latency_p99_ns", "hit_rate")}
                  for r in res["rows"]],
         "target_wall_s": 60.0,
@@ -118,6 +156,8 @@ def main() -> int:
           f"{args.requests} requests; {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}")
     print(f"cluster start {t_cluster:.1f} s; fleet run {t_fleet:.1f} s wall "
           f"(bring-up {res['bringup_s']:.1f} s); peak RSS of all processes {peak[0] / 2**30:.2f} GiB")
+    print(f"CPU: driver {out['cpu_s']['driver']} s, the {len(cpu_seen)} processes it started "
+          f"{out['cpu_s']['all_started_processes']} s ({out['cpu_s']['by_process_kind']})")
     for r in out["rows"]:
         print(f"  {r['policy']:13s} completed {r['completed']}, p50 {r['latency_p50_ns'] / 1e6:.1f} ms, "
               f"p99 {r['latency_p99_ns'] / 1e6:.1f} ms")

@@ -4,9 +4,12 @@
   must be in the environment before ``import ray``; we also pass the address),
   keeps its session files in a temp dir it owns, has no dashboard, and keeps
   Ray's token authentication on (``RAY_AUTH_MODE=token``).
+* It leaves out the Ray processes nothing here uses (:data:`LEAN_NODE_ARGS`,
+  :func:`without_api_server`): starting them was about half of Ray's start-up CPU.
 * We never run ``ray stop`` (it kills every Ray process on the
-  machine): a Ray started in-process is stopped with ``ray.shutdown()``, a head
-  started with ``ray start --block`` by signalling the pid we started.
+  machine): a Ray started in-process is stopped by ``ray.shutdown()`` and killing
+  the processes of the head node we started, a head started with
+  ``ray start --block`` by signalling the pid we started.
 """
 
 from __future__ import annotations
@@ -20,12 +23,18 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SOCKET_RESOURCE = "sn40l_socket"
 NAMESPACE = "sn40l-emu"
 LOOPBACK = "127.0.0.1"
+
+
+REPORTER_UPDATE_INTERVAL_MS = "60000"
 
 
 def safe_ray_env(bind_address: str = LOOPBACK) -> dict[str, str]:
@@ -33,6 +42,9 @@ def safe_ray_env(bind_address: str = LOOPBACK) -> dict[str, str]:
     env = {
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "token",
+        # The dashboard agent's reporter samples every process of its node each 5 s for the
+        # dashboard and Prometheus, neither of which runs here; once a minute is enough.
+        "REPORTER_UPDATE_INTERVAL_MS": REPORTER_UPDATE_INTERVAL_MS,
     }
     if bind_address in (LOOPBACK, "localhost"):
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -83,22 +95,93 @@ def warn_if_open(bind_address: str) -> None:
 
 @dataclass
 class LocalRay:
-    """A Ray started inside this process by ``ray.init``; ``shutdown()`` stops exactly it."""
+    """A private local Ray this process started; ``shutdown()`` stops exactly it.
+
+    ``node`` is the head we started (its processes are stopped here, since the
+    driver only connected to it); ``None`` when ``ray.init`` itself started Ray.
+    """
 
     temp_dir: str
     started: bool = True
+    node: Any = None
 
     def shutdown(self) -> None:
         import ray
 
         if self.started and ray.is_initialized():
             ray.shutdown()
+        if self.node is not None:
+            self.node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
+            self.node = None
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+# Ray processes a node the emulator starts leaves out, as ``RayParams`` fields (what
+# ``ray.cluster_utils.Cluster`` passes on: use these as ``head_node_args``). Each costs
+# about 1 CPU-s to start on this 2-core host and nothing here reads what it produces
+# (``bench/bringup_wall.py``, README "Emulator speed"):
+# * ``no_monitor``: the autoscaler monitor. Nothing autoscales; lost nodes are found
+#   by the GCS's own health checks of each raylet, not by the monitor.
+# * ``include_log_monitor=False``: it streams worker stdout/stderr to drivers; ours
+#   connect with ``log_to_driver=False``. Worker logs still go to the session dir.
+# * ``include_dashboard=False``: no dashboard modules; the API server process that Ray
+#   still starts for usage stats is left out by :func:`without_api_server`.
+# The GCS, raylet and the raylet's two agents (dashboard agent, runtime-env agent)
+# stay: the raylet does not run without its agents. Token authentication and the
+# 127.0.0.1 bind are set elsewhere and unchanged.
+LEAN_NODE_ARGS: dict[str, Any] = {"include_dashboard": False, "no_monitor": True, "include_log_monitor": False}
+
+# Ray system config for a head the emulator starts (pass as ``_system_config``, merged
+# with any other keys): no metrics recording and export in the GCS, raylets and workers.
+# Nothing scrapes them (no Prometheus, no dashboard); over 30 s of programs on 8 socket
+# actors it cut the dashboard agent's CPU from 0.52 to 0.16 s (one run each; README "Emulator speed").
+LEAN_SYSTEM_CONFIG: dict[str, Any] = {"enable_metrics_collection": False}
+
+
+@contextmanager
+def without_api_server() -> Iterator[None]:
+    """Ray heads started inside this block get no API server (``dashboard.py``).
+
+    With ``include_dashboard=False`` Ray still starts that process, loading only its
+    usage-stats module, and usage stats are off here (``RAY_USAGE_STATS_ENABLED=0``),
+    so it does nothing but cost about 2 CPU-s and hold up ``ray.init`` until it has
+    written its address. Ray already runs on without it when it fails to start
+    (``raise_on_failure`` is false with ``include_dashboard=False``); the state API and
+    job submission are absent either way (their modules are not loaded). If a Ray
+    version renames the method, this patch does nothing and the process starts as before.
+    """
+    from ray._private import node as ray_node
+
+    original = ray_node.Node.start_api_server
+
+    def skip(self: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    ray_node.Node.start_api_server = skip  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ray_node.Node.start_api_server = original  # type: ignore[method-assign]
 
 
 # Ray waits a fixed 30 s for its raylet to register; on a loaded 2-core machine that is
 # sometimes not enough. A failed start leaves nothing behind after ray.shutdown(), so try again.
 START_ATTEMPTS = 3
+
+
+def _start_head(temp_dir: str, num_cpus: int, sockets: int) -> Any:
+    """Start a head node on 127.0.0.1 without the processes in :data:`LEAN_NODE_ARGS`.
+
+    Started the way ``ray.cluster_utils.Cluster`` starts its head (``ray.init`` has no
+    parameters for them); the driver then joins it with ``ray.init(address=...)``.
+    """
+    from ray._private.node import Node
+    from ray._private.parameter import RayParams
+
+    params = RayParams(node_ip_address=LOOPBACK, num_cpus=num_cpus, resources={SOCKET_RESOURCE: sockets},
+                       temp_dir=temp_dir, _system_config=dict(LEAN_SYSTEM_CONFIG), **LEAN_NODE_ARGS)
+    with without_api_server():
+        return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=True)
 
 
 def start_local_ray(num_cpus: int = 2, sockets: int = 16, *, log_to_driver: bool = False) -> LocalRay:
@@ -110,28 +193,23 @@ def start_local_ray(num_cpus: int = 2, sockets: int = 16, *, log_to_driver: bool
         return LocalRay(temp_dir="", started=False)
     for attempt in range(START_ATTEMPTS):
         temp_dir = tempfile.mkdtemp(prefix="sn40l-ray-")
+        node = None
         try:
-            ray.init(
-                num_cpus=num_cpus,
-                resources={SOCKET_RESOURCE: sockets},
-                include_dashboard=False,
-                _temp_dir=temp_dir,
-                _node_ip_address=LOOPBACK,
-                namespace=NAMESPACE,
-                log_to_driver=log_to_driver,
-                configure_logging=True,
-                logging_level=logging.WARNING,
-            )
+            node = _start_head(temp_dir, num_cpus, sockets)
+            ray.init(address=node.address, namespace=NAMESPACE, log_to_driver=log_to_driver,
+                     configure_logging=True, logging_level=logging.WARNING)
         except Exception as exc:  # Ray raises a bare Exception when its raylet is slow to register
             if ray.is_initialized():
                 ray.shutdown()
+            if node is not None:
+                node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
             for pid in _pids_using(temp_dir):  # the half-started GCS and raylet: ours, stopped by pid
                 stop_pid(pid, 5.0)
             shutil.rmtree(temp_dir, ignore_errors=True)
             if attempt + 1 == START_ATTEMPTS or "timed out during startup" not in str(exc):
                 raise
             continue
-        return LocalRay(temp_dir=temp_dir)
+        return LocalRay(temp_dir=temp_dir, node=node)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -199,8 +277,9 @@ def start_ray_process(*, head: bool, address: str = "", bind_address: str = LOOP
            "--num-cpus", str(num_cpus), "--resources", f'{{"{SOCKET_RESOURCE}": {sockets}}}',
            "--disable-usage-stats"]
     cmd += ["--temp-dir", temp_dir]
-    if head:
-        cmd += ["--head", "--port", str(port), "--include-dashboard=false"]
+    if head:  # without the autoscaler monitor and log monitor (see LEAN_NODE_ARGS)
+        cmd += ["--head", "--port", str(port), "--include-dashboard=false", "--no-monitor",
+                "--include-log-monitor=false"]
     else:
         cmd += ["--address", address]
     env = {**os.environ, **safe_ray_env(bind_address), **(extra_env or {})}
