@@ -65,6 +65,29 @@ class Node(Protocol):
         ...
 
 
+#: Per socket, the links of its view busy after its clock: ``((src, dst), free_ns)``, sorted.
+BusyLinks = tuple[tuple[tuple[int, int], int], ...]
+
+
+@runtime_checkable
+class LinkStateNode(Protocol):
+    """Optional: the links' FIFO state, so that cost reuse can repeat runs that leave links busy.
+
+    Why: a run that ends with frames still on a link (a degraded link drains after
+    its sender moved on) changes how the next run goes; a reused copy of it must
+    leave the same state behind, and may only be reused where it starts in the same
+    state (engine/reuse.py).
+    """
+
+    def busy_links(self, sockets: list[int]) -> dict[int, BusyLinks] | None:
+        """Per socket, the links of its view busy after its clock; None when the node cannot tell."""
+        ...
+
+    def occupy_links(self, targets: Mapping[int, BusyLinks]) -> None:
+        """Each listed link busy until at least its time (a reused run's traffic, no frames sent)."""
+        ...
+
+
 @runtime_checkable
 class NodeAdmin(Protocol):
     """Optional: power-cycle, faults and recovery, status, release."""
@@ -230,6 +253,13 @@ class LocalNode(ManagedNode):
 
     def clocks(self) -> list[int]:
         return [m.clock.now_ns for m in self.models]
+
+    def busy_links(self, sockets: list[int]) -> dict[int, BusyLinks]:
+        return {s: self.transports[s].network.busy_after(self.models[s].clock.now_ns) for s in sockets}
+
+    def occupy_links(self, targets: Mapping[int, BusyLinks]) -> None:
+        for s, busy in targets.items():
+            self.transports[s].network.occupy(busy)
 
     def degradation(self, socket: int) -> Degradation:
         return self.models[socket].degradation

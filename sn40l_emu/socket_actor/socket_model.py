@@ -65,6 +65,9 @@ class ProgramResult:
     link_free_ns: int = 0  # latest busy time of the links this socket sends on
     links_idle: bool = True  # links idle at start, at every collective's entry, and by the end
     hidden_ns: int = 0  # collective time hidden under fused kernels (not in breakdown_ns; pipeline.py)
+    # links of this socket's view still busy after end_ns, as (link, free_ns): a node that keeps
+    # no views of its own (Ray) learns the FIFO state from here (engine/reuse.py keys on it)
+    busy_links: tuple[tuple[tuple[int, int], int], ...] = ()
 
     @property
     def duration_ns(self) -> int:
@@ -250,8 +253,10 @@ class SocketModel:
             raise failure.with_events(tuple(self.trace.drain()))
         link_free = _links_busy_until(transport)
         idle = self._links_idle and link_free <= self.clock.now_ns
+        network = getattr(transport, "network", None)
+        busy = network.busy_after(self.clock.now_ns) if network is not None and not idle else ()
         return ProgramResult(self.index, program.label, start, self.clock.now_ns, bd, kernel_ns,
-                             self.trace.drain(), link_free, idle, hidden_total)
+                             self.trace.drain(), link_free, idle, hidden_total, busy)
 
     async def run_collective(self, op: CollectiveOp, transport: Transport, *, hidden_ns: int = 0) -> Tensor:
         """Run one collective; the result replaces ``store[op.buffer]`` in functional mode.
