@@ -123,9 +123,12 @@ class CostReuse:
     across power-cycles (sweep rows) and injections never need an invalidation.
     """
 
-    def __init__(self, node: Node, *, enabled: bool = True, steps: bool = True, layers: bool = True) -> None:
+    def __init__(self, node: Node, *, enabled: bool = True, steps: bool = True, layers: bool = True,
+                 exact: bool = True) -> None:
+        """``exact``: also keep and repeat exact references (runs that leave links busy)."""
         self.node = node
         self.enabled = enabled
+        self.exact = exact
         self.steps = steps
         self.layers = layers
         self._refs: dict[Any, _Ref] = {}
@@ -161,7 +164,7 @@ class CostReuse:
         skey, _ = self._structure_key(programs)
         version = self.node.version
         key = (skey, version, offsets)
-        entry = self._entry_links(programs, now)
+        entry = self._entry_links(programs, now) if self.exact else None
         ref = self._refs.get(key) if entry is None or not any(entry) else None
         if ref is not None:
             shifted = self._shift(key, ref, programs, now)

@@ -104,6 +104,9 @@ class SocketModel:
         self.fail_at_ns: int | None = None  # injected death (FailAt)
         self._failure: StepFault | None = None  # what stopped the running program
         self.trace = TraceRecorder(index, enabled=trace)
+        # each P2P message's send and arrival in the trace; without them a traced collective may
+        # take the batched in-process path (same nanoseconds, collectives/api.py)
+        self.message_marks = True
         self.store: dict[str, np.ndarray] = {}
         self._coll_seq: dict[tuple[int, ...], int] = {}
         self._links_idle = True
@@ -287,7 +290,7 @@ class SocketModel:
             start = t0
             carrier = p2p_carrier(op)
         if hasattr(transport, "trace"):  # framed transports mark each message for the trace
-            transport.trace = self.trace if self.trace.enabled else None
+            transport.trace = self.trace if self.trace.enabled and self.message_marks else None
         network = getattr(transport, "network", None)
         if network is not None:
             network.take_losses()
@@ -345,7 +348,7 @@ class SocketModel:
             seq = self._coll_seq.get(op.group, 0)
             self._coll_seq[op.group] = seq + 1
             if hasattr(transport, "trace"):  # as run_collective: a traced node takes the frame path on
-                transport.trace = self.trace if self.trace.enabled else None  # every rank, ghosts included
+                transport.trace = self.trace if self.trace.enabled and self.message_marks else None  # ghosts too
             at = self._failure.at_ns
             await run_collective(transport, op, data, LOST_NS + at, hash(op.group) & 0xFFFF_FFFF)
             network = getattr(transport, "network", None)
