@@ -108,3 +108,16 @@ def test_a_given_node_gets_its_message_marks_back() -> None:
     plan.schedule(events.LinkDegrade(src=0, dst=1, bw_factor=0.5), at="10us")
     plan.run_coe(model="tiny-llama", experts=4, batch=2, tokens=2, prompt_len=4, batches=2, workload="uniform")
     assert node.message_marks and all(m.message_marks for m in node.models)
+
+
+@pytest.mark.slow  # the paper-size example: a few seconds in-process
+def test_full_size_example_accounts_for_every_request() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "examples" / "inject_coe.py"), "--full"], cwd=root,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "requests: submitted 32, completed 32, failed 0" in r.stdout
