@@ -84,7 +84,7 @@ def _decode_steps(node: LocalNode, reuse: CostReuse | None, steps: int) -> list[
 
 def _degraded_node() -> LocalNode:
     prof = load_profile("sn40l")
-    node = LocalNode(prof)
+    node = LocalNode(prof, trace=False)
     bw = max(1, int(prof.p2p.link_bw_bytes_per_s * SLOW_LINK))
     node.apply_change(list(range(node.n_sockets)), SetLink(0, 1, LinkParams(bw, prof.p2p.link_latency_ns), 0))
     return node
