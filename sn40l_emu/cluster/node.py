@@ -65,6 +65,42 @@ class Node(Protocol):
         ...
 
 
+#: Per socket, the links of its view busy after its clock: ``((src, dst), free_ns)``, sorted.
+BusyLinks = tuple[tuple[tuple[int, int], int], ...]
+
+
+@runtime_checkable
+class LinkStateNode(Protocol):
+    """Optional: the links' FIFO state, so that cost reuse can repeat runs that leave links busy.
+
+    Why: a run that ends with frames still on a link (a degraded link drains after
+    its sender moved on) changes how the next run goes; a reused copy of it must
+    leave the same state behind, and may only be reused where it starts in the same
+    state (engine/reuse.py).
+    """
+
+    def busy_links(self, sockets: list[int]) -> dict[int, BusyLinks] | None:
+        """Per socket, the links of its view busy after its clock; None when the node cannot tell."""
+        ...
+
+    def occupy_links(self, targets: Mapping[int, BusyLinks]) -> None:
+        """Each listed link busy until at least its time (a reused run's traffic, no frames sent)."""
+        ...
+
+
+@runtime_checkable
+class MessageMarks(Protocol):
+    """Optional: turn the trace's per-message marks off and on (the spans of every op stay).
+
+    Why: marking each P2P message sends every traced collective down the frame path,
+    one message at a time; a fault injector needs that detail only while a timed
+    fault lies ahead (inject/driver.py), and the batched path gives the same nanoseconds.
+    """
+
+    def set_message_marks(self, on: bool) -> None:
+        ...
+
+
 @runtime_checkable
 class NodeAdmin(Protocol):
     """Optional: power-cycle, faults and recovery, status, release."""
@@ -144,6 +180,7 @@ class LocalNode(ManagedNode):
         self.profile = profile
         self.n_sockets = n_sockets or profile.sockets
         self.trace = trace
+        self.message_marks = True
         self._loop = asyncio.new_event_loop()
         self._versions = Versions()
         self.dead: set[int] = set()
@@ -179,6 +216,7 @@ class LocalNode(ManagedNode):
         back = sorted(self.dead)
         for i in back:
             self.models[i] = SocketModel(i, self.profile, trace=self.trace)
+            self.models[i].message_marks = self.message_marks
         dropped = 0
         if back:
             why = f"sockets {back} were lost; the node is being recovered"
@@ -201,6 +239,8 @@ class LocalNode(ManagedNode):
         self.dead = set()
         self._versions.reset()
         self.models = [SocketModel(i, self.profile, trace=self.trace) for i in range(self.n_sockets)]
+        for m in self.models:
+            m.message_marks = self.message_marks
         self.transports = make_inproc_transports(range(self.n_sockets), self.profile.p2p.params(),
                                                  n_sockets=self.n_sockets)
 
@@ -230,6 +270,19 @@ class LocalNode(ManagedNode):
 
     def clocks(self) -> list[int]:
         return [m.clock.now_ns for m in self.models]
+
+    def busy_links(self, sockets: list[int]) -> dict[int, BusyLinks]:
+        return {s: self.transports[s].network.busy_after(self.models[s].clock.now_ns) for s in sockets}
+
+    def occupy_links(self, targets: Mapping[int, BusyLinks]) -> None:
+        for s, busy in targets.items():
+            self.transports[s].network.occupy(busy)
+
+    def set_message_marks(self, on: bool) -> None:
+        """Whether traced programs mark every P2P message (see :class:`MessageMarks`)."""
+        self.message_marks = on
+        for m in self.models:
+            m.message_marks = on
 
     def degradation(self, socket: int) -> Degradation:
         return self.models[socket].degradation

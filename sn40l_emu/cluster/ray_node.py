@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
-from sn40l_emu.cluster.node import ManagedNode, Versions
+from sn40l_emu.cluster.node import BusyLinks, ManagedNode, Versions
 from sn40l_emu.cluster.placement import Placement, PlacementSpec, actor_name, check_capacity, node_ids_for
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import CollectiveAbortedError, ConfigError, LinkLostError, SocketDeadError, SocketKilledError
@@ -51,6 +51,10 @@ class RayNode(ManagedNode):
         self._clock: list[int] | None = None  # the sockets' clocks as the actors last reported them
         self._pending: dict[int, int] = {}  # clocks moved here, not yet told to the actor
         self._resets: set[int] = set()  # sockets power-cycled here, not yet told to the actor
+        # the links' FIFO state as the results left it (engine/reuse.py); absent: not known here
+        self._busy: dict[int, BusyLinks] = dict.fromkeys(range(self.n_sockets), ())
+        self._pending_links: dict[int, BusyLinks] = {}  # links kept busy here, not yet told to the actor
+        self._marks = True  # whether traces mark every P2P message
         self.placement_group = placement_group
         self.owned = owned
         self._degradations = [Degradation() for _ in self.actors]
@@ -143,6 +147,7 @@ class RayNode(ManagedNode):
 
         import ray
 
+        self._busy.pop(socket, None)
         if not process:
             self.virtually_dead.add(socket)
             self._versions.bump(("kill", socket))
@@ -166,6 +171,8 @@ class RayNode(ManagedNode):
         # clocks moved here reach the survivors now; the dead start afresh (recovery may align them)
         gone = set(dead_sockets(self)) | self.virtually_dead
         self._pending = {s: t for s, t in self._pending.items() if s not in gone}
+        self._pending_links = {s: b for s, b in self._pending_links.items() if s not in gone}
+        self._busy = {}  # survivors' queued traffic may be dropped: learnt again from the next results
         self._resets -= gone
         self._flush(timeout_s)
         self._clock = None
@@ -180,6 +187,8 @@ class RayNode(ManagedNode):
         for i in back:
             self._degradations[i] = Degradation()
         self._versions.bump(("recover", tuple(sorted(back))))
+        if not self._marks and back:  # a recreated actor starts marking every message
+            self._get([self.actors[i].set_message_marks.remote(False) for i in sorted(back)], timeout_s)
         self._flush(timeout_s)
         self._clock = None  # recreated sockets start again at 0 (or aligned): ask the actors
         return sorted(back)
@@ -240,8 +249,9 @@ class RayNode(ManagedNode):
         timeout = self.profile.p2p.timeout_s * 2 + 60
         if self._resets and any(isinstance(op, CollectiveOp) for p in programs.values() for op in p.ops):
             self._flush(timeout)  # every peer power-cycled before the first frame flies
-        pending, resets = self._pending, self._resets
-        refs = [self.actors[i].run_program.remote(p, pending.get(i, 0), i in resets) for i, p in programs.items()]
+        pending, resets, links = self._pending, self._resets, self._pending_links
+        refs = [self.actors[i].run_program.remote(p, pending.get(i, 0), i in resets, links.pop(i, ()))
+                for i, p in programs.items()]
         outcomes: list[ProgramResult | BaseException] = []
         for ref in refs:  # a fault inside the step: every socket ends it first (see settle)
             try:
@@ -253,11 +263,14 @@ class RayNode(ManagedNode):
             pending.pop(i, None)
         if any(isinstance(o, BaseException) for o in outcomes):
             self._clock = None  # the step stopped where each socket was: ask the actors
+            for i in programs:
+                self._busy.pop(i, None)
             return settle(outcomes)
         clock = self.clocks() if self._clock is None else self._clock
         for r in outcomes:
             assert isinstance(r, ProgramResult)
             clock[r.socket] = r.end_ns
+            self._busy[r.socket] = r.busy_links
         return settle(outcomes)
 
     def _flush(self, timeout_s: float | None = None, skip: set[int] | None = None) -> None:
@@ -270,6 +283,11 @@ class RayNode(ManagedNode):
             self._get([self.actors[s].advance_to.remote(t) for s, t in todo.items()], timeout_s)
         for s in todo:
             del self._pending[s]
+        links = {s: b for s, b in self._pending_links.items() if not skip or s not in skip}
+        if links:
+            self._get([self.actors[s].occupy_links.remote(b) for s, b in links.items()], timeout_s)
+        for s in links:
+            del self._pending_links[s]
 
     def status(self) -> list[dict[str, Any]]:
         self._flush(60)
@@ -286,6 +304,8 @@ class RayNode(ManagedNode):
     def apply_change(self, sockets: list[int], change: StateChange) -> None:
         self._flush()
         self._get([self.actors[i].apply_change.remote(change) for i in sockets])
+        for i in sockets:  # a flush drops queued traffic: learnt again from the next results
+            self._busy.pop(i, None)
         if isinstance(change, SetDegradation):
             for i in sockets:
                 self._degradations[i] = change.applied_to(self._degradations[i])
@@ -300,6 +320,31 @@ class RayNode(ManagedNode):
         for s, t in targets.items():
             if t > clock[s]:
                 clock[s] = self._pending[s] = t
+
+    def busy_links(self, sockets: list[int]) -> dict[int, BusyLinks] | None:
+        """From the results (no call): None while a socket's links are not known here."""
+        if any(s not in self._busy for s in sockets):
+            return None
+        clock = self.clocks()
+        return {s: tuple((k, f) for k, f in self._busy[s] if f > clock[s]) for s in sockets}
+
+    def occupy_links(self, targets: Mapping[int, BusyLinks]) -> None:
+        """Keep links busy here; each actor learns it with its next call (no call now)."""
+        for s, busy in targets.items():
+            merged = dict(self._busy.get(s, ()))
+            todo = dict(self._pending_links.get(s, ()))
+            for k, f in busy:
+                merged[k] = max(merged.get(k, 0), f)
+                todo[k] = max(todo.get(k, 0), f)
+            if s in self._busy:
+                self._busy[s] = tuple(sorted(merged.items()))
+            self._pending_links[s] = tuple(sorted(todo.items()))
+
+    def set_message_marks(self, on: bool) -> None:
+        """Whether traces mark every P2P message (socket_model.py); every actor now."""
+        self._flush()
+        self._get([a.set_message_marks.remote(on) for a in self.actors], 60)
+        self._marks = on
 
     def clocks(self) -> list[int]:
         if self._clock is None:
@@ -326,6 +371,8 @@ class RayNode(ManagedNode):
         self._degradations = [Degradation() for _ in self.actors]
         self._versions.reset()
         self._pending = {}
+        self._pending_links = {}
+        self._busy = dict.fromkeys(range(self.n_sockets), ())
         self._clock = [0] * self.n_sockets
 
     def reprofile(self, profile: NodeProfile) -> None:
@@ -342,6 +389,8 @@ class RayNode(ManagedNode):
         self._degradations = [Degradation() for _ in self.actors]
         self._versions = Versions()
         self._pending = {}
+        self._pending_links = {}
+        self._busy = dict.fromkeys(range(self.n_sockets), ())
         self._clock = [0] * self.n_sockets
 
     def pids(self) -> list[int]:

@@ -161,4 +161,5 @@ def merge_results(parts: list[ProgramResult], label: str) -> ProgramResult:
         last.link_free_ns,
         all(r.links_idle for r in parts),
         sum(r.hidden_ns for r in parts),
+        last.busy_links,
     )

@@ -17,6 +17,15 @@ That is exact, not an approximation, under conditions this module checks:
 4. in the reference every collective found its links idle when it started and
    the links were idle when the program began, so shifting later keeps them idle.
 
+A run that leaves links busy (a degraded link still draining when its sender
+moves on) breaks 4, yet it is still a pure translation: with the same programs
+(so the very same kernel costs), the same timing state, the same clock
+offsets and the same links busy for the same time past each socket's clock
+(``LinkStateNode.busy_links``), nothing in the run depends on absolute time,
+so it repeats exactly, shifted, and leaves the same links busy, shifted
+(``occupy_links``). Such runs are kept as *exact* references, keyed by all
+of that, and reused without any change of kernel cost.
+
 Otherwise the programs run for real. Functional programs (with real numbers)
 and programs that allocate or copy (their side effects must happen) always run
 for real.
@@ -84,6 +93,9 @@ class _Ref:
 
     results: dict[int, ProgramResult]
     costs: dict[int, list[KernelCost]]
+    # an exact reference (links busy during or after it): per socket, the links busy after
+    # it as (link, free_ns - its start_ns); reused only unchanged, never shifted by kernel deltas
+    exit_links: dict[int, tuple[tuple[tuple[int, int], int], ...]] | None = None
     # program ids -> (the programs, kept alive so their ids stay theirs; the shift)
     shifts: dict[tuple[tuple[int, int], ...], tuple[tuple[Program, ...], _Shift]] = field(
         default_factory=dict)
@@ -111,12 +123,16 @@ class CostReuse:
     across power-cycles (sweep rows) and injections never need an invalidation.
     """
 
-    def __init__(self, node: Node, *, enabled: bool = True, steps: bool = True, layers: bool = True) -> None:
+    def __init__(self, node: Node, *, enabled: bool = True, steps: bool = True, layers: bool = True,
+                 exact: bool = True) -> None:
+        """``exact``: also keep and repeat exact references (runs that leave links busy)."""
         self.node = node
         self.enabled = enabled
+        self.exact = exact
         self.steps = steps
         self.layers = layers
         self._refs: dict[Any, _Ref] = {}
+        self._exact: dict[Any, _Ref] = {}  # runs that leave or meet busy links (see the module doc)
         self._kcost: dict[tuple[Degradation, KernelOp], KernelCost] = {}
         self._pcost: dict[tuple[int, Degradation], tuple[Program, list[KernelCost]]] = {}
         self._keys: dict[tuple[tuple[int, int], ...], tuple[Any, tuple[Any, ...]]] = {}
@@ -148,18 +164,70 @@ class CostReuse:
         skey, _ = self._structure_key(programs)
         version = self.node.version
         key = (skey, version, offsets)
-        ref = self._refs.get(key)
+        entry = self._entry_links(programs, now) if self.exact else None
+        ref = self._refs.get(key) if entry is None or not any(entry) else None
         if ref is not None:
             shifted = self._shift(key, ref, programs, now)
             if shifted is not None:
                 stats.reused_runs += 1
                 apply_results(self.node, shifted)
                 return shifted
+        xkey = None
+        if entry is not None:
+            xkey = (key, entry, tuple(id(self._costs(s, programs[s])) for s in sorted(programs)))
+            xref = self._exact.get(xkey)
+            if xref is not None:
+                stats.reused_runs += 1
+                return self._translate(xref, programs, now)
         stats.real_runs += 1
         results = real(programs)
-        if self.node.version == version and all(r.links_idle for r in results.values()):
+        if self.node.version != version:
+            return results
+        if all(r.links_idle for r in results.values()):
             self._refs[key] = _Ref(results, {s: self._costs(s, p) for s, p in programs.items()})
+        elif xkey is not None:
+            after = self.node.busy_links(sorted(programs))  # type: ignore[attr-defined]
+            if after is not None:
+                if len(self._exact) > 50_000:
+                    self._exact.clear()
+                # the cost lists in the key stay alive in the reference, so their ids stay theirs
+                exit_links = {s: tuple((k, f - results[s].start_ns) for k, f in after[s]) for s in programs}
+                self._exact[xkey] = _Ref(results, {s: self._costs(s, p) for s, p in programs.items()},
+                                         exit_links=exit_links)
         return results
+
+    def _entry_links(self, programs: Mapping[int, Program], now: list[int]
+                     ) -> tuple[tuple[tuple[tuple[int, int], int], ...], ...] | None:
+        """Per socket (sorted), its busy links as (link, free_ns - its clock); None: the node cannot tell."""
+        ask = getattr(self.node, "busy_links", None)
+        if ask is None:
+            return None
+        order = sorted(programs)
+        busy = ask(order)
+        if busy is None:
+            return None
+        return tuple(tuple((k, f - now[s]) for k, f in busy[s]) for s in order)
+
+    def _translate(self, ref: _Ref, programs: Mapping[int, Program], now: list[int]) -> dict[int, ProgramResult]:
+        """An exact reference repeated from ``now``: every time moves by the socket's clock change."""
+        assert ref.exit_links is not None
+        out: dict[int, ProgramResult] = {}
+        occupy: dict[int, tuple[tuple[tuple[int, int], int], ...]] = {}
+        for s, prog in programs.items():
+            r = ref.results[s]
+            start = now[s]
+            end = start + r.duration_ns
+            ev = TraceEvent(start, end - start, s, "program", f"{prog.label} (reused cost)",
+                            {"reused_from": r.label, REFERENCE_ARG: r, KERNEL_NS_ARG: r.kernel_ns})
+            busy = tuple((k, start + rel) for k, rel in ref.exit_links[s])
+            out[s] = ProgramResult(s, prog.label, start, end, dict(r.breakdown_ns), list(r.kernel_ns), [ev],
+                                   r.link_free_ns - r.start_ns + start, r.links_idle, r.hidden_ns, busy)
+            if busy:
+                occupy[s] = busy
+        apply_results(self.node, out)
+        if occupy:
+            self.node.occupy_links(occupy)  # type: ignore[attr-defined]
+        return out
 
     def _segmented(self, programs: Mapping[int, Program]) -> dict[int, ProgramResult]:
         """Run decoder layers as segments, each reused when exact; the merged result per socket."""

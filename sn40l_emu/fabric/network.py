@@ -147,6 +147,22 @@ class NetworkView:
                 break
         return ready
 
+    def busy_after(self, t_ns: int) -> tuple[tuple[DirectedLink, int], ...]:
+        """The links of this view still busy after ``t_ns``: ``(link, free_ns)``, sorted.
+
+        Why: a frame of this sender is never ready before its clock, so a link
+        free by then cannot delay it; what is busy later is all the FIFO state
+        that a run starting at ``t_ns`` can see (cost reuse keys on it,
+        :mod:`sn40l_emu.engine.reuse`).
+        """
+        return tuple(sorted((k, link.free_ns) for k, link in self._links.items() if link.free_ns > t_ns))
+
+    def occupy(self, busy: tuple[tuple[DirectedLink, int], ...]) -> None:
+        """Links busy until at least the given times: a reused run's traffic, applied without frames."""
+        for k, free_ns in busy:
+            link = self._links[k]
+            link.free_ns = max(link.free_ns, int(free_ns))
+
     def flush_after(self, at_ns: int) -> None:
         """Drop queued traffic after ``at_ns``: every link is free from then on at the latest."""
         for link in self._links.values():

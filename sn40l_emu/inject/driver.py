@@ -98,7 +98,15 @@ class RunReport:
 
 
 class FaultDriver:
-    """Events, faults and recovery of one scenario on ``node``; the workloads call it."""
+    """Events, faults and recovery of one scenario on ``node``; the workloads call it.
+
+    ``fast`` (default True): between timed events, traced collectives take the batched path
+    (no per-message marks) and cost reuse also repeats runs that leave links busy
+    (engine/reuse.py). False runs as before both existed, message by message: the
+    same nanoseconds and outcomes, for comparison (tests/test_inject_speed.py).
+    """
+
+    fast = True
 
     def __init__(self, scenario: Scenario, node: ManagedNode) -> None:
         self.sc = scenario
@@ -120,6 +128,7 @@ class FaultDriver:
         self._recovering: EventReport | None = None
         self.needs_recovery = False
         self._reuse_switches: list[Callable[[bool], None]] = []
+        self._marks = True  # whether the node's trace marks every P2P message (nodes start so)
 
     # ---- clocks -----------------------------------------------------------
     def clocks(self) -> list[int]:
@@ -160,7 +169,8 @@ class FaultDriver:
         self._set_reuse()
 
     def _set_reuse(self) -> None:
-        """Cost reuse only while no armed event lies ahead of a socket's clock."""
+        """Cost reuse only while no armed event lies ahead of a socket's clock; the trace marks
+        every P2P message only then too (elsewhere traced collectives take the batched path)."""
         try:
             low = min(self.clocks())
         except SocketDeadError:  # a socket is down until recovery: stay exact meanwhile
@@ -168,6 +178,11 @@ class FaultDriver:
         exact = any((ev.at_ns or 0) > low for ev in self.armed)
         for switch in self._reuse_switches:
             switch(not exact)
+        if self.fast and exact != self._marks:
+            marks = getattr(self.node, "set_message_marks", None)
+            if marks is not None:
+                marks(exact)
+                self._marks = exact
 
     def _mark_applied(self, ev: Scheduled, at_ns: int) -> None:
         rep = self.report.events[ev.index]

@@ -20,7 +20,12 @@ class ScenarioRunner(FaultDriver):
     """Drives one scenario's workload on ``node``; :meth:`run` returns the report, whatever happened."""
 
     def run(self) -> RunReport:
-        _WORKLOADS[self.sc.workload.kind](self)
+        try:
+            _WORKLOADS[self.sc.workload.kind](self)
+        finally:
+            if not self._marks:  # the node goes back as it came: every message marked
+                self.node.set_message_marks(True)  # type: ignore[attr-defined]
+                self._marks = True
         for rep in self.report.events:
             if rep.applied_at_ns is None:
                 rep.note = "never fired (the workload ended first)"

@@ -33,11 +33,13 @@ def _coordinator(r: ScenarioRunner) -> CoECoordinator:
     from sn40l_emu.coe.coordinator import CoECoordinator, CoESetup
     from sn40l_emu.engine.layer_reuse import LayerPrograms
     from sn40l_emu.engine.program_book import ProgramBook
+    from sn40l_emu.engine.reuse import CostReuse
     from sn40l_emu.workload import load_model
 
     w = r.sc.workload
     coord = CoECoordinator(r.node, CoESetup(load_model(w.model), w.experts, w.batch, w.prompt_len, w.tokens,
-                                            CachePolicy(w.policy)), book=LayerPrograms(ProgramBook()))
+                                            CachePolicy(w.policy)), book=LayerPrograms(ProgramBook()),
+                           reuse=CostReuse(r.node, exact=r.fast))
     # one cost reuse for whole steps and decoder layers: off while an armed event lies ahead
     r.add_reuse_switch(lambda on: setattr(coord.reuse, "enabled", on))
     coord.load()
@@ -191,7 +193,7 @@ def run_tp(r: ScenarioRunner) -> None:
     plan = make_plan(model, n, tuple(range(n)))
     mode = default_mode(r.node.profile.platform)
     node = r.node
-    reuse, book = CostReuse(node), LayerPrograms(ProgramBook())
+    reuse, book = CostReuse(node, exact=r.fast), LayerPrograms(ProgramBook())
     r.add_reuse_switch(lambda on: setattr(reuse, "enabled", on))
     shard_bytes = ceil_div(model.weight_bytes, n)
 

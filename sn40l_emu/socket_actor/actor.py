@@ -33,6 +33,7 @@ class SocketActorImpl:
         self.server: Any = None  # p2p.endpoint.LocalServer, opened by listen()
         self.cpu: int | None = None  # the CPU this actor is pinned to (oversubscribed hosts only)
         self._cpus: tuple[int, ...] | None = None
+        self.message_marks = True  # kept across power-cycles (the node decides it)
         self._fresh_state()
 
     def _fresh_state(self) -> None:
@@ -41,6 +42,7 @@ class SocketActorImpl:
         from sn40l_emu.p2p.wire.fast_transport import PeerMailbox
 
         self.model = SocketModel(self.index, self.profile, trace=self.trace)
+        self.model.message_marks = self.message_marks
         self.mailbox = PeerMailbox(self.index)
         params = self.profile.p2p.params()
         self.network = NetworkView(self.index, make_topology(params.topology, self.n_sockets), params)
@@ -148,16 +150,29 @@ class SocketActorImpl:
 
         handle_delivery(self.mailbox, header, payload, self.model.profile.p2p.max_frame_bytes)
 
-    async def run_program(self, program: Program, start_ns: int = 0, reset: bool = False) -> ProgramResult:
+    async def run_program(self, program: Program, start_ns: int = 0, reset: bool = False,
+                          links: tuple[tuple[tuple[int, int], int], ...] = ()) -> ProgramResult:
         """Run ``program`` from ``max(clock, start_ns)``, power-cycled first if ``reset``.
 
-        The node moves clocks and power-cycles without calls of their own (barriers,
-        reused costs, sweep rows) and hands them over with the next program.
+        The node moves clocks, power-cycles and keeps links busy (reused runs that
+        left traffic behind) without calls of their own (barriers, reused costs, sweep
+        rows) and hands them over with the next program.
         """
         if reset:
             await self.reset()
         self.model.clock.advance_to(start_ns)
+        self.network.occupy(links)
         return await self.model.run_program(program, self.transport)
+
+    async def occupy_links(self, links: tuple[tuple[tuple[int, int], int], ...]) -> int:
+        """Links busy until at least the given times (a reused run's traffic, see engine/reuse.py)."""
+        self.network.occupy(links)
+        return len(links)
+
+    async def set_message_marks(self, on: bool) -> bool:
+        """Whether the trace marks every P2P message (socket_model.py)."""
+        self.message_marks = self.model.message_marks = on
+        return on
 
     async def status(self) -> dict[str, Any]:
         st = self.model.status()

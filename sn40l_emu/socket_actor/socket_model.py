@@ -65,6 +65,9 @@ class ProgramResult:
     link_free_ns: int = 0  # latest busy time of the links this socket sends on
     links_idle: bool = True  # links idle at start, at every collective's entry, and by the end
     hidden_ns: int = 0  # collective time hidden under fused kernels (not in breakdown_ns; pipeline.py)
+    # links of this socket's view still busy after end_ns, as (link, free_ns): a node that keeps
+    # no views of its own (Ray) learns the FIFO state from here (engine/reuse.py keys on it)
+    busy_links: tuple[tuple[tuple[int, int], int], ...] = ()
 
     @property
     def duration_ns(self) -> int:
@@ -101,6 +104,9 @@ class SocketModel:
         self.fail_at_ns: int | None = None  # injected death (FailAt)
         self._failure: StepFault | None = None  # what stopped the running program
         self.trace = TraceRecorder(index, enabled=trace)
+        # each P2P message's send and arrival in the trace; without them a traced collective may
+        # take the batched in-process path (same nanoseconds, collectives/api.py)
+        self.message_marks = True
         self.store: dict[str, np.ndarray] = {}
         self._coll_seq: dict[tuple[int, ...], int] = {}
         self._links_idle = True
@@ -250,8 +256,10 @@ class SocketModel:
             raise failure.with_events(tuple(self.trace.drain()))
         link_free = _links_busy_until(transport)
         idle = self._links_idle and link_free <= self.clock.now_ns
+        network = getattr(transport, "network", None)
+        busy = network.busy_after(self.clock.now_ns) if network is not None and not idle else ()
         return ProgramResult(self.index, program.label, start, self.clock.now_ns, bd, kernel_ns,
-                             self.trace.drain(), link_free, idle, hidden_total)
+                             self.trace.drain(), link_free, idle, hidden_total, busy)
 
     async def run_collective(self, op: CollectiveOp, transport: Transport, *, hidden_ns: int = 0) -> Tensor:
         """Run one collective; the result replaces ``store[op.buffer]`` in functional mode.
@@ -282,7 +290,7 @@ class SocketModel:
             start = t0
             carrier = p2p_carrier(op)
         if hasattr(transport, "trace"):  # framed transports mark each message for the trace
-            transport.trace = self.trace if self.trace.enabled else None
+            transport.trace = self.trace if self.trace.enabled and self.message_marks else None
         network = getattr(transport, "network", None)
         if network is not None:
             network.take_losses()
@@ -340,7 +348,7 @@ class SocketModel:
             seq = self._coll_seq.get(op.group, 0)
             self._coll_seq[op.group] = seq + 1
             if hasattr(transport, "trace"):  # as run_collective: a traced node takes the frame path on
-                transport.trace = self.trace if self.trace.enabled else None  # every rank, ghosts included
+                transport.trace = self.trace if self.trace.enabled and self.message_marks else None  # ghosts too
             at = self._failure.at_ns
             await run_collective(transport, op, data, LOST_NS + at, hash(op.group) & 0xFFFF_FFFF)
             network = getattr(transport, "network", None)
