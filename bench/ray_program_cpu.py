@@ -9,7 +9,9 @@ all-reduce on every socket of an SN40L node -- ``--programs`` times on a
 * ``actor_cpu_ms``: the mean over the 8 actor processes of their CPU
   (``/proc/PID/stat`` utime + stime), so the whole node spends
   ``driver + 8 x actor``;
-* ``wall_ms``; and the in-process CPU and wall for the same program.
+* ``wall_ms``; and the in-process CPU and wall for the same program;
+* ``empty_*``: the same for a program with no op at all on Ray (the floor that one
+  actor call per socket costs, whatever the program).
 
 Also the actors' CPU while idle (``--idle-s`` seconds with no program), which
 shows whether anything polls. The results' virtual nanoseconds must agree
@@ -52,16 +54,18 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _programs() -> dict[int, Any]:
+def _programs(empty: bool = False) -> dict[int, Any]:
     from sn40l_emu.program import CollectiveKind, CollectiveOp, Program
 
     group = tuple(range(8))
+    if empty:  # no op at all: what one actor call per socket costs by itself
+        return {i: Program.of("empty", []) for i in group}
     op = CollectiveOp("ar", CollectiveKind.ALL_REDUCE, group, (2048,), "bfloat16")
     return {i: Program.of("ar-4k", [op]) for i in group}
 
 
-def _run(node: Any, n: int, pids: list[int]) -> tuple[dict[str, float], list[int]]:
-    progs = _programs()
+def _run(node: Any, n: int, pids: list[int], empty: bool = False) -> tuple[dict[str, float], list[int]]:
+    progs = _programs(empty)
     ends: list[int] = []
     a0 = [_proc_cpu_s(p) for p in pids]
     c0, t0 = time.process_time(), time.perf_counter()  # wall-clock ok (bench)
@@ -105,7 +109,8 @@ def main() -> None:
             loc_fig, loc_ends = _run(local, args.programs, [])
             if ray_ends != loc_ends:
                 raise SystemExit("Ray and in-process nanoseconds differ")
-            rounds.append({"ray": ray_fig, "local": loc_fig, "loadavg": list(os.getloadavg())})
+            empty_fig, _ = _run(node, args.programs, pids, empty=True)
+            rounds.append({"ray": ray_fig, "local": loc_fig, "ray_empty": empty_fig, "loadavg": list(os.getloadavg())})
         a0 = [_proc_cpu_s(p) for p in pids]
         time.sleep(args.idle_s)  # wall-clock ok (bench: idle actors' CPU)
         a1 = [_proc_cpu_s(p) for p in pids]
@@ -121,6 +126,7 @@ def main() -> None:
 
     summary = {k: med("ray", k) for k in ("wall_ms", "driver_cpu_ms", "actor_cpu_ms")}
     summary |= {f"local_{k}": med("local", k) for k in ("wall_ms", "driver_cpu_ms")}
+    summary |= {f"empty_{k}": med("ray_empty", k) for k in ("wall_ms", "driver_cpu_ms", "actor_cpu_ms")}
     summary["node_cpu_ms"] = round(summary["driver_cpu_ms"] + 8 * summary["actor_cpu_ms"], 3)
     summary["cpu_ratio"] = round(summary["node_cpu_ms"] / summary["local_driver_cpu_ms"], 2)
     summary["idle_actor_cpu_ms_per_s"] = round(idle_ms_per_s, 3)
@@ -132,6 +138,8 @@ def main() -> None:
     print(f"{'driver CPU ms':<28}{summary['driver_cpu_ms']:>10.2f}{summary['local_driver_cpu_ms']:>12.2f}")
     print(f"{'CPU ms per actor':<28}{summary['actor_cpu_ms']:>10.2f}")
     print(f"{'node CPU ms (driver+8 actors)':<28}{summary['node_cpu_ms']:>10.2f}  ({summary['cpu_ratio']}x)")
+    print(f"{'empty program on Ray':<28} wall {summary['empty_wall_ms']:.2f} ms, driver CPU "
+          f"{summary['empty_driver_cpu_ms']:.2f} ms, CPU per actor {summary['empty_actor_cpu_ms']:.2f} ms")
     print(f"idle actor CPU {summary['idle_actor_cpu_ms_per_s']} ms per s; load {load}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
