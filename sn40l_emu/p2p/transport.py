@@ -13,6 +13,7 @@ Receives match on (source, tag, sequence); the sequence is counted per
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -36,11 +37,13 @@ class SymbolicTensor:
     def nbytes(self) -> int:
         from sn40l_emu.program import np_dtype
 
-        return int(np.prod(self.shape, dtype=np.int64)) * np_dtype(self.dtype).itemsize
+        return self.size * np_dtype(self.dtype).itemsize
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        # math.prod, not np.prod: the same integer, without numpy's per-call overhead
+        # (about 5% of a socket actor's CPU per small collective, py-spy)
+        return int(math.prod(self.shape))
 
 
 Tensor = np.ndarray | SymbolicTensor
