@@ -1,11 +1,17 @@
-"""Cluster scenarios run by test_cluster_ray.py in a subprocess of their own.
+"""The cluster scenarios of the test session, run once in a subprocess of their own.
 
-A ``ray.cluster_utils.Cluster`` (a head and a worker Ray node on 127.0.0.1,
-each advertising 8 ``sn40l_socket``) needs a Ray of its own, so it cannot live
-in the pytest process (the session fixture may hold one). This script builds
-the cluster once, runs every scenario on it in order, and writes what it saw
-to the JSON file named by argv[1]; the tests assert on that. A scenario that
+A ``ray.cluster_utils.Cluster`` (Ray nodes on 127.0.0.1, each advertising 8
+``sn40l_socket``) needs a Ray of its own, so it cannot live in the pytest
+process (the session fixture may hold one). This script builds ONE cluster for
+every cluster test (conftest.py's ``cluster_seen`` runs it; test_cluster_ray.py
+and test_fleet_cluster.py assert on what it saw), runs every scenario on it in
+order, and writes what it saw to the JSON file named by argv[1]. A scenario that
 raises records its traceback instead, so one failure does not hide the rest.
+
+The order is what lets one cluster serve them all (starting a Ray node is the
+expensive part): placement, TP16, netcheck and node loss run on a head and one
+worker (16 slots; their assertions count on exactly that); node loss replaces
+the worker by a spare; the fleet then grows the cluster to four Ray nodes.
 
 Built for a loaded machine: no scenario depends on another having succeeded
 (each builds what it needs), every wait for Ray's resource view is bounded
@@ -35,11 +41,15 @@ os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sn40lc-", dir="/tmp")
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
-FAST_HEALTH_CHECK = {  # notice a lost Ray node in about a second, not half a minute
+# Notice a lost Ray node in about 5 s (Ray's default: 15 s), yet never give up on a live one
+# that a loaded machine slows down. A killed raylet refuses the check at once, so it fails
+# 10 checks in 10 periods; a live one must leave 10 checks in a row unanswered for 5 s each.
+# (300 ms / 300 ms / 3 declared the spare node dead at a load average of 40 on 2 cores.)
+FAST_HEALTH_CHECK = {
     "health_check_initial_delay_ms": 0,
-    "health_check_period_ms": 300,
-    "health_check_timeout_ms": 300,
-    "health_check_failure_threshold": 3,
+    "health_check_period_ms": 500,
+    "health_check_timeout_ms": 5000,
+    "health_check_failure_threshold": 10,
 }
 SOCKETS_PER_RAY_NODE = 8
 SETTLE_S = 180.0  # Ray frees a closed actor's slot late on a loaded machine; bounded, never a timing assert
@@ -50,6 +60,7 @@ def main(out_path: str, budget_s: float = 600.0) -> int:
 
     prepare_env()
     import ray
+    from fleet_cluster_scenario import scenario_fleet  # this script's directory is on sys.path
     from ray.cluster_utils import Cluster
 
     out: dict[str, Any] = {"timings_s": {}}
@@ -68,6 +79,8 @@ def main(out_path: str, budget_s: float = 600.0) -> int:
         ("tp16", scenario_tp16),
         ("netcheck", scenario_netcheck),
         ("node_loss", scenario_node_loss),
+        ("fleet", lambda st: scenario_fleet(st, lambda: _add_ray_node(cluster, node_args), _settle,
+                                            SOCKETS_PER_RAY_NODE)),
     ]
     try:
         _add_ray_node(cluster, {**node_args, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECK})

@@ -1,8 +1,9 @@
 """Tier 3: several Ray nodes on this machine (``ray.cluster_utils.Cluster``, 127.0.0.1).
 
-The cluster needs a Ray of its own, so ``cluster_scenarios.py`` runs once in a
-subprocess (a head and a worker Ray node, 8 ``sn40l_socket`` each) and
-reports what it saw; each test below checks one promise:
+The cluster needs a Ray of its own, so ``cluster_scenarios.py`` runs once per
+test session in a subprocess (conftest.py's ``cluster_seen``, shared with
+test_fleet_cluster.py; these scenarios run on a head and a worker Ray node,
+8 ``sn40l_socket`` each) and reports what it saw; each test below checks one promise:
 
 * sockets land where PACK / SPREAD / an explicit map say; a map that cannot
   fit, or names an IP two Ray nodes share, fails at once with the reason;
@@ -19,32 +20,17 @@ reports what it saw; each test below checks one promise:
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.cluster
-HERE = Path(__file__).parent
-BUDGET_S = 900  # generous for a loaded machine; an idle one needs about a minute
 
 
 @pytest.fixture(scope="module")
-def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("cluster") / "scenarios.json"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # The script stops starting scenarios after BUDGET_S and shuts its cluster down itself;
-    # the hard timeout (which would orphan its Ray processes) is only a last resort.
-    proc = subprocess.run([sys.executable, str(HERE / "cluster_scenarios.py"), str(out), str(BUDGET_S)],
-                          env=env, capture_output=True, text=True, timeout=BUDGET_S + 600)
-    assert out.exists(), f"cluster scenarios wrote nothing (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
-    data: dict[str, Any] = json.loads(out.read_text())
-    return data
+def seen(cluster_seen: dict[str, Any]) -> dict[str, Any]:
+    return cluster_seen
 
 
 def _ok(seen: dict[str, Any], name: str) -> dict[str, Any]:

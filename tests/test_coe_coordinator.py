@@ -124,15 +124,15 @@ def test_composition_that_does_not_fit_names_the_tier() -> None:
     assert err.value.tier == "ddr"
 
 
-def _functional(node: object, tmp_path: Path) -> None:
+def _functional(node: object, tmp_path: Path, tokens: int = 6) -> None:
     store = WeightStore(tmp_path / "store")
     n, seed = 4, 7
-    coord = CoECoordinator(node, CoESetup(TINY, n, 4, 5, 6), store=store)  # type: ignore[arg-type]
+    coord = CoECoordinator(node, CoESetup(TINY, n, 4, 5, tokens), store=store)  # type: ignore[arg-type]
     store.write_composition(TINY, coord.plan, n, seed)
     coord.load()
-    spec = parse_workload(_trace(tmp_path, [2, 0, 3, 1, 2, 2], tokens=6, prompt_len=5))
+    spec = parse_workload(_trace(tmp_path, [2, 0, 3, 1, 2, 2], tokens=tokens, prompt_len=5))
     served = []
-    for b in batches(spec, n, 4, None, 5, 6, 0):
+    for b in batches(spec, n, 4, None, 5, tokens, 0):
         res = coord.run_batch(b)
         served += [(r, req) for r, req in zip(res.requests, b, strict=True)]
     assert len(served) == 6
@@ -151,11 +151,16 @@ def test_functional_coe_matches_each_experts_reference(tmp_path: Path) -> None:
 
 @pytest.mark.ray
 def test_functional_coe_on_socket_actors(ray_session: None, tmp_path: Path) -> None:
+    """The same requests and checks as the in-process test above, with 3 output tokens instead
+    of 6: the property (the router on the sockets picks each expert, every token is the
+    reference's) does not depend on how many tokens follow, and 3 still carries the KV cache
+    across two decode steps on the actors. Each step is a Ray round trip and tens of real
+    all-reduces between actor processes, so 6 tokens cost about twice as much here."""
     from sn40l_emu.cluster.ray_node import RayNode
 
     node = RayNode.create(load_profile("sn40l"))
     try:
-        _functional(node, tmp_path)
+        _functional(node, tmp_path, tokens=3)
     finally:
         node.close()
 

@@ -1,55 +1,24 @@
 """A CoE fleet on a four-Ray-node ``cluster_utils`` cluster (32 sockets) gives the in-process ns.
 
-The cluster needs a Ray of its own, so ``fleet_cluster_scenario.py`` runs in a
-subprocess (bounded by a generous timeout, no timing asserted) and reports
-what it saw; the tests check where the sockets landed and the nanoseconds.
+The cluster needs a Ray of its own, so the fleet runs as the last scenario of the
+session's one cluster run (``cluster_scenarios.py`` with ``fleet_cluster_scenario.py``,
+in a subprocess started by conftest.py's ``cluster_seen``: bounded by a generous
+timeout, no timing asserted); the tests check where the sockets landed and the nanoseconds.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.cluster
-HERE = Path(__file__).parent
-
-
-def _run_once(out: Path) -> subprocess.CompletedProcess[str]:
-    """One scenario run in a session of its own; whatever it leaves behind (Ray daemons of a
-    failed start) is killed by that session's process group, which only this run started."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([sys.executable, str(HERE / "fleet_cluster_scenario.py"), str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=1500)
-    except subprocess.TimeoutExpired:
-        stdout, stderr = "", "timed out"
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
-def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    for attempt in range(3):  # a raylet that misses Ray's 30 s start-up window: start again
-        out = tmp_path_factory.mktemp(f"fleet{attempt}") / "fleet.json"
-        proc = _run_once(out)
-        assert out.exists(), f"fleet scenario wrote nothing (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
-        data: dict[str, Any] = json.loads(out.read_text())
-        if "startup_error" not in data:
-            break
-    assert "startup_error" not in data, data["startup_error"]
+def seen(cluster_seen: dict[str, Any]) -> dict[str, Any]:
+    assert "cluster" not in cluster_seen, cluster_seen["cluster"]["error"]  # the Ray cluster did not come up
+    data: dict[str, Any] = cluster_seen.get("fleet", {"error": "the cluster run ended before the fleet"})
     assert "error" not in data, data["error"]
     assert "error" not in data["ray"], data["ray"]["error"]
     return data

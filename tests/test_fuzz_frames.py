@@ -69,38 +69,57 @@ _BAD_PAYLOADS = [None, b"not an array", np.zeros(3, np.float64), np.zeros(7, np.
                  np.zeros((2, 2), np.int32), np.array(["x"], dtype=object), np.zeros(0, np.int64)]
 
 
+# Every strategy the composite draws from is built once, here: a strategy built inside the draw
+# (a list for sampled_from is not cacheable) is validated and labelled again for each of the
+# 10,000 examples, which cost more than decoding the frame. Positions and keys that depend on
+# the frame at hand are drawn as an index and reduced modulo the frame's own length.
+_BASES = st.sampled_from(_BASE)
+_HOW = st.sampled_from(("fields", "bytes", "payload", "random", "valid"))
+_ONE_OR_TWO = st.integers(1, 2)
+_FIELD_ACTION = st.sampled_from(("replace", "drop", "add"))
+_BYTE_OP = st.sampled_from(("flip", "insert", "cut"))
+_INDEX = st.integers(0, 4095)
+_BYTE = st.integers(0, 255)
+_INSERTED = st.binary(min_size=1, max_size=9)
+_CUT = st.integers(1, 16)
+_NEW_KEY = st.text(max_size=10)
+_BAD_PAYLOAD = st.sampled_from(_BAD_PAYLOADS)
+_RANDOM_HEADER = st.binary(max_size=256)
+
+
 @st.composite
 def mutated_frames(draw: st.DrawFn) -> tuple[Any, Any]:
-    header, payload = draw(st.sampled_from(_BASE))
-    how = draw(st.sampled_from(["fields", "bytes", "payload", "random", "valid"]))
+    header, payload = draw(_BASES)
+    how = draw(_HOW)
     if how == "fields":
         obj = msgpack.unpackb(header, raw=False)
-        for _ in range(draw(st.integers(1, 2))):
-            action = draw(st.sampled_from(["replace", "drop", "add"]))
-            key = draw(st.sampled_from(sorted(obj) or ["version"]))
+        for _ in range(draw(_ONE_OR_TWO)):
+            action = draw(_FIELD_ACTION)
+            keys = sorted(obj) or ["version"]
+            key = keys[draw(_INDEX) % len(keys)]
             if action == "replace":
                 obj[key] = draw(msgpack_values)
             elif action == "drop":
                 obj.pop(key, None)
             else:
-                obj[draw(st.text(max_size=10))] = draw(msgpack_values)
+                obj[draw(_NEW_KEY)] = draw(msgpack_values)
         header = msgpack.packb(obj, use_bin_type=draw(st.booleans()))
     elif how == "bytes":
         raw = bytearray(header)
-        for _ in range(draw(st.integers(1, 2))):
-            op = draw(st.sampled_from(["flip", "insert", "cut"]))
-            pos = draw(st.integers(0, max(0, len(raw) - 1)))
+        for _ in range(draw(_ONE_OR_TWO)):
+            op = draw(_BYTE_OP)
+            pos = draw(_INDEX) % max(1, len(raw))
             if op == "flip" and raw:
-                raw[pos] = draw(st.integers(0, 255))
+                raw[pos] = draw(_BYTE)
             elif op == "insert":
-                raw[pos:pos] = draw(st.binary(min_size=1, max_size=9))
+                raw[pos:pos] = draw(_INSERTED)
             else:
-                del raw[pos:pos + draw(st.integers(1, 16))]
+                del raw[pos:pos + draw(_CUT)]
         header = bytes(raw)
     elif how == "payload":
-        payload = draw(st.sampled_from(_BAD_PAYLOADS))
+        payload = draw(_BAD_PAYLOAD)
     elif how == "random":
-        header = draw(st.binary(max_size=256))
+        header = draw(_RANDOM_HEADER)
     return header, payload
 
 
