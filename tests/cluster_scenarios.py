@@ -56,7 +56,15 @@ SETTLE_S = 180.0  # Ray frees a closed actor's slot late on a loaded machine; bo
 
 
 def main(out_path: str, budget_s: float = 600.0) -> int:
-    from sn40l_emu.cluster.bringup import LOOPBACK, NAMESPACE, SOCKET_RESOURCE, prepare_env
+    from sn40l_emu.cluster.bringup import (
+        LEAN_NODE_ARGS,
+        LEAN_SYSTEM_CONFIG,
+        LOOPBACK,
+        NAMESPACE,
+        SOCKET_RESOURCE,
+        prepare_env,
+        without_api_server,
+    )
 
     prepare_env()
     import ray
@@ -83,7 +91,9 @@ def main(out_path: str, budget_s: float = 600.0) -> int:
                                             SOCKETS_PER_RAY_NODE)),
     ]
     try:
-        _add_ray_node(cluster, {**node_args, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECK})
+        with without_api_server():  # the lean head the emulator itself starts (bringup.py)
+            _add_ray_node(cluster, {**node_args, **LEAN_NODE_ARGS,
+                                    "_system_config": {**LEAN_SYSTEM_CONFIG, **FAST_HEALTH_CHECK}})
         worker = _add_ray_node(cluster, node_args)
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.WARNING)

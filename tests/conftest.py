@@ -39,7 +39,7 @@ def ray_session() -> Iterator[None]:
         handle.shutdown()
 
 
-CLUSTER_BUDGET_S = 900  # the script starts no scenario after this; an idle machine needs about two minutes
+CLUSTER_BUDGET_S = 1800  # the script starts no scenario after this; an idle machine needs about two minutes
 CLUSTER_START_ATTEMPTS = 2  # a cluster that did not come up at all (Ray's raylet start-up window): once more
 
 
