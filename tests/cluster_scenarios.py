@@ -57,13 +57,11 @@ SETTLE_S = 180.0  # Ray frees a closed actor's slot late on a loaded machine; bo
 
 def main(out_path: str, budget_s: float = 600.0) -> int:
     from sn40l_emu.cluster.bringup import (
-        LEAN_NODE_ARGS,
-        LEAN_SYSTEM_CONFIG,
         LOOPBACK,
         NAMESPACE,
         SOCKET_RESOURCE,
+        lean_head,
         prepare_env,
-        without_api_server,
     )
 
     prepare_env()
@@ -91,9 +89,8 @@ def main(out_path: str, budget_s: float = 600.0) -> int:
                                             SOCKETS_PER_RAY_NODE)),
     ]
     try:
-        with without_api_server():  # the lean head the emulator itself starts (bringup.py)
-            _add_ray_node(cluster, {**node_args, **LEAN_NODE_ARGS,
-                                    "_system_config": {**LEAN_SYSTEM_CONFIG, **FAST_HEALTH_CHECK}})
+        with lean_head(node_args, FAST_HEALTH_CHECK) as head_args:  # the head the emulator starts (bringup.py)
+            _add_ray_node(cluster, head_args)
         worker = _add_ray_node(cluster, node_args)
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.WARNING)

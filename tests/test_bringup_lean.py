@@ -45,20 +45,3 @@ def test_local_ray_refuses_a_driver_with_the_wrong_token(ray_session: None, tmp_
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode != 0 and "connected" not in r.stdout, r.stdout + r.stderr[-2000:]
 
-
-def test_without_api_server_patches_and_restores_and_tolerates_a_ray_without_the_method(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The patch is undone on exit, and a Ray version with no ``start_api_server`` starts as is."""
-    from ray._private import node as ray_node
-
-    from sn40l_emu.cluster.bringup import without_api_server
-
-    original = ray_node.Node.start_api_server
-    with without_api_server():
-        assert ray_node.Node.start_api_server is not original
-        assert ray_node.Node.start_api_server(object()) is None
-    assert ray_node.Node.start_api_server is original
-    monkeypatch.delattr(ray_node.Node, "start_api_server")
-    with without_api_server():
-        assert not hasattr(ray_node.Node, "start_api_server")
-    assert not hasattr(ray_node.Node, "start_api_server")

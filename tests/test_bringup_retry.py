@@ -70,3 +70,23 @@ def test_without_api_server_restores_ray() -> None:
     with bringup.without_api_server():
         assert Node.start_api_server is not original
     assert Node.start_api_server is original
+
+
+def test_without_api_server_starts_a_ray_without_the_method_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray version with no ``start_api_server``: nothing is patched (it used to raise AttributeError)."""
+    from ray._private.node import Node
+
+    from sn40l_emu.cluster import bringup
+
+    monkeypatch.delattr(Node, "start_api_server")
+    with bringup.without_api_server():
+        assert not hasattr(Node, "start_api_server")
+    assert not hasattr(Node, "start_api_server")
+
+
+def test_lean_head_args_merge_the_lean_settings_with_the_callers() -> None:
+    from sn40l_emu.cluster import bringup
+
+    with bringup.lean_head({"num_cpus": 2}, {"health_check_period_ms": 500}) as args:
+        assert args == {"num_cpus": 2, **bringup.LEAN_NODE_ARGS,
+                        "_system_config": {**bringup.LEAN_SYSTEM_CONFIG, "health_check_period_ms": 500}}

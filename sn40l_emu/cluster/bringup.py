@@ -167,6 +167,19 @@ def without_api_server() -> Iterator[None]:
         ray_node.Node.start_api_server = original  # type: ignore[method-assign]
 
 
+@contextmanager
+def lean_head(node_args: dict[str, Any], system_config: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Arguments for a head node as the emulator starts its own, valid inside this block.
+
+    ``node_args`` plus :data:`LEAN_NODE_ARGS`, and ``_system_config`` as
+    :data:`LEAN_SYSTEM_CONFIG` merged with ``system_config``; the block is
+    :func:`without_api_server`, so a head started in it (``RayParams``, or a
+    ``ray.cluster_utils.Cluster`` head in benches and tests) leaves out the same processes.
+    """
+    with without_api_server():
+        yield {**node_args, **LEAN_NODE_ARGS, "_system_config": {**LEAN_SYSTEM_CONFIG, **(system_config or {})}}
+
+
 # Ray waits a fixed 30 s for its raylet to register; on a loaded 2-core machine that is
 # sometimes not enough. A failed start leaves nothing behind after ray.shutdown(), so try again.
 START_ATTEMPTS = 3
@@ -181,10 +194,9 @@ def _start_head(temp_dir: str, num_cpus: int, sockets: int) -> Any:
     from ray._private.node import Node
     from ray._private.parameter import RayParams
 
-    params = RayParams(node_ip_address=LOOPBACK, num_cpus=num_cpus, resources={SOCKET_RESOURCE: sockets},
-                       temp_dir=temp_dir, _system_config=dict(LEAN_SYSTEM_CONFIG), **LEAN_NODE_ARGS)
-    with without_api_server():
-        return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=True)
+    with lean_head({"node_ip_address": LOOPBACK, "num_cpus": num_cpus, "resources": {SOCKET_RESOURCE: sockets},
+                    "temp_dir": temp_dir}) as head_args:
+        return Node(RayParams(**head_args), head=True, shutdown_at_exit=False, spawn_reaper=True)
 
 
 def start_local_ray(num_cpus: int = 2, sockets: int = 16, *, log_to_driver: bool = False) -> LocalRay:
