@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchlib import RESULTS, proc_cpu_s
+
 NAME = "wallbench"
 
 
@@ -49,16 +50,6 @@ def _ring_programs(n: int, count: int, chunks: int) -> dict[int, Any]:
     op = CollectiveOp(f"ring-k{chunks}", CollectiveKind.ALL_REDUCE, tuple(range(n)), (count,), "float32",
                       algo=Algo.RING, chunks=chunks, buffer=NAME)
     return {s: Program.of(f"ring k={chunks}", [op]) for s in range(n)}
-
-
-def _proc_cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds so far of the processes ``pids`` (same host; /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-    return total / tick
 
 
 def main() -> int:
@@ -101,11 +92,11 @@ def main() -> int:
         cpu: dict[str, list[float]] = {}
 
         def ring(k: int) -> float:
-            c0 = _proc_cpu_s(pids)
+            c0 = sum(proc_cpu_s(p) for p in pids)
             began = time.perf_counter()
             node.run_programs(programs[k])
             wall = time.perf_counter() - began
-            cpu.setdefault(f"ring K={k}", []).append(_proc_cpu_s(pids) - c0)
+            cpu.setdefault(f"ring K={k}", []).append(sum(proc_cpu_s(p) for p in pids) - c0)
             return wall
 
         def gather() -> float:

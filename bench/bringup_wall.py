@@ -44,39 +44,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _git_rev() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, check=False)
-        return out.stdout.strip()
-    except OSError:
-        return ""
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (/proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchlib import RESULTS, children_cpu_s, git_rev, proc_cpu_s
 
 
 def _ray_processes() -> dict[str, float]:
-    """CPU seconds of each process this one started (Ray's), by a short name."""
-    import psutil
-
+    """CPU seconds of each process this one started (Ray's), summed by short name."""
     out: dict[str, float] = {}
-    for p in psutil.Process().children(recursive=True):
-        try:
-            cmd = p.cmdline()
-            t = p.cpu_times()
-        except psutil.Error:
-            continue
-        scripts = [a for a in cmd[1:] if a.endswith(".py")] if cmd and cmd[0].endswith("python") else []
-        name = Path(scripts[0] if scripts else cmd[0]).name if cmd else "?"
-        name = name.split()[0] if name.startswith("ray::") else name
-        out[name] = round(out.get(name, 0.0) + t.user + t.system, 2)
+    for name, cpu_s in children_cpu_s().values():
+        out[name] = round(out.get(name, 0.0) + cpu_s, 2)
     return out
 
 
@@ -122,8 +97,8 @@ def one_round(plain: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         node = RayNode.create(sn40l, trace=False)
         out["create_s"] = time.perf_counter() - t0
-        out["actor_cpu_s"] = statistics.median(_cpu_s(pid) for pid in node.pids())
-        actors = [_cpu_s(pid) for pid in node.pids()]
+        out["actor_cpu_s"] = statistics.median(proc_cpu_s(pid) for pid in node.pids())
+        actors = [proc_cpu_s(pid) for pid in node.pids()]
         out["actors_cpu_s"] = round(sum(actors), 2)
         # Ray's own processes once the node is up (its agents are still loading when ray.init returns)
         out["ray_processes_after_create_cpu_s"] = round(sum(_ray_processes().values()) - sum(actors), 2)
@@ -174,7 +149,7 @@ def main() -> int:
            "plain_ray_init": {"median": med_plain,
                               "rounds": [{k: v if isinstance(v, dict) else round(v, 3) for k, v in r.items()}
                                          for r in plain]} if plain else None,
-           "git": _git_rev()}
+           "git": git_rev()}
     print(f"node bring-up on Ray, 8 socket actors, medians of {args.rounds} round(s)")
     for k, v in med.items():
         print(f"  {k:32s} {v:7.3f}" + (f"   plain ray.init {med_plain[k]:7.3f}" if k in med_plain else ""))

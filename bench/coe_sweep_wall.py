@@ -35,24 +35,15 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchlib import RESULTS, git_rev
+
 TIMED = ("total_ns", "router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "host_ns", "expert_ns", "load_ns",
          "hbm_hits", "hbm_misses", "oom")
-
-
-def _git_rev() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, check=False)
-        return out.stdout.strip()
-    except OSError:
-        return ""
 
 
 class _Meter:
@@ -211,7 +202,7 @@ def main() -> int:
                   "ray_started_processes": statistics.median(p["cpu_s_started_processes"] for p in ray_parts)},
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
                  "load_avg": os.getloadavg()},
-        "git": _git_rev(),
+        "git": git_rev(),
     }
     print(f"coe sweep, {len(ref)} rows, medians of {args.rounds} round(s), same ns on both backends")
     print(f"  in-process {local:7.2f} s   Ray {ray_:7.2f} s   ratio {ray_ / local:5.2f}x (target <= 1.5x)")

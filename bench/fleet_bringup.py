@@ -33,12 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchlib import RESULTS, proc_cpu_s
 
 
 def bring_up(n_nodes: int, together: bool) -> dict[str, float]:
@@ -59,7 +54,7 @@ def bring_up(n_nodes: int, together: bool) -> dict[str, float]:
             for node in nodes:
                 node.connect(120.0 * n_nodes)
         wall = time.perf_counter() - t0  # wall-clock ok
-        cpu = statistics.median(_cpu_s(p) for node in nodes for p in node.pids())
+        cpu = statistics.median(proc_cpu_s(p) for node in nodes for p in node.pids())
     finally:
         for node in nodes:
             node.close()
@@ -78,13 +73,11 @@ def main() -> int:
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sn40lfb-", dir="/tmp")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     from sn40l_emu.cluster.bringup import (
-        LEAN_NODE_ARGS,
-        LEAN_SYSTEM_CONFIG,
         LOOPBACK,
         NAMESPACE,
         SOCKET_RESOURCE,
+        lean_head,
         prepare_env,
-        without_api_server,
     )
 
     prepare_env()
@@ -93,8 +86,7 @@ def main() -> int:
 
     slots = -(-args.nodes * 8 // args.ray_nodes)
     node_args: dict[str, Any] = {"num_cpus": 1, "resources": {SOCKET_RESOURCE: slots}, "node_ip_address": LOOPBACK}
-    head_args = {**node_args, **LEAN_NODE_ARGS, "_system_config": LEAN_SYSTEM_CONFIG}
-    with without_api_server():  # the head without the processes nothing here uses (bringup.py)
+    with lean_head(node_args) as head_args:  # the head the emulator starts (bringup.py)
         cluster = Cluster(initialize_head=True, head_node_args=head_args)
     samples: dict[str, list[dict[str, float]]] = {"one_by_one": [], "all_at_once": []}
     loads = []

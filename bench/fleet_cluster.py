@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchlib import RESULTS, children_cpu_s
 
 
 def _rss_tree() -> int:
@@ -45,21 +45,6 @@ def _rss_tree() -> int:
     return total
 
 
-def _cpu_tree(seen: dict[int, tuple[str, float]]) -> None:
-    """Record the CPU seconds so far of every process this one started (last value seen per pid)."""
-    import psutil
-
-    for p in psutil.Process().children(recursive=True):
-        try:
-            cmd = p.cmdline()
-            t = p.cpu_times()
-        except psutil.Error:
-            continue
-        scripts = [a for a in cmd[1:] if a.endswith(".py")] if cmd and cmd[0].endswith("python") else []
-        name = Path(scripts[0] if scripts else cmd[0]).name.split()[0] if cmd else "?"
-        seen[p.pid] = (name, t.user + t.system)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=8)
@@ -71,13 +56,11 @@ def main() -> int:
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sn40lb-", dir="/tmp")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     from sn40l_emu.cluster.bringup import (
-        LEAN_NODE_ARGS,
-        LEAN_SYSTEM_CONFIG,
         LOOPBACK,
         NAMESPACE,
         SOCKET_RESOURCE,
+        lean_head,
         prepare_env,
-        without_api_server,
     )
 
     prepare_env()
@@ -93,19 +76,18 @@ def main() -> int:
     def sample() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], _rss_tree())
-            _cpu_tree(cpu_seen)
+            cpu_seen.update(children_cpu_s())
             stop.wait(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     slots = -(-args.nodes * 8 // args.ray_nodes)
     node_args: dict[str, Any] = {"num_cpus": 1, "resources": {SOCKET_RESOURCE: slots}, "node_ip_address": LOOPBACK}
-    head_args = {**node_args, **LEAN_NODE_ARGS, "_system_config": LEAN_SYSTEM_CONFIG}
     t0 = time.perf_counter()  # wall-clock ok: the benchmark
     cluster = None
     for attempt in range(3):  # Ray gives a raylet 30 s to register; a loaded machine can miss it
         try:
-            with without_api_server():  # the head without the processes nothing here uses (bringup.py)
+            with lean_head(node_args) as head_args:  # the head the emulator starts (bringup.py)
                 cluster = Cluster(initialize_head=True, head_node_args=head_args)
             for _ in range(args.ray_nodes - 1):
                 cluster.add_node(**node_args)
@@ -123,13 +105,13 @@ def main() -> int:
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.WARNING)
         t_cluster = time.perf_counter() - t0  # wall-clock ok
-        _cpu_tree(cpu_seen)
+        cpu_seen.update(children_cpu_s())
         cpu_cluster = round(sum(c for _, c in cpu_seen.values()), 1)
         t1 = time.perf_counter()  # wall-clock ok
         res = run_fleet(backend="ray", nodes=args.nodes, experts=100, batch=8, rate_per_s=40.0,
                         n_requests=args.requests)
         t_fleet = time.perf_counter() - t1  # wall-clock ok
-        _cpu_tree(cpu_seen)
+        cpu_seen.update(children_cpu_s())
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -31,27 +31,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _git_rev() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, check=False)
-        return out.stdout.strip()
-    except OSError:
-        return ""
-
-
-def _proc_cpu_s(pid: int) -> float:
-    """utime + stime of one process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchlib import RESULTS, git_rev, proc_cpu_s
 
 
 def _programs(empty: bool = False) -> dict[int, Any]:
@@ -67,13 +51,13 @@ def _programs(empty: bool = False) -> dict[int, Any]:
 def _run(node: Any, n: int, pids: list[int], empty: bool = False) -> tuple[dict[str, float], list[int]]:
     progs = _programs(empty)
     ends: list[int] = []
-    a0 = [_proc_cpu_s(p) for p in pids]
+    a0 = [proc_cpu_s(p) for p in pids]
     c0, t0 = time.process_time(), time.perf_counter()  # wall-clock ok (bench)
     for _ in range(n):
         res = node.run_programs(progs)
         ends.append(max(r.end_ns for r in res.values()))
     c1, t1 = time.process_time(), time.perf_counter()  # wall-clock ok (bench)
-    a1 = [_proc_cpu_s(p) for p in pids]
+    a1 = [proc_cpu_s(p) for p in pids]
     out = {"wall_ms": 1e3 * (t1 - t0) / n, "driver_cpu_ms": 1e3 * (c1 - c0) / n}
     if pids:
         out["actor_cpu_ms"] = 1e3 * sum(b - a for a, b in zip(a0, a1, strict=True)) / n / len(pids)
@@ -111,9 +95,9 @@ def main() -> None:
                 raise SystemExit("Ray and in-process nanoseconds differ")
             empty_fig, _ = _run(node, args.programs, pids, empty=True)
             rounds.append({"ray": ray_fig, "local": loc_fig, "ray_empty": empty_fig, "loadavg": list(os.getloadavg())})
-        a0 = [_proc_cpu_s(p) for p in pids]
+        a0 = [proc_cpu_s(p) for p in pids]
         time.sleep(args.idle_s)  # wall-clock ok (bench: idle actors' CPU)
-        a1 = [_proc_cpu_s(p) for p in pids]
+        a1 = [proc_cpu_s(p) for p in pids]
         idle_ms_per_s = 1e3 * sum(b - a for a, b in zip(a0, a1, strict=True)) / len(pids) / args.idle_s
     finally:
         node.close()
@@ -130,7 +114,7 @@ def main() -> None:
     summary["node_cpu_ms"] = round(summary["driver_cpu_ms"] + 8 * summary["actor_cpu_ms"], 3)
     summary["cpu_ratio"] = round(summary["node_cpu_ms"] / summary["local_driver_cpu_ms"], 2)
     summary["idle_actor_cpu_ms_per_s"] = round(idle_ms_per_s, 3)
-    out = {"git": _git_rev(), "host": platform.node(), "cpus": os.cpu_count(), "programs": args.programs,
+    out = {"git": git_rev(), "host": platform.node(), "cpus": os.cpu_count(), "programs": args.programs,
            "program": "all-reduce, 2048 bfloat16 (4 KiB), 8 sockets, sn40l", "summary": summary,
            "rounds": rounds, "loadavg": load}
     print(f"{'per program':<28}{'Ray':>10}{'in-process':>12}")

@@ -26,22 +26,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchlib import RESULTS, git_rev
+
 MODEL, TP, PROMPT, MODE = "llama2-7b", 8, 128, "fused_ho"
-
-
-def _git_rev() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, check=False)
-        return out.stdout.strip()
-    except OSError:
-        return ""
 
 
 def measure(node: Any, tokens: int) -> dict[str, Any]:
@@ -134,7 +125,7 @@ def main() -> int:
         "bench": "tp_decode", "model": MODEL, "tp": TP, "mode": MODE, "prompt_len": PROMPT,
         "tokens": args.tokens, "target_decode_200_s": 2.0, "results": res,
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()},
-        "git": _git_rev(),
+        "git": git_rev(),
     }
     print(f"{MODEL} TP{TP} {MODE}: {args.tokens} decode tokens (context {PROMPT}..{PROMPT + args.tokens - 1}), "
           f"medians of {args.rounds} rounds")
