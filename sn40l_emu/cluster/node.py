@@ -26,6 +26,7 @@ import numpy as np
 
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import SocketDeadError
+from sn40l_emu.fabric.network import BusyLinks
 from sn40l_emu.program import Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel, gather_outcomes, settle
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
@@ -63,10 +64,6 @@ class Node(Protocol):
     def degradation(self, socket: int) -> Degradation:
         """The socket's injected slow-downs (the node sees every change it applies)."""
         ...
-
-
-#: Per socket, the links of its view busy after its clock: ``((src, dst), free_ns)``, sorted.
-BusyLinks = tuple[tuple[tuple[int, int], int], ...]
 
 
 @runtime_checkable
@@ -215,8 +212,7 @@ class LocalNode(ManagedNode):
 
         back = sorted(self.dead)
         for i in back:
-            self.models[i] = SocketModel(i, self.profile, trace=self.trace)
-            self.models[i].message_marks = self.message_marks
+            self.models[i] = self._model(i)
         dropped = 0
         if back:
             why = f"sockets {back} were lost; the node is being recovered"
@@ -238,9 +234,7 @@ class LocalNode(ManagedNode):
 
         self.dead = set()
         self._versions.reset()
-        self.models = [SocketModel(i, self.profile, trace=self.trace) for i in range(self.n_sockets)]
-        for m in self.models:
-            m.message_marks = self.message_marks
+        self.models = [self._model(i) for i in range(self.n_sockets)]
         self.transports = make_inproc_transports(range(self.n_sockets), self.profile.p2p.params(),
                                                  n_sockets=self.n_sockets)
 
@@ -277,6 +271,12 @@ class LocalNode(ManagedNode):
     def occupy_links(self, targets: Mapping[int, BusyLinks]) -> None:
         for s, busy in targets.items():
             self.transports[s].network.occupy(busy)
+
+    def _model(self, socket: int) -> SocketModel:
+        """A fresh socket (power-cycle or recovery) with this node's trace settings."""
+        model = SocketModel(socket, self.profile, trace=self.trace)
+        model.message_marks = self.message_marks
+        return model
 
     def set_message_marks(self, on: bool) -> None:
         """Whether traced programs mark every P2P message (see :class:`MessageMarks`)."""

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
-from sn40l_emu.cluster.node import BusyLinks, ManagedNode, Versions
+from sn40l_emu.cluster.node import ManagedNode, Versions
 from sn40l_emu.cluster.placement import Placement, PlacementSpec, actor_name, check_capacity, node_ids_for
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import CollectiveAbortedError, ConfigError, LinkLostError, SocketDeadError, SocketKilledError
+from sn40l_emu.fabric.network import BusyLinks
 from sn40l_emu.program import CollectiveOp, Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult, settle
 from sn40l_emu.socket_actor.state_changes import SetDegradation, StateChange

@@ -53,6 +53,7 @@ from typing import Any
 
 from sn40l_emu.cluster.node import Node
 from sn40l_emu.engine.layer_reuse import canonical_op, merge_results, split_layers
+from sn40l_emu.fabric.network import BusyLinks
 from sn40l_emu.program import CollectiveOp, KernelOp, Op, Program
 from sn40l_emu.socket_actor.socket_model import ProgramResult
 from sn40l_emu.socket_actor.tile import Degradation, KernelCost, kernel_cost
@@ -95,7 +96,7 @@ class _Ref:
     costs: dict[int, list[KernelCost]]
     # an exact reference (links busy during or after it): per socket, the links busy after
     # it as (link, free_ns - its start_ns); reused only unchanged, never shifted by kernel deltas
-    exit_links: dict[int, tuple[tuple[tuple[int, int], int], ...]] | None = None
+    exit_links: dict[int, BusyLinks] | None = None
     # program ids -> (the programs, kept alive so their ids stay theirs; the shift)
     shifts: dict[tuple[tuple[int, int], ...], tuple[tuple[Program, ...], _Shift]] = field(
         default_factory=dict)
@@ -197,7 +198,7 @@ class CostReuse:
         return results
 
     def _entry_links(self, programs: Mapping[int, Program], now: list[int]
-                     ) -> tuple[tuple[tuple[tuple[int, int], int], ...], ...] | None:
+                     ) -> tuple[BusyLinks, ...] | None:
         """Per socket (sorted), its busy links as (link, free_ns - its clock); None: the node cannot tell."""
         ask = getattr(self.node, "busy_links", None)
         if ask is None:
@@ -212,7 +213,7 @@ class CostReuse:
         """An exact reference repeated from ``now``: every time moves by the socket's clock change."""
         assert ref.exit_links is not None
         out: dict[int, ProgramResult] = {}
-        occupy: dict[int, tuple[tuple[tuple[int, int], int], ...]] = {}
+        occupy: dict[int, BusyLinks] = {}
         for s, prog in programs.items():
             r = ref.results[s]
             start = now[s]

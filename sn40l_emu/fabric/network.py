@@ -38,6 +38,10 @@ from sn40l_emu.fabric.topology import DirectedLink, Topology
 
 _NO_DOWN: frozenset[DirectedLink] = frozenset()
 
+#: Links busy after some time, as ``((src, dst), free_ns)`` sorted: the FIFO state a run can see
+#: (``NetworkView.busy_after``), which cost reuse keys on and reapplies (``occupy``).
+BusyLinks = tuple[tuple[DirectedLink, int], ...]
+
 
 class _LazyLinks(dict[DirectedLink, Link]):
     """The FIFO state of every link of the wiring, made when first asked for (fresh = idle)."""
@@ -147,7 +151,7 @@ class NetworkView:
                 break
         return ready
 
-    def busy_after(self, t_ns: int) -> tuple[tuple[DirectedLink, int], ...]:
+    def busy_after(self, t_ns: int) -> BusyLinks:
         """The links of this view still busy after ``t_ns``: ``(link, free_ns)``, sorted.
 
         Why: a frame of this sender is never ready before its clock, so a link
@@ -157,7 +161,7 @@ class NetworkView:
         """
         return tuple(sorted((k, link.free_ns) for k, link in self._links.items() if link.free_ns > t_ns))
 
-    def occupy(self, busy: tuple[tuple[DirectedLink, int], ...]) -> None:
+    def occupy(self, busy: BusyLinks) -> None:
         """Links busy until at least the given times: a reused run's traffic, applied without frames."""
         for k, free_ns in busy:
             link = self._links[k]

@@ -14,6 +14,7 @@ import numpy as np
 import ray
 
 from sn40l_emu.config import NodeProfile
+from sn40l_emu.fabric.network import BusyLinks
 from sn40l_emu.program import Program, Tier
 from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
@@ -151,7 +152,7 @@ class SocketActorImpl:
         handle_delivery(self.mailbox, header, payload, self.model.profile.p2p.max_frame_bytes)
 
     async def run_program(self, program: Program, start_ns: int = 0, reset: bool = False,
-                          links: tuple[tuple[tuple[int, int], int], ...] = ()) -> ProgramResult:
+                          links: BusyLinks = ()) -> ProgramResult:
         """Run ``program`` from ``max(clock, start_ns)``, power-cycled first if ``reset``.
 
         The node moves clocks, power-cycles and keeps links busy (reused runs that
@@ -164,7 +165,7 @@ class SocketActorImpl:
         self.network.occupy(links)
         return await self.model.run_program(program, self.transport)
 
-    async def occupy_links(self, links: tuple[tuple[tuple[int, int], int], ...]) -> int:
+    async def occupy_links(self, links: BusyLinks) -> int:
         """Links busy until at least the given times (a reused run's traffic, see engine/reuse.py)."""
         self.network.occupy(links)
         return len(links)

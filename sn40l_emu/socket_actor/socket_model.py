@@ -29,6 +29,7 @@ import numpy as np
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import CollectiveAbortedError, EmuError, LinkLostError, SocketKilledError, StepFault
 from sn40l_emu.fabric.link import LOST_NS
+from sn40l_emu.fabric.network import BusyLinks
 from sn40l_emu.p2p.transport import SymbolicTensor, Tensor, Transport
 from sn40l_emu.program import (
     AllocOp,
@@ -67,7 +68,7 @@ class ProgramResult:
     hidden_ns: int = 0  # collective time hidden under fused kernels (not in breakdown_ns; pipeline.py)
     # links of this socket's view still busy after end_ns, as (link, free_ns): a node that keeps
     # no views of its own (Ray) learns the FIFO state from here (engine/reuse.py keys on it)
-    busy_links: tuple[tuple[tuple[int, int], int], ...] = ()
+    busy_links: BusyLinks = ()
 
     @property
     def duration_ns(self) -> int:
