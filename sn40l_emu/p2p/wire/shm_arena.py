@@ -11,6 +11,9 @@ be reused. Blocks are handed out first-fit from the low end of the arena, so
 the pages that get touched (and stay resident) are about the largest number
 of bytes in flight on the link, not the arena's size; above ``KEEP_BYTES``
 they are given back once the link has had nothing in flight for a moment.
+The space a block covers is reserved before the block is handed out
+(:mod:`sn40l_emu.p2p.wire.shm_space`): on a filesystem without room (a small
+/dev/shm) the block is refused, never a page written that would SIGBUS.
 
 A block may also hold a result that is built in place and sent piece by piece
 (a ring all-reduce's, ``FastTransport.result_buffer``): each piece goes out by its
@@ -46,6 +49,7 @@ from collections.abc import Callable
 import numpy as np
 
 from sn40l_emu.errors import FrameError
+from sn40l_emu.p2p.wire import shm_space
 from sn40l_emu.p2p.wire.codec import PayloadSpec
 
 #: Virtual size of one link's arena (sparse: only pages written are allocated). A frame
@@ -75,6 +79,7 @@ class SendArena:
         self.name = f"arena-{secrets.token_hex(8)}"
         self.path = os.path.join(directory, self.name)
         self.size = size
+        self.directory = directory
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(fd, size)
@@ -83,7 +88,10 @@ class SendArena:
             os.close(fd)
             os.unlink(self.path)
             raise
-        os.close(fd)
+        self._fd = fd  # kept open: space is reserved through it as blocks reach further
+        #: bytes from offset 0 whose space is reserved (posix_fallocate, ``shm_space``): no
+        #: block reaches past it, so no page written can be one the filesystem lacks
+        self.reserved_bytes = 0
         self._free: list[tuple[int, int]] = [(0, size)]  # (offset, bytes), sorted by offset
         self._base = np.frombuffer(self._mm, np.uint8, 1).ctypes.data  # address of offset 0
         self._orphans: set[int] = set()  # owned blocks whose result died, pieces still lent
@@ -110,10 +118,16 @@ class SendArena:
         return off
 
     def reserve(self, nbytes: int) -> int | None:
-        """Take a free block of ``nbytes`` (first fit) without writing it; None when none fits."""
+        """Take a free block of ``nbytes`` (first fit) without writing it; None when none fits
+        or the filesystem has no room for it (``shm_space``: never a page it cannot back)."""
         want = _round_up(max(nbytes, 1))
         for i, (off, size) in enumerate(self._free):
             if size >= want:
+                if off + want > self.reserved_bytes:
+                    held = shm_space.grow(self._fd, self.directory, self.reserved_bytes, off + want, self.size)
+                    if held is None:
+                        return None  # no room on the filesystem: the caller goes without the arena
+                    self.reserved_bytes = held
                 if size == want:
                     del self._free[i]
                 else:
@@ -203,11 +217,13 @@ class SendArena:
         """Give the pages above KEEP_BYTES back to the system (only while nothing is in flight)."""
         if not self.trimmable:
             return
-        end = -(-self._high // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = max(-(-self._high // mmap.PAGESIZE) * mmap.PAGESIZE, self.reserved_bytes)
         madv = getattr(mmap, "MADV_REMOVE", None)
         if madv is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._mm.madvise(madv, KEEP_BYTES, min(end, self.size) - KEEP_BYTES)
+                # the pages are gone and so is their reservation: reserved again on next use
+                self.reserved_bytes = min(self.reserved_bytes, KEEP_BYTES)
         self._high = KEEP_BYTES
 
     def close(self) -> None:
@@ -216,6 +232,9 @@ class SendArena:
             os.unlink(self.path)
         with contextlib.suppress(BufferError, ValueError):
             self._mm.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class RecvArena:
