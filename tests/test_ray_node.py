@@ -90,6 +90,36 @@ def test_killed_actor_is_reported(ray_session: None) -> None:
         node.close()
 
 
+def test_a_step_cut_by_a_killed_process_leaves_no_unread_error(ray_session: None,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Socket 3's process dies before a ring all-reduce: the step raises SocketDeadError, and
+    every survivor's outcome (its own SocketDeadError) is read, so Ray logs no "Unhandled
+    error" traceback for it when the refs are collected."""
+    import gc
+    import time
+
+    import ray._private.worker as ray_worker
+
+    from sn40l_emu.cluster.ray_node import RayNode
+
+    unread: list[Exception] = []
+    monkeypatch.setattr(ray_worker, "_unhandled_error_handler", unread.append)
+    group = (0, 1, 2, 3)
+    op = CollectiveOp("ar", CollectiveKind.ALL_REDUCE, group, (4096,), "float32", buffer="x", algo=Algo.RING)
+    node = RayNode.create(PROFILE, n_sockets=4, trace=False)
+    try:
+        node.load_tensors({i: {"x": np.full(4096, i + 1, dtype=np.float32)} for i in group})
+        node.kill(3, process=True)
+        with pytest.raises(SocketDeadError):
+            node.run_programs({i: Program.of("ar", [op]) for i in group})
+        for _ in range(20):  # Ray reports an unread error when its ref is freed
+            gc.collect()
+            time.sleep(0.1)  # wall-clock ok: a bounded wait for Ray's report
+        assert unread == []
+    finally:
+        node.close()
+
+
 def _ring_all_reduce(node: Any) -> dict[int, Any]:
     """A functional ring all-reduce over sockets 0-3 of socket i's (i + 1)s: every element becomes 10."""
     group = (0, 1, 2, 3)

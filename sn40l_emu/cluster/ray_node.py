@@ -258,11 +258,18 @@ class RayNode(ManagedNode):
             outcomes.extend(self._get(refs, timeout))
         except (SocketKilledError, LinkLostError, CollectiveAbortedError):
             outcomes = []
-            for ref in refs:  # a fault inside the step: every socket ends it first (see settle)
-                try:
-                    outcomes.append(self._get([ref], timeout)[0])
-                except (SocketKilledError, LinkLostError, CollectiveAbortedError) as exc:
-                    outcomes.append(exc)
+            try:
+                for ref in refs:  # a fault inside the step: every socket ends it first (see settle)
+                    try:
+                        outcomes.append(self._get([ref], timeout)[0])
+                    except (SocketKilledError, LinkLostError, CollectiveAbortedError) as exc:
+                        outcomes.append(exc)
+            except BaseException:
+                read_all(refs, timeout)
+                raise
+        except BaseException:
+            read_all(refs, timeout)  # e.g. a socket process died: the others' outcomes are moot
+            raise
         resets -= set(programs)
         for i in programs:  # the moved clocks and power-cycles travelled with the program
             pending.pop(i, None)
@@ -425,6 +432,27 @@ class RayNode(ManagedNode):
             except Exception:
                 pass
         self.actors = []
+
+
+def read_all(refs: Sequence[Any], timeout_s: float) -> None:
+    """Read, and drop, the outcome of every call of a step that failed.
+
+    Why: ``ray.get`` of a list raises at the first error and leaves the other refs
+    unread; when such a ref holds an error (a survivor's ``SocketDeadError`` after a
+    peer's process was killed), Ray logs it with its traceback as an "Unhandled error"
+    once the ref is garbage-collected, which reads like a crash for a fault the caller
+    handles (it recovers the node and retries). Reading waits for each socket to end the
+    step (they do at once when a peer dies), at most ``timeout_s``; a ref still not
+    ready then is left to Ray.
+    """
+    import ray
+
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+    for ref in ready:
+        try:
+            ray.get(ref, timeout=0)
+        except Exception:  # the failure itself was raised already, by the first ray.get
+            pass
 
 
 def create_node(profile: Any, spec: PlacementSpec, *, n_sockets: int | None = None, **kwargs: Any) -> RayNode:
