@@ -60,6 +60,7 @@ class RayNode(ManagedNode):
         self.owned = owned
         self._degradations = [Degradation() for _ in self.actors]
         self.virtually_dead: set[int] = set()
+        self._unread: list[Any] = []  # refs of a failed step not read yet (see read_ready)
 
     @property
     def version(self) -> int:
@@ -178,6 +179,7 @@ class RayNode(ManagedNode):
         self._flush(timeout_s)
         self._clock = None
         self.last_recovery = recover(self, timeout_s=timeout_s)
+        self._unread = read_ready(self._unread, timeout_s)  # the survivors stopped their receives
         back = set(self.last_recovery.recreated)
         virtual = sorted(self.virtually_dead)
         if virtual:
@@ -265,10 +267,10 @@ class RayNode(ManagedNode):
                     except (SocketKilledError, LinkLostError, CollectiveAbortedError) as exc:
                         outcomes.append(exc)
             except BaseException:
-                read_all(refs, timeout)
+                self._unread = read_ready([*self._unread, *refs], 0)
                 raise
-        except BaseException:
-            read_all(refs, timeout)  # e.g. a socket process died: the others' outcomes are moot
+        except BaseException:  # e.g. a socket process died: the others' outcomes are moot
+            self._unread = read_ready([*self._unread, *refs], 0)
             raise
         resets -= set(programs)
         for i in programs:  # the moved clocks and power-cycles travelled with the program
@@ -426,6 +428,9 @@ class RayNode(ManagedNode):
                 ray.kill(a, no_restart=True)
             except Exception:
                 pass
+        from sn40l_emu.cluster.recovery import PING_TIMEOUT_S
+
+        self._unread = read_ready(self._unread, PING_TIMEOUT_S)  # killed: they end at once
         if self.placement_group is not None:
             try:
                 remove_placement_group(self.placement_group)
@@ -434,25 +439,29 @@ class RayNode(ManagedNode):
         self.actors = []
 
 
-def read_all(refs: Sequence[Any], timeout_s: float) -> None:
-    """Read, and drop, the outcome of every call of a step that failed.
+def read_ready(refs: Sequence[Any], timeout_s: float) -> list[Any]:
+    """Read, and drop, the outcomes of a failed step's calls that end within ``timeout_s``;
+    returns the refs still running, to be read later (:meth:`RayNode.recover`, ``close``).
 
     Why: ``ray.get`` of a list raises at the first error and leaves the other refs
     unread; when such a ref holds an error (a survivor's ``SocketDeadError`` after a
     peer's process was killed), Ray logs it with its traceback as an "Unhandled error"
     once the ref is garbage-collected, which reads like a crash for a fault the caller
-    handles (it recovers the node and retries). Reading waits for each socket to end the
-    step (they do at once when a peer dies), at most ``timeout_s``; a ref still not
-    ready then is left to Ray.
+    handles (it recovers the node and retries). Not waited for at the failure itself: a
+    survivor may wait for a frame from another survivor that failed, until recovery
+    stops its receives (or the P2P timeout, a minute later).
     """
     import ray
 
-    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+    if not refs:
+        return []
+    ready, running = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
     for ref in ready:
         try:
             ray.get(ref, timeout=0)
         except Exception:  # the failure itself was raised already, by the first ray.get
             pass
+    return list(running)
 
 
 def create_node(profile: Any, spec: PlacementSpec, *, n_sockets: int | None = None, **kwargs: Any) -> RayNode:
