@@ -11,9 +11,11 @@ import errno
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +26,7 @@ import shm_small_child as child
 import test_p2p_fast as fast
 
 from sn40l_emu.p2p.transport import Tensor
-from sn40l_emu.p2p.wire import shm_space
+from sn40l_emu.p2p.wire import endpoint, shm_space
 from sn40l_emu.p2p.wire.shm_arena import KEEP_BYTES, SendArena
 from sn40l_emu.program import Algo
 
@@ -65,8 +67,16 @@ def _allocated_bytes(arena: SendArena) -> int:
     return os.fstat(arena._fd).st_blocks * 512
 
 
-def test_a_block_is_reserved_on_the_filesystem_before_it_is_handed_out(tmp_path: Path) -> None:
-    arena = SendArena(str(tmp_path), 64 * MIB)
+@pytest.fixture
+def shm_dir() -> Iterator[str]:
+    """A directory where the arenas really live (/dev/shm where there is one)."""
+    directory = tempfile.mkdtemp(prefix="sn40l-test-arena-", dir=endpoint.base_dir())
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_block_is_reserved_on_the_filesystem_before_it_is_handed_out(shm_dir: str) -> None:
+    arena = SendArena(shm_dir, 64 * MIB)
     try:
         assert _allocated_bytes(arena) == 0  # sparse until used
         off = arena.reserve(5 * MIB)

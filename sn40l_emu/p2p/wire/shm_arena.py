@@ -52,10 +52,10 @@ from sn40l_emu.errors import FrameError
 from sn40l_emu.p2p.wire import shm_space
 from sn40l_emu.p2p.wire.codec import PayloadSpec
 
-#: Virtual size of one link's arena (sparse: only pages written are allocated). A frame
-#: that does not fit in its free space goes inline on the socket. Room for two ring
-#: all-reduce results of 64 MiB built in it (the input of a call is often the last
-#: call's result) and their frames.
+#: Virtual size of one link's arena (sparse: space is reserved only as far as blocks reach,
+#: ``shm_space``). A frame that does not fit in its free space goes inline on the socket.
+#: Room for two ring all-reduce results of 64 MiB built in it (the input of a call is
+#: often the last call's result) and their frames.
 ARENA_BYTES = 256 * 1024 * 1024
 #: Pages an idle arena keeps (warm for the next frames); above this they are given back
 #: (MADV_REMOVE) once nothing has been in flight for TRIM_DELAY_S, so a burst of huge
