@@ -24,11 +24,15 @@ CPU seconds (wall time on a shared host mostly measures the other load):
 
 ``--plain`` adds, after each round, one with Ray started by a plain ``ray.init``
 (every process Ray starts by default), for a same-run comparison.
+``--no-bytecode`` adds, after each round, one without the package's ``__pycache__``
+(removed before the round and written again after it): every actor then compiles our
+modules from source, as each did before the driver wrote the bytecode
+(``sn40l_emu/cluster/bytecode.py``; with ``PYTHONDONTWRITEBYTECODE=1`` and an editable install).
 
 Target: node bring-up (``ray_start_s + create_s``) in a few seconds. Medians
 over ``--rounds``; prints a table and writes ``bench/results/bringup_wall.json``.
 
-    .venv/bin/python bench/bringup_wall.py [--rounds 1] [--plain]
+    .venv/bin/python bench/bringup_wall.py [--rounds 1] [--plain] [--no-bytecode]
 """
 
 from __future__ import annotations
@@ -53,6 +57,24 @@ def _ray_processes() -> dict[str, float]:
     for name, cpu_s in children_cpu_s().values():
         out[name] = round(out.get(name, 0.0) + cpu_s, 2)
     return out
+
+
+def _drop_bytecode() -> None:
+    """Remove the package's ``__pycache__`` folders (the ``--no-bytecode`` rounds)."""
+    import shutil
+
+    from sn40l_emu.cluster.bytecode import PACKAGE_DIR
+
+    for cache in PACKAGE_DIR.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _write_bytecode() -> None:
+    import compileall
+
+    from sn40l_emu.cluster.bytecode import PACKAGE_DIR
+
+    compileall.compile_dir(str(PACKAGE_DIR), quiet=2)
 
 
 def _import_cpu_s() -> float:
@@ -126,22 +148,33 @@ def main() -> int:
     parser.add_argument("--plain", action="store_true",
                         help="after each round, one with Ray as plain ray.init starts it (same-run comparison)")
     parser.add_argument("--json", default=str(RESULTS / "bringup_wall.json"))
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="after each round, one without the package's bytecode (same-run comparison)")
     args = parser.parse_args()
 
     from sn40l_emu.cluster.bringup import prepare_env
 
-    prepare_env()
-    rounds, plain = [], []
+    prepare_env()  # writes the bytecode once (compile_package); the --no-bytecode rounds remove it
+    rounds, plain, nobc = [], [], []
     for _ in range(args.rounds):
         rounds.append(one_round())
         if args.plain:
             plain.append(one_round(plain=True))
+        if args.no_bytecode:
+            _drop_bytecode()
+            try:
+                nobc.append(one_round())
+                nobc[-1]["actor_import_cpu_s"] = _import_cpu_s()
+            finally:
+                _write_bytecode()
     for r in rounds:
         r["actor_import_cpu_s"] = _import_cpu_s()
     med: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]
                            if k != "ray_processes"}
     med_plain: dict[str, Any] = {k: round(statistics.median(r[k] for r in plain), 3) for k in plain[0]
                                  if k != "ray_processes"} if plain else {}
+    med_nobc: dict[str, Any] = {k: round(statistics.median(r[k] for r in nobc), 3) for k in nobc[0]
+                                if k != "ray_processes"} if nobc else {}
     doc = {"bench": "bringup_wall", "sockets": 8, "median": med,
            "rounds": [{k: v if isinstance(v, dict) else round(v, 3) for k, v in r.items()} for r in rounds],
            "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
@@ -149,10 +182,14 @@ def main() -> int:
            "plain_ray_init": {"median": med_plain,
                               "rounds": [{k: v if isinstance(v, dict) else round(v, 3) for k, v in r.items()}
                                          for r in plain]} if plain else None,
+           "no_bytecode": {"median": med_nobc,
+                           "rounds": [{k: v if isinstance(v, dict) else round(v, 3) for k, v in r.items()}
+                                      for r in nobc]} if nobc else None,
            "git": git_rev()}
     print(f"node bring-up on Ray, 8 socket actors, medians of {args.rounds} round(s)")
     for k, v in med.items():
-        print(f"  {k:32s} {v:7.3f}" + (f"   plain ray.init {med_plain[k]:7.3f}" if k in med_plain else ""))
+        print(f"  {k:32s} {v:7.3f}" + (f"   plain ray.init {med_plain[k]:7.3f}" if k in med_plain else "")
+              + (f"   no bytecode {med_nobc[k]:7.3f}" if k in med_nobc else ""))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2))
