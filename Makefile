@@ -59,7 +59,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve_wall.py
 	$(BIN)/python bench/fleet_cluster.py
 	$(BIN)/python bench/coe_sweep_wall.py
-	$(BIN)/python bench/bringup_wall.py
+	$(BIN)/python bench/bringup_wall.py --no-bytecode
+	$(BIN)/python bench/idle_threads.py
 	$(BIN)/python bench/fleet_bringup.py --rounds 2
 
 clean:
