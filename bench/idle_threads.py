@@ -13,7 +13,10 @@ the core worker's I/O thread; Python threads keep the process's name, for an act
 ``ray::SocketActo``: its asyncio loop and Ray's GC thread), the main thread as ``main``
 (in an actor, Ray's task loop); a name shared by several threads of one process is summed.
 
-    .venv/bin/python bench/idle_threads.py [--idle-s 20] [--settle-s 5]
+``--compare JSON`` runs every round a second time with that Ray system config added to
+the emulator's (each on a Ray of its own), for a same-run comparison.
+
+    .venv/bin/python bench/idle_threads.py [--idle-s 20] [--settle-s 5] [--rounds 1] [--compare JSON]
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ only reads ``__pycache__/*.pyc``; it writes them on import only where
 ``PYTHONDONTWRITEBYTECODE`` is unset and the tree is writable. An editable install
 (``pip install -e .``) compiles nothing at install time, so with that variable set
 (as in some containers and CI images) every actor recompiled our modules from
-source: importing the actor's modules cost 0.20 CPU-s of which compiling was about
-half (``bench/bringup_wall.py``, ``actor_import_cpu_s``; README "Emulator speed").
+source: the 52 modules an actor holds cost 0.28-0.32 CPU-s to import instead of
+0.18-0.22 (``bench/bringup_wall.py --no-bytecode``; README "Emulator speed").
 
 :func:`compile_package` writes the missing or stale ``.pyc`` files of the package
 (``compileall``, which compares each source's mtime with its ``.pyc`` header, so an
