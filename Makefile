@@ -11,9 +11,12 @@ export RAY_USAGE_STATS_ENABLED := 0
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
+# An editable install compiles nothing; every socket actor imports the package, so its
+# bytecode is written here (the driver refreshes it before actors start: cluster/bytecode.py).
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m compileall -q sn40l_emu
 	touch $(STAMP)
 
 # The paper's CoE sweep (72 rows) on a local Ray; writes runs/coe-<UTC time>-<hash>/ and ends
@@ -56,7 +59,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve_wall.py
 	$(BIN)/python bench/fleet_cluster.py
 	$(BIN)/python bench/coe_sweep_wall.py
-	$(BIN)/python bench/bringup_wall.py
+	$(BIN)/python bench/bringup_wall.py --no-bytecode
+	$(BIN)/python bench/idle_threads.py
 	$(BIN)/python bench/fleet_bringup.py --rounds 2
 
 clean:

@@ -17,18 +17,23 @@ CPU seconds (wall time on a shared host mostly measures the other load):
 * ``actor_cpu_s``: CPU time of one socket actor's process from its start to the
   end of ``create`` (median over the 8: Python, ``import ray``, the worker's
   registration, our modules, the endpoint and its connections);
-* ``actor_import_cpu_s``: of that, importing the actor's own modules after
-  ``import ray`` (in a fresh interpreter): the part this project controls;
+* ``actor_import_cpu_s``: of that, importing our modules after ``import ray`` (in a
+  fresh interpreter): the ones socket actor 0 holds after the first program (52 of
+  them, numpy's import included), the part this project controls;
 * ``ray_processes_after_create_cpu_s``: Ray's own processes (not the actors) once
   the node is up.
 
 ``--plain`` adds, after each round, one with Ray started by a plain ``ray.init``
 (every process Ray starts by default), for a same-run comparison.
+``--no-bytecode`` adds, after each round, one without the package's ``__pycache__``
+(removed before the round and written again after it): every actor then compiles our
+modules from source, as each did before the driver wrote the bytecode
+(``sn40l_emu/cluster/bytecode.py``; with ``PYTHONDONTWRITEBYTECODE=1`` and an editable install).
 
 Target: node bring-up (``ray_start_s + create_s``) in a few seconds. Medians
 over ``--rounds``; prints a table and writes ``bench/results/bringup_wall.json``.
 
-    .venv/bin/python bench/bringup_wall.py [--rounds 1] [--plain]
+    .venv/bin/python bench/bringup_wall.py [--rounds 1] [--plain] [--no-bytecode]
 """
 
 from __future__ import annotations
@@ -55,12 +60,43 @@ def _ray_processes() -> dict[str, float]:
     return out
 
 
-def _import_cpu_s() -> float:
-    """CPU seconds to import the socket actor's modules after ``import ray``, in a fresh interpreter."""
-    code = ("import time, ray; t = time.process_time(); import sn40l_emu.socket_actor.actor; "
-            "print(time.process_time() - t)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+def _drop_bytecode() -> None:
+    """Remove the package's ``__pycache__`` folders (the ``--no-bytecode`` rounds)."""
+    import shutil
+
+    from sn40l_emu.cluster.bytecode import PACKAGE_DIR
+
+    for cache in PACKAGE_DIR.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _write_bytecode() -> None:
+    import compileall
+
+    from sn40l_emu.cluster.bytecode import PACKAGE_DIR
+
+    compileall.compile_dir(str(PACKAGE_DIR), quiet=2)
+
+
+def _import_cpu_s(modules: list[str]) -> float:
+    """CPU seconds to import ``modules`` (our modules a socket actor holds once it has run a
+    program) after ``import ray``, in a fresh interpreter: what each actor pays for them."""
+    code = ("import importlib, sys, time, ray; t = time.process_time(); "
+            "[importlib.import_module(m) for m in sys.argv[1:]]; print(time.process_time() - t)")
+    out = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
+
+
+def _actor_modules(node: Any) -> list[str]:
+    """Our modules loaded in socket actor 0 (Ray's ``__ray_call__`` runs a function in the actor)."""
+    import ray
+
+    def ours(actor: Any) -> list[str]:
+        import sys
+
+        return sorted(m for m in sys.modules if m.startswith("sn40l_emu"))
+
+    return list(ray.get(node.actors[0].__ray_call__.remote(ours), timeout=60))
 
 
 def _start_plain_ray() -> Any:
@@ -107,6 +143,7 @@ def one_round(plain: bool = False) -> dict[str, Any]:
             op = CollectiveOp("hello", CollectiveKind.ALL_REDUCE, tuple(range(8)), (1024,), "float32")
             node.run_programs({s: Program.of("hello", [op]) for s in range(8)})
             out["first_program_s"] = time.perf_counter() - t0
+            out["actor_modules"] = _actor_modules(node)
             t0 = time.perf_counter()
             node.reprofile(dgx)
             out["reprofile_s"] = time.perf_counter() - t0
@@ -126,33 +163,48 @@ def main() -> int:
     parser.add_argument("--plain", action="store_true",
                         help="after each round, one with Ray as plain ray.init starts it (same-run comparison)")
     parser.add_argument("--json", default=str(RESULTS / "bringup_wall.json"))
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="after each round, one without the package's bytecode (same-run comparison)")
     args = parser.parse_args()
 
     from sn40l_emu.cluster.bringup import prepare_env
 
-    prepare_env()
-    rounds, plain = [], []
+    prepare_env()  # writes the bytecode once (compile_package); the --no-bytecode rounds remove it
+    rounds, plain, nobc = [], [], []
     for _ in range(args.rounds):
         rounds.append(one_round())
         if args.plain:
             plain.append(one_round(plain=True))
+        if args.no_bytecode:
+            _drop_bytecode()
+            try:
+                nobc.append(one_round())
+                nobc[-1]["actor_import_cpu_s"] = _import_cpu_s(nobc[-1]["actor_modules"])
+            finally:
+                _write_bytecode()
     for r in rounds:
-        r["actor_import_cpu_s"] = _import_cpu_s()
+        r["actor_import_cpu_s"] = _import_cpu_s(r["actor_modules"])
     med: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]
-                           if k != "ray_processes"}
+                           if k not in ("ray_processes", "actor_modules")}
     med_plain: dict[str, Any] = {k: round(statistics.median(r[k] for r in plain), 3) for k in plain[0]
-                                 if k != "ray_processes"} if plain else {}
+                                 if k not in ("ray_processes", "actor_modules")} if plain else {}
+    med_nobc: dict[str, Any] = {k: round(statistics.median(r[k] for r in nobc), 3) for k in nobc[0]
+                                if k not in ("ray_processes", "actor_modules")} if nobc else {}
     doc = {"bench": "bringup_wall", "sockets": 8, "median": med,
-           "rounds": [{k: v if isinstance(v, dict) else round(v, 3) for k, v in r.items()} for r in rounds],
+           "rounds": [{k: v if isinstance(v, (dict, list)) else round(v, 3) for k, v in r.items()} for r in rounds],
            "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
                     "load_avg": os.getloadavg()}, "ray_processes_cpu_s_by_process": rounds[-1]["ray_processes"],
            "plain_ray_init": {"median": med_plain,
-                              "rounds": [{k: v if isinstance(v, dict) else round(v, 3) for k, v in r.items()}
+                              "rounds": [{k: v if isinstance(v, (dict, list)) else round(v, 3) for k, v in r.items()}
                                          for r in plain]} if plain else None,
+           "no_bytecode": {"median": med_nobc,
+                           "rounds": [{k: v if isinstance(v, (dict, list)) else round(v, 3) for k, v in r.items()}
+                                      for r in nobc]} if nobc else None,
            "git": git_rev()}
     print(f"node bring-up on Ray, 8 socket actors, medians of {args.rounds} round(s)")
     for k, v in med.items():
-        print(f"  {k:32s} {v:7.3f}" + (f"   plain ray.init {med_plain[k]:7.3f}" if k in med_plain else ""))
+        print(f"  {k:32s} {v:7.3f}" + (f"   plain ray.init {med_plain[k]:7.3f}" if k in med_plain else "")
+              + (f"   no bytecode {med_nobc[k]:7.3f}" if k in med_nobc else ""))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2))

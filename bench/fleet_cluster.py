@@ -12,7 +12,11 @@ and every process it started (Ray's included), sampled every 0.5 s, and the CPU
 seconds of those processes (last value seen per process, by kind): on 2 cores,
 CPU-s / 2 is a floor under the wall time.
 
-    .venv/bin/python bench/fleet_cluster.py [--requests 10000] [--nodes 8]
+``--system-config`` adds Ray system config to the head's (a variant, for comparison);
+``--no-bytecode`` runs without the package's ``__pycache__`` (every actor compiles our
+modules from source, as before ``sn40l_emu/cluster/bytecode.py``; written again after).
+
+    .venv/bin/python bench/fleet_cluster.py [--requests 10000] [--nodes 8] [--system-config JSON] [--no-bytecode]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import logging
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -45,13 +50,27 @@ def _rss_tree() -> int:
     return total
 
 
+def _remember(seen: dict[int, tuple[str, float]], now: dict[int, tuple[str, float]]) -> None:
+    """Keep each process's latest CPU seconds under a stable kind: an actor's title while it
+    runs a method (``ray::SocketActorImpl.run_program``) counts as the actor's, and a process
+    that is exiting (no command line left: ``?``) keeps the kind it was last seen as."""
+    for pid, (name, cpu_s) in now.items():
+        kind = name.split(".")[0] if name.startswith("ray::") else name
+        if kind == "?" and pid in seen:
+            kind = seen[pid][0]
+        seen[pid] = (kind, cpu_s)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--ray-nodes", type=int, default=4)
     parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--system-config", default="{}", help="Ray system config (JSON) on top of the emulator's")
+    parser.add_argument("--no-bytecode", action="store_true", help="without the package's bytecode (comparison)")
     parser.add_argument("--json", default=str(RESULTS / "fleet_cluster.json"))
     args = parser.parse_args()
+    system_config = json.loads(args.system_config)
 
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="sn40lb-", dir="/tmp")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -63,7 +82,12 @@ def main() -> int:
         prepare_env,
     )
 
-    prepare_env()
+    prepare_env()  # writes the package's bytecode (compile_package), once per process
+    if args.no_bytecode:
+        from sn40l_emu.cluster.bytecode import PACKAGE_DIR
+
+        for cache in PACKAGE_DIR.rglob("__pycache__"):
+            shutil.rmtree(cache, ignore_errors=True)
     import ray
     from ray.cluster_utils import Cluster
 
@@ -76,7 +100,7 @@ def main() -> int:
     def sample() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], _rss_tree())
-            cpu_seen.update(children_cpu_s())
+            _remember(cpu_seen, children_cpu_s())
             stop.wait(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -87,7 +111,7 @@ def main() -> int:
     cluster = None
     for attempt in range(3):  # Ray gives a raylet 30 s to register; a loaded machine can miss it
         try:
-            with lean_head(node_args) as head_args:  # the head the emulator starts (bringup.py)
+            with lean_head(node_args, system_config) as head_args:  # the head the emulator starts (bringup.py)
                 cluster = Cluster(initialize_head=True, head_node_args=head_args)
             for _ in range(args.ray_nodes - 1):
                 cluster.add_node(**node_args)
@@ -105,22 +129,28 @@ def main() -> int:
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.WARNING)
         t_cluster = time.perf_counter() - t0  # wall-clock ok
-        cpu_seen.update(children_cpu_s())
+        _remember(cpu_seen, children_cpu_s())
         cpu_cluster = round(sum(c for _, c in cpu_seen.values()), 1)
         t1 = time.perf_counter()  # wall-clock ok
         res = run_fleet(backend="ray", nodes=args.nodes, experts=100, batch=8, rate_per_s=40.0,
                         n_requests=args.requests)
         t_fleet = time.perf_counter() - t1  # wall-clock ok
-        cpu_seen.update(children_cpu_s())
+        _remember(cpu_seen, children_cpu_s())
     finally:
         ray.shutdown()
         cluster.shutdown()
         stop.set()
         sampler.join()
         shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+        if args.no_bytecode:
+            import compileall
+
+            compileall.compile_dir(str(PACKAGE_DIR), quiet=2)
+    actors = [c for n, c in cpu_seen.values() if n == "ray::SocketActorImpl"]
     out = {
         "nodes": args.nodes, "socket_actors": args.nodes * 8, "ray_nodes": args.ray_nodes,
-        "requests": args.requests, "host": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
+        "requests": args.requests, "system_config": system_config, "bytecode": not args.no_bytecode,
+        "host": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
                                             "python": platform.python_version()},
         "wall_s": {"cluster_start": t_cluster, "fleet_run": t_fleet, "fleet_bringup": res["bringup_s"],
                    "fleet_parts": res.get("wall_s")},
@@ -129,7 +159,8 @@ def main() -> int:
                   "all_started_processes": round(sum(c for _, c in cpu_seen.values()), 1),
                   "by_process_kind": {k: round(sum(c for n, c in cpu_seen.values() if n == k), 1)
                                       for k in sorted({n for n, _ in cpu_seen.values()})},
-                  "processes": len(cpu_seen)},
+                  "processes": len(cpu_seen),
+                  "socket_actor_median": round(statistics.median(actors), 2) if actors else None},
         "rows": [{k: r[k] for k in ("policy", "completed", "latency_p50_ns", "latency_p99_ns", "hit_rate")}
                  for r in res["rows"]],
         "target_wall_s": 60.0,
@@ -138,6 +169,8 @@ def main() -> int:
           f"{args.requests} requests; {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}")
     print(f"cluster start {t_cluster:.1f} s; fleet run {t_fleet:.1f} s wall "
           f"(bring-up {res['bringup_s']:.1f} s); peak RSS of all processes {peak[0] / 2**30:.2f} GiB")
+    print(f"system config {system_config}, bytecode {not args.no_bytecode}; one socket actor "
+          f"{out['cpu_s']['socket_actor_median']} CPU-s (median)")
     print(f"CPU: driver {out['cpu_s']['driver']} s, the {len(cpu_seen)} processes it started "
           f"{out['cpu_s']['all_started_processes']} s ({out['cpu_s']['by_process_kind']})")
     for r in out["rows"]:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sn40l_emu.cluster.bytecode import compile_package
+
 SOCKET_RESOURCE = "sn40l_socket"
 NAMESPACE = "sn40l-emu"
 LOOPBACK = "127.0.0.1"
@@ -52,9 +54,15 @@ def safe_ray_env(bind_address: str = LOOPBACK) -> dict[str, str]:
 
 
 def prepare_env(bind_address: str = LOOPBACK) -> None:
+    """Before a driver starts or joins Ray: Ray's environment, its token, and our bytecode.
+
+    The bytecode (:func:`compile_package`) is for the socket actors this machine will
+    start: each imports the package, and without ``.pyc`` files recompiles it.
+    """
     for k, v in safe_ray_env(bind_address).items():
         os.environ.setdefault(k, v)
     _ensure_token()
+    compile_package()
 
 
 def _ensure_token() -> None:
@@ -287,6 +295,7 @@ def start_ray_process(*, head: bool, address: str = "", bind_address: str = LOOP
     """
     check_bind(bind_address, allow_open)
     warn_if_open(bind_address)
+    compile_package()  # this node's socket actors import this machine's copy of the package
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="sn40l-ray-")
     cmd = [_ray_cli(), "start", "--block", "--node-ip-address", bind_address,
            "--num-cpus", str(num_cpus), "--resources", f'{{"{SOCKET_RESOURCE}": {sockets}}}',
