@@ -130,3 +130,45 @@ def test_recovery_after_a_real_kill_drops_the_survivors_queued_frames(ray_sessio
         assert f"{len(stale)} queued frame(s) dropped" in str(report)
     finally:
         node.close()
+
+
+
+def _all_reduce_program() -> Program:
+    op = CollectiveOp("ar", CollectiveKind.ALL_REDUCE, tuple(range(8)), (1 << 20,), "bfloat16", algo=Algo.RING)
+    return Program.of("ar", [op])
+
+
+def _wirings(node: Any) -> list[int]:
+    return [s["wirings"] for s in node._get([a.p2p_status.remote() for a in node.actors], 60)]
+
+
+def test_power_cycles_keep_the_connections_and_the_nanoseconds(ray_node) -> None:  # type: ignore[no-untyped-def]
+    """A sweep power-cycles the node before every row: the actors restart in place over the
+    same connections (sequences from 0, idle links), and every row gives the in-process
+    nanoseconds. A frame left in a mailbox (a step cut short) makes that socket rewire
+    instead, and the stale frame goes with its old mailbox."""
+    progs = dict.fromkeys(range(8), _all_reduce_program())
+    local = LocalNode(PROFILE)
+    frames: list[tuple[int, bytes, Any]] = []
+    for t in local.transports.values():
+        async def spy(dst: int, header: bytes, payload: Any, deliver: Any = t._deliver) -> None:
+            frames.append((dst, header, None if payload is None else payload.copy()))
+            await deliver(dst, header, payload)
+
+        t._deliver = spy  # type: ignore[method-assign]
+    want = {i: (r.start_ns, r.end_ns, r.breakdown_ns) for i, r in local.run_programs(progs).items()}
+    ray_node.reset()
+    ray_node.run_programs(progs)
+    before = _wirings(ray_node)
+    for _ in range(3):
+        ray_node.reset()
+        got = ray_node.run_programs(progs)
+        assert {i: (r.start_ns, r.end_ns, r.breakdown_ns) for i, r in got.items()} == want
+    assert _wirings(ray_node) == before
+
+    _, header, payload = next(f for f in frames if f[0] == 0)  # one of socket 0's frames, again
+    ray_node._get([ray_node.actors[0].deliver.remote(header, payload)], 60)
+    ray_node.reset()
+    got = ray_node.run_programs(progs)
+    assert {i: (r.start_ns, r.end_ns, r.breakdown_ns) for i, r in got.items()} == want
+    assert _wirings(ray_node) == [before[0] + 1, *before[1:]]

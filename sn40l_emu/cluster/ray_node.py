@@ -21,6 +21,7 @@ from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import CollectiveAbortedError, ConfigError, LinkLostError, SocketDeadError, SocketKilledError
 from sn40l_emu.fabric.network import BusyLinks
 from sn40l_emu.program import CollectiveOp, Program
+from sn40l_emu.socket_actor.parcel import ProgramParcel, pack
 from sn40l_emu.socket_actor.socket_model import ProgramResult, settle
 from sn40l_emu.socket_actor.state_changes import SetDegradation, StateChange
 from sn40l_emu.socket_actor.tile import Degradation
@@ -52,6 +53,9 @@ class RayNode(ManagedNode):
         self._clock: list[int] | None = None  # the sockets' clocks as the actors last reported them
         self._pending: dict[int, int] = {}  # clocks moved here, not yet told to the actor
         self._resets: set[int] = set()  # sockets power-cycled here, not yet told to the actor
+        # a step ended in a fault since the last power-cycle (frames may still be in flight):
+        # the next power-cycle also rewires the sockets instead of keeping their connections
+        self._rewire = False
         # the links' FIFO state as the results left it (engine/reuse.py); absent: not known here
         self._busy: dict[int, BusyLinks] = dict.fromkeys(range(self.n_sockets), ())
         self._pending_links: dict[int, BusyLinks] = {}  # links kept busy here, not yet told to the actor
@@ -137,6 +141,7 @@ class RayNode(ManagedNode):
         actors = [ray.get_actor(actor_name(name, i), namespace=NAMESPACE) for i in range(n_sockets)]
         node = cls(profile, actors, name=name, owned=False)
         node.detached = True
+        node._rewire = True  # whatever earlier drivers left in flight
         node._versions.fresh()  # whatever earlier drivers did to it: a state no cost cache has seen
         return node
 
@@ -149,6 +154,7 @@ class RayNode(ManagedNode):
         import ray
 
         self._busy.pop(socket, None)
+        self._rewire = True
         if not process:
             self.virtually_dead.add(socket)
             self._versions.bump(("kill", socket))
@@ -181,7 +187,7 @@ class RayNode(ManagedNode):
         back = set(self.last_recovery.recreated)
         virtual = sorted(self.virtually_dead)
         if virtual:
-            self._get([self.actors[i].reset.remote() for i in virtual], timeout_s)
+            self._get([self.actors[i].reset.remote(None, True) for i in virtual], timeout_s)
             self.connect(timeout_s)  # everyone re-learns the power-cycled sockets' endpoints
             self.virtually_dead.clear()
             back |= set(virtual)
@@ -248,11 +254,13 @@ class RayNode(ManagedNode):
         if dead:
             raise SocketDeadError(dead[0], "killed (virtual fault)")
         timeout = self.profile.p2p.timeout_s * 2 + 60
-        if self._resets and any(isinstance(op, CollectiveOp) for p in programs.values() for op in p.ops):
-            self._flush(timeout)  # every peer power-cycled before the first frame flies
+        if self._resets and (self._rewire or any(isinstance(op, CollectiveOp) for p in programs.values()
+                                                 for op in p.ops)):
+            self._flush(timeout)  # every peer power-cycled (and rewired) before the first frame flies
         pending, resets, links = self._pending, self._resets, self._pending_links
-        refs = [self.actors[i].run_program.remote(p, pending.get(i, 0), i in resets, links.pop(i, ()))
-                for i, p in programs.items()]
+        packed = _pack_once(programs)
+        refs = [self.actors[i].run_program.remote(packed[i], pending.get(i, 0), i in resets, links.pop(i, ()))
+                for i in programs]
         outcomes: list[ProgramResult | BaseException] = []
         try:  # one ray.get for the whole step: the common case, and the driver's cheapest
             outcomes.extend(self._get(refs, timeout))
@@ -263,11 +271,18 @@ class RayNode(ManagedNode):
                     outcomes.append(self._get([ref], timeout)[0])
                 except (SocketKilledError, LinkLostError, CollectiveAbortedError) as exc:
                     outcomes.append(exc)
+                except BaseException:
+                    self._rewire = True
+                    raise
+        except BaseException:
+            self._rewire = True  # a step that failed may leave frames in flight
+            raise
         resets -= set(programs)
         for i in programs:  # the moved clocks and power-cycles travelled with the program
             pending.pop(i, None)
         if any(isinstance(o, BaseException) for o in outcomes):
             self._clock = None  # the step stopped where each socket was: ask the actors
+            self._rewire = True
             for i in programs:
                 self._busy.pop(i, None)
             return settle(outcomes)
@@ -281,8 +296,11 @@ class RayNode(ManagedNode):
     def _flush(self, timeout_s: float | None = None, skip: set[int] | None = None) -> None:
         """Tell the actors the power-cycles and clocks decided here (before any other call)."""
         if self._resets:
-            self._get([self.actors[s].reset.remote() for s in sorted(self._resets)], timeout_s or 120)
+            rewire, every = self._rewire, len(self._resets) == self.n_sockets
+            self._get([self.actors[s].reset.remote(None, rewire) for s in sorted(self._resets)], timeout_s or 120)
             self._resets = set()
+            if every:  # every socket power-cycled with fresh connections (or none needed)
+                self._rewire = False
         todo = {s: t for s, t in self._pending.items() if not skip or s not in skip}
         if todo:
             self._get([self.actors[s].advance_to.remote(t) for s, t in todo.items()], timeout_s)
@@ -389,6 +407,7 @@ class RayNode(ManagedNode):
         """
         self._get([a.reset.remote(profile) for a in self.actors], 120)
         self._resets = set()
+        self._rewire = False  # a new profile always rewires
         self.profile = profile
         self.virtually_dead.clear()
         self._degradations = [Degradation() for _ in self.actors]
@@ -425,6 +444,26 @@ class RayNode(ManagedNode):
             except Exception:
                 pass
         self.actors = []
+
+
+def _pack_once(programs: Mapping[int, Program]) -> dict[int, Program | ProgramParcel]:
+    """Each distinct program packed once (socket_actor/parcel.py): one object for every socket,
+    or equal ones (a composition load builds its program per socket)."""
+    by_id: dict[int, Program | ProgramParcel] = {}
+    by_value: dict[Program, Program | ProgramParcel] = {}
+    out: dict[int, Program | ProgramParcel] = {}
+    for s, p in programs.items():
+        got = by_id.get(id(p))
+        if got is None:
+            try:
+                got = by_value.get(p)
+                if got is None:
+                    got = by_value[p] = pack(p)
+            except TypeError:  # an unhashable op (functional mode): by identity only
+                got = pack(p)
+            by_id[id(p)] = got
+        out[s] = got
+    return out
 
 
 def create_node(profile: Any, spec: PlacementSpec, *, n_sockets: int | None = None, **kwargs: Any) -> RayNode:
