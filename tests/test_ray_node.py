@@ -172,3 +172,57 @@ def test_power_cycles_keep_the_connections_and_the_nanoseconds(ray_node) -> None
     got = ray_node.run_programs(progs)
     assert {i: (r.start_ns, r.end_ns, r.breakdown_ns) for i, r in got.items()} == want
     assert _wirings(ray_node) == [before[0] + 1, *before[1:]]
+
+
+def _composition(n: int) -> Program:
+    ops = [AllocOp(f"expert{e}", Tier.DDR, units.GiB, read_only=True) for e in range(n)]
+    return Program.of(f"load {n}", [*ops, CopyOp("in", Tier.HOST, Tier.DDR, n * units.GiB, blocking=False)])
+
+
+def _switch(e: int) -> Program:
+    return Program.of(f"switch {e}", [AllocOp(f"expert{e}@hbm", Tier.HBM, units.GiB, read_only=True),
+                                     CopyOp("in", Tier.DDR, Tier.HBM, units.GiB, blocking=False)])
+
+
+def _seed(node: Any, n: int, e: int) -> list[tuple[int, int, int]]:
+    """One seed of a sweep row: power-cycle, load, the host's delay, a switch, a kernel."""
+    node.reset()
+    load = node.run_programs(dict.fromkeys(range(8), _composition(n)))
+    t = max(r.end_ns for r in load.values()) + 1_000
+    node.advance_clocks(dict.fromkeys(range(8), t))
+    switch = node.run_programs(dict.fromkeys(range(8), _switch(e)))
+    last = node.run_programs({i: _program(i) for i in range(8)})
+    return [(r.start_ns, r.end_ns, sum(r.breakdown_ns.values())) for res in (load, switch, last) for r in res.values()]
+
+
+def test_repeats_since_a_power_cycle_are_answered_without_calls_and_run_later(ray_node) -> None:  # type: ignore[no-untyped-def]
+    """Seeds of a sweep row repeat the same load and often the same switch on a power-cycled
+    node: the node answers them from what it saw (cluster/replay.py), defers them, and the
+    actors run them with their next call; every figure is the in-process one, and the
+    sockets' memory holds what the deferred programs allocated."""
+    local = LocalNode(PROFILE)
+    want = {(n, e): _seed(local, n, e) for n, e in ((4, 0), (4, 1), (5, 0))}
+    calls: list[int] = []
+    get = ray_node._get
+
+    def counted(refs: list[Any], timeout_s: float | None = None) -> list[Any]:
+        calls.append(len(refs))
+        return get(refs, timeout_s)
+
+    ray_node._get = counted
+    per_seed = []
+    try:
+        for n, e in ((4, 0), (4, 0), (4, 1), (4, 1), (5, 0), (4, 0)):
+            before = len(calls)
+            assert _seed(ray_node, n, e) == want[(n, e)]
+            per_seed.append(len(calls) - before)
+        st = ray_node.status()  # the deferred programs run first: the actors agree with the node
+    finally:
+        ray_node._get = get
+    # a repeat of a whole seed needs no call; a new switch after a repeated load runs with the
+    # load deferred into its call; a new composition runs everything
+    assert per_seed == [3, 0, 2, 0, 3, 0]
+    assert len(calls) == sum(per_seed) + 2  # status: the deferred seed, then the status itself
+    assert [s["clock_ns"] for s in st] == ray_node.clocks()
+    assert all(s["tiers"]["ddr"]["used_bytes"] == 5 * units.GiB for s in st)
+    assert all(s["tiers"]["hbm"]["used_bytes"] >= units.GiB for s in st)  # expert0@hbm and the kernel's copy

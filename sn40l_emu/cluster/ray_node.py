@@ -17,6 +17,7 @@ import numpy as np
 from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
 from sn40l_emu.cluster.node import ManagedNode, Versions
 from sn40l_emu.cluster.placement import Placement, PlacementSpec, actor_name, check_capacity, node_ids_for
+from sn40l_emu.cluster.replay import Deferred, ReplayBook, deferrable
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import CollectiveAbortedError, ConfigError, LinkLostError, SocketDeadError, SocketKilledError
 from sn40l_emu.fabric.network import BusyLinks
@@ -56,6 +57,8 @@ class RayNode(ManagedNode):
         # a step ended in a fault since the last power-cycle (frames may still be in flight):
         # the next power-cycle also rewires the sockets instead of keeping their connections
         self._rewire = False
+        # repeats since the last power-cycle, answered here and run on the actors later (replay.py)
+        self._replay = ReplayBook()
         # the links' FIFO state as the results left it (engine/reuse.py); absent: not known here
         self._busy: dict[int, BusyLinks] = dict.fromkeys(range(self.n_sockets), ())
         self._pending_links: dict[int, BusyLinks] = {}  # links kept busy here, not yet told to the actor
@@ -74,6 +77,7 @@ class RayNode(ManagedNode):
         """Changed from outside (recovery): a state no cost cache has seen; re-read the clocks."""
         self._versions.fresh()
         self._clock = None
+        self._replay.forget()
 
     # ---- construction -----------------------------------------------------
     @classmethod
@@ -155,6 +159,7 @@ class RayNode(ManagedNode):
 
         self._busy.pop(socket, None)
         self._rewire = True
+        self._replay.forget()
         if not process:
             self.virtually_dead.add(socket)
             self._versions.bump(("kill", socket))
@@ -177,6 +182,9 @@ class RayNode(ManagedNode):
 
         # clocks moved here reach the survivors now; the dead start afresh (recovery may align them)
         gone = set(dead_sockets(self)) | self.virtually_dead
+        self._replay.forget()
+        for s in gone:  # what a lost socket had yet to run is lost with it
+            self._replay.take(s)
         self._pending = {s: t for s, t in self._pending.items() if s not in gone}
         self._pending_links = {s: b for s, b in self._pending_links.items() if s not in gone}
         self._busy = {}  # survivors' queued traffic may be dropped: learnt again from the next results
@@ -258,8 +266,18 @@ class RayNode(ManagedNode):
                                                  for op in p.ops)):
             self._flush(timeout)  # every peer power-cycled (and rewired) before the first frame flies
         pending, resets, links = self._pending, self._resets, self._pending_links
+        step = None
+        if (self._replay.history is not None and self._clock is not None
+                and all(deferrable(p) for p in programs.values())):
+            step = ReplayBook.step(programs, pending, links)
+            answered = self._replay.lookup(step)
+            if answered is not None:
+                return self._answer(programs, answered)
+        else:
+            self._replay.forget()
         packed = _pack_once(programs)
-        refs = [self.actors[i].run_program.remote(packed[i], pending.get(i, 0), i in resets, links.pop(i, ()))
+        refs = [self.actors[i].run_program.remote(packed[i], pending.get(i, 0), i in resets, links.pop(i, ()),
+                                                  _prelude(self._replay.take(i)))
                 for i in programs]
         outcomes: list[ProgramResult | BaseException] = []
         try:  # one ray.get for the whole step: the common case, and the driver's cheapest
@@ -276,6 +294,7 @@ class RayNode(ManagedNode):
                     raise
         except BaseException:
             self._rewire = True  # a step that failed may leave frames in flight
+            self._replay.forget()
             raise
         resets -= set(programs)
         for i in programs:  # the moved clocks and power-cycles travelled with the program
@@ -283,6 +302,7 @@ class RayNode(ManagedNode):
         if any(isinstance(o, BaseException) for o in outcomes):
             self._clock = None  # the step stopped where each socket was: ask the actors
             self._rewire = True
+            self._replay.forget()
             for i in programs:
                 self._busy.pop(i, None)
             return settle(outcomes)
@@ -291,10 +311,31 @@ class RayNode(ManagedNode):
             assert isinstance(r, ProgramResult)
             clock[r.socket] = r.end_ns
             self._busy[r.socket] = r.busy_links
-        return settle(outcomes)
+        results = settle(outcomes)
+        if step is not None:
+            self._replay.record(step, results)
+        return results
+
+    def _answer(self, programs: Mapping[int, Program], results: dict[int, ProgramResult]) -> dict[int, ProgramResult]:
+        """A repeat answered from the replay book: the node moves as if it ran; the programs wait,
+        with the clocks, links and power-cycle they carry, for each actor's next call."""
+        clock = self._clock
+        assert clock is not None
+        for i, p in programs.items():
+            r = results[i]
+            self._replay.defer(i, Deferred(p, self._pending.pop(i, 0), i in self._resets,
+                                           self._pending_links.pop(i, ()), r.end_ns))
+            self._resets.discard(i)
+            clock[i] = r.end_ns
+            self._busy[i] = r.busy_links
+        return results
 
     def _flush(self, timeout_s: float | None = None, skip: set[int] | None = None) -> None:
-        """Tell the actors the power-cycles and clocks decided here (before any other call)."""
+        """Tell the actors the programs, power-cycles and clocks decided here (before any other call)."""
+        if self._replay.deferred:
+            deferred = {s: self._replay.take(s) for s in sorted(self._replay.deferred)}
+            self._get([self.actors[s].replay.remote(_prelude(items)) for s, items in deferred.items()],
+                      timeout_s or 120)
         if self._resets:
             rewire, every = self._rewire, len(self._resets) == self.n_sockets
             self._get([self.actors[s].reset.remote(None, rewire) for s in sorted(self._resets)], timeout_s or 120)
@@ -318,6 +359,7 @@ class RayNode(ManagedNode):
 
     def load_tensors(self, per_socket: Mapping[int, Mapping[str, np.ndarray]]) -> None:
         self._flush()
+        self._replay.forget()
         self._get([self.actors[i].load_tensors.remote(dict(t)) for i, t in per_socket.items()])
 
     def get_tensors(self, socket: int, names: list[str]) -> dict[str, np.ndarray]:
@@ -326,6 +368,7 @@ class RayNode(ManagedNode):
 
     def apply_change(self, sockets: list[int], change: StateChange) -> None:
         self._flush()
+        self._replay.forget()
         self._get([self.actors[i].apply_change.remote(change) for i in sockets])
         for i in sockets:  # a flush drops queued traffic: learnt again from the next results
             self._busy.pop(i, None)
@@ -366,6 +409,7 @@ class RayNode(ManagedNode):
     def set_message_marks(self, on: bool) -> None:
         """Whether traces mark every P2P message (socket_model.py); every actor now."""
         self._flush()
+        self._replay.forget()
         self._get([a.set_message_marks.remote(on) for a in self.actors], 60)
         self._marks = on
 
@@ -380,16 +424,19 @@ class RayNode(ManagedNode):
 
     def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
         self._flush()
+        self._replay.forget()
         self._get([self.actors[socket].alloc.remote(tier, name, size_bytes, read_only)])
 
     def free(self, socket: int, tier: str, name: str) -> None:
         self._flush()
+        self._replay.forget()
         self._get([self.actors[socket].free.remote(tier, name)])
 
     def reset(self) -> None:
         """Power-cycle every socket. The actors learn it with their next call: a program
         without collectives carries it (so a sweep row's reset and load are one call)."""
         self._resets = set(range(self.n_sockets))
+        self._replay.power_cycle((self._marks, self.trace))  # drops the deferred programs unrun
         self.virtually_dead.clear()
         self._degradations = [Degradation() for _ in self.actors]
         self._versions.reset()
@@ -408,6 +455,7 @@ class RayNode(ManagedNode):
         self._get([a.reset.remote(profile) for a in self.actors], 120)
         self._resets = set()
         self._rewire = False  # a new profile always rewires
+        self._replay.clear()
         self.profile = profile
         self.virtually_dead.clear()
         self._degradations = [Degradation() for _ in self.actors]
@@ -444,6 +492,11 @@ class RayNode(ManagedNode):
             except Exception:
                 pass
         self.actors = []
+
+
+def _prelude(items: list[Deferred]) -> list[tuple[Program | ProgramParcel, int, bool, BusyLinks, int]]:
+    """Deferred programs as an actor call carries them (SocketActorImpl.replay)."""
+    return [(pack(d.program), d.start_ns, d.reset, d.links, d.end_ns) for d in items]
 
 
 def _pack_once(programs: Mapping[int, Program]) -> dict[int, Program | ProgramParcel]:

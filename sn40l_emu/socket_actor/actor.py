@@ -8,17 +8,23 @@ Everything that decides time lives in the pure models it holds.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import ray
 
 from sn40l_emu.config import NodeProfile
+from sn40l_emu.errors import EmuError
 from sn40l_emu.fabric.network import BusyLinks
 from sn40l_emu.program import Program, Tier
 from sn40l_emu.socket_actor.parcel import ProgramParcel, unpack
 from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
+
+# a program the node answered itself, as it reaches the actor: (program, start_ns, power-cycle first,
+# links busy, the end_ns it must reach)
+Replayed = tuple[Program | ProgramParcel, int, bool, BusyLinks, int]
 
 
 class SocketActorImpl:
@@ -177,14 +183,30 @@ class SocketActorImpl:
         handle_delivery(self.mailbox, header, payload, self.model.profile.p2p.max_frame_bytes)
 
     async def run_program(self, program: Program | ProgramParcel, start_ns: int = 0, reset: bool = False,
-                          links: BusyLinks = ()) -> ProgramResult:
+                          links: BusyLinks = (), prelude: Sequence[Replayed] = ()) -> ProgramResult:
         """Run ``program`` (packed or not: socket_actor/parcel.py) from ``max(clock, start_ns)``,
-        power-cycled first if ``reset``.
+        power-cycled first if ``reset``; the node's deferred programs (``prelude``) first.
 
         The node moves clocks, power-cycles and keeps links busy (reused runs that
         left traffic behind) without calls of their own (barriers, reused costs, sweep
-        rows) and hands them over with the next program.
+        rows) and hands them over with the next program, as it does with the programs
+        it answered itself (repeats since a power-cycle, cluster/replay.py).
         """
+        await self.replay(prelude)
+        return await self._run(program, start_ns, reset, links)
+
+    async def replay(self, prelude: Sequence[Replayed]) -> int:
+        """Run programs the node answered without calling (cluster/replay.py), in order, each
+        from where the node put it; each must end where the node said (else EmuError)."""
+        for program, start_ns, reset, links, end_ns in prelude:
+            result = await self._run(program, start_ns, reset, links)
+            if result.end_ns != end_ns:
+                raise EmuError(f"socket {self.index}: replayed program {result.label!r} ended at "
+                               f"{result.end_ns} ns, not at {end_ns} ns as when it ran first")
+        return len(prelude)
+
+    async def _run(self, program: Program | ProgramParcel, start_ns: int, reset: bool,
+                   links: BusyLinks) -> ProgramResult:
         if reset:
             await self.reset()
         self.model.clock.advance_to(start_ns)
