@@ -276,8 +276,9 @@ class RayNode(ManagedNode):
         else:
             self._replay.forget()
         packed = _pack_once(programs)
+        earlier: dict[int, tuple[Program, Program | ProgramParcel]] = {}
         refs = [self.actors[i].run_program.remote(packed[i], pending.get(i, 0), i in resets, links.pop(i, ()),
-                                                  _prelude(self._replay.take(i)))
+                                                  _prelude(self._replay.take(i), earlier))
                 for i in programs]
         outcomes: list[ProgramResult | BaseException] = []
         try:  # one ray.get for the whole step: the common case, and the driver's cheapest
@@ -334,7 +335,8 @@ class RayNode(ManagedNode):
         """Tell the actors the programs, power-cycles and clocks decided here (before any other call)."""
         if self._replay.deferred:
             deferred = {s: self._replay.take(s) for s in sorted(self._replay.deferred)}
-            self._get([self.actors[s].replay.remote(_prelude(items)) for s, items in deferred.items()],
+            earlier: dict[int, tuple[Program, Program | ProgramParcel]] = {}
+            self._get([self.actors[s].replay.remote(_prelude(items, earlier)) for s, items in deferred.items()],
                       timeout_s or 120)
         if self._resets:
             rewire, every = self._rewire, len(self._resets) == self.n_sockets
@@ -494,9 +496,17 @@ class RayNode(ManagedNode):
         self.actors = []
 
 
-def _prelude(items: list[Deferred]) -> list[tuple[Program | ProgramParcel, int, bool, BusyLinks, int]]:
-    """Deferred programs as an actor call carries them (SocketActorImpl.replay)."""
-    return [(pack(d.program), d.start_ns, d.reset, d.links, d.end_ns) for d in items]
+def _prelude(items: list[Deferred], packed: dict[int, tuple[Program, Program | ProgramParcel]]
+             ) -> list[tuple[Program | ProgramParcel, int, bool, BusyLinks, int]]:
+    """Deferred programs as an actor call carries them (SocketActorImpl.replay); ``packed``
+    (by id, with the program kept alive) packs a program deferred on every socket once."""
+    out = []
+    for d in items:
+        hit = packed.get(id(d.program))
+        if hit is None or hit[0] is not d.program:
+            hit = packed[id(d.program)] = (d.program, pack(d.program))
+        out.append((hit[1], d.start_ns, d.reset, d.links, d.end_ns))
+    return out
 
 
 def _pack_once(programs: Mapping[int, Program]) -> dict[int, Program | ProgramParcel]:
