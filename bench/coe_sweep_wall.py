@@ -12,6 +12,10 @@ For the Ray sweep the wall time is split into where it goes:
 * ``reprofile_s``: power-cycling the same actors into the next platforms' sockets;
 * ``actor_calls`` / ``actor_wait_s``: how many ``ray.get`` rounds the node made
   and how long the driver waited in them (the rest is driver-side Python);
+* ``answered``: steps the node answered from its replay book without a call
+  (repeats since a power-cycle, ``cluster/replay.py``);
+* ``cpu_s_driver_start`` / ``cpu_s_driver_rows``: this process's CPU while Ray
+  started and the first node was created, and the rest (the rows);
 * ``ratio_without_bringup``: the Ray sweep less Ray's start and the first
   node's creation (what attaching to a node left up by ``sn40l-emu up`` saves);
 * ``cpu_s``: CPU seconds of each sweep, this process plus every process it started
@@ -53,6 +57,8 @@ class _Meter:
         self.t: dict[str, float] = {"ray_start_s": 0.0, "node_create_s": 0.0, "reprofile_s": 0.0,
                                     "actor_wait_s": 0.0}
         self.calls = 0
+        self.answered = 0
+        self.start_cpu_s = 0.0  # this process's CPU in Ray's start and the first node's creation
 
     def install(self) -> list[tuple[Any, str, Any]]:
         from sn40l_emu.cluster import bringup
@@ -64,6 +70,9 @@ class _Meter:
         has_reprofile = hasattr(RayNode, "reprofile")  # absent before one node served a whole sweep
         if has_reprofile:
             saved.append((RayNode, "reprofile", RayNode.reprofile))
+        answer = getattr(RayNode, "_answer", None)  # absent before the replay book
+        if answer is not None:
+            saved.append((RayNode, "_answer", answer))
         meter = self
         get, create, reprofile = RayNode._get, RayNode.create, getattr(RayNode, "reprofile", None)
         start = bringup.start_local_ray
@@ -76,13 +85,19 @@ class _Meter:
                 meter.t["actor_wait_s"] += time.perf_counter() - t0
                 meter.calls += 1
 
+        def counted_answer(node: Any, *args: Any) -> Any:
+            meter.answered += 1
+            assert answer is not None
+            return answer(node, *args)
+
         def timed_create(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             calls, wait = meter.calls, meter.t["actor_wait_s"]
             try:
                 return create(*args, **kwargs)
             finally:
                 meter.t["node_create_s"] += time.perf_counter() - t0
+                meter.start_cpu_s += time.process_time() - c0
                 meter.calls, meter.t["actor_wait_s"] = calls, wait  # bring-up counted apart
 
         def timed_reprofile(node: Any, profile: Any) -> None:
@@ -94,16 +109,19 @@ class _Meter:
                 meter.t["reprofile_s"] += time.perf_counter() - t0
 
         def timed_start(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return start(*args, **kwargs)
             finally:
                 meter.t["ray_start_s"] += time.perf_counter() - t0
+                meter.start_cpu_s += time.process_time() - c0
 
         RayNode._get = timed_get  # type: ignore[method-assign]
         RayNode.create = timed_create  # type: ignore[method-assign,assignment]
         if has_reprofile:
             RayNode.reprofile = timed_reprofile  # type: ignore[method-assign]
+        if answer is not None:
+            RayNode._answer = counted_answer  # type: ignore[method-assign,assignment]
         bringup.start_local_ray = timed_start
         return saved
 
@@ -154,7 +172,10 @@ def sweep(backend: str, experts: tuple[int, ...],
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     parts: dict[str, Any] = {k: round(v, 3) for k, v in meter.t.items()}
     parts["actor_calls"] = meter.calls
+    parts["answered"] = meter.answered
     parts["cpu_s_driver"] = round(cpu, 2)
+    parts["cpu_s_driver_start"] = round(meter.start_cpu_s, 2)
+    parts["cpu_s_driver_rows"] = round(cpu - meter.start_cpu_s, 2)
     parts["cpu_s_started_processes"] = round(sum(seen.values()), 2)
     return wall, rows, parts
 
@@ -210,10 +231,12 @@ def main() -> int:
     p = ray_parts[len(ray_parts) // 2]
     print(f"  Ray: start {p['ray_start_s']:.2f} s, node create {p['node_create_s']:.2f} s, "
           f"reprofile {p['reprofile_s']:.2f} s, {p['actor_calls']} actor-call rounds waiting "
-          f"{p['actor_wait_s']:.2f} s")
+          f"{p['actor_wait_s']:.2f} s, {p['answered']} steps answered without a call")
     c = doc["cpu_s"]
     print(f"  CPU: in-process {c['local']:.1f} s; Ray {c['ray']:.1f} s (driver and every process it started; "
           f"the started processes {c['ray_started_processes']:.1f} s)")
+    print(f"  Ray driver CPU: {p['cpu_s_driver']:.1f} s, of which Ray start and node creation "
+          f"{p['cpu_s_driver_start']:.1f} s, the rows {p['cpu_s_driver_rows']:.1f} s")
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2))

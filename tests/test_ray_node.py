@@ -162,3 +162,99 @@ def test_recovery_after_a_real_kill_drops_the_survivors_queued_frames(ray_sessio
         assert f"{len(stale)} queued frame(s) dropped" in str(report)
     finally:
         node.close()
+
+
+
+def _all_reduce_program() -> Program:
+    op = CollectiveOp("ar", CollectiveKind.ALL_REDUCE, tuple(range(8)), (1 << 20,), "bfloat16", algo=Algo.RING)
+    return Program.of("ar", [op])
+
+
+def _wirings(node: Any) -> list[int]:
+    return [s["wirings"] for s in node._get([a.p2p_status.remote() for a in node.actors], 60)]
+
+
+def test_power_cycles_keep_the_connections_and_the_nanoseconds(ray_node) -> None:  # type: ignore[no-untyped-def]
+    """A sweep power-cycles the node before every row: the actors restart in place over the
+    same connections (sequences from 0, idle links), and every row gives the in-process
+    nanoseconds. A frame left in a mailbox (a step cut short) makes that socket rewire
+    instead, and the stale frame goes with its old mailbox."""
+    progs = dict.fromkeys(range(8), _all_reduce_program())
+    local = LocalNode(PROFILE)
+    frames: list[tuple[int, bytes, Any]] = []
+    for t in local.transports.values():
+        async def spy(dst: int, header: bytes, payload: Any, deliver: Any = t._deliver) -> None:
+            frames.append((dst, header, None if payload is None else payload.copy()))
+            await deliver(dst, header, payload)
+
+        t._deliver = spy  # type: ignore[method-assign]
+    want = {i: (r.start_ns, r.end_ns, r.breakdown_ns) for i, r in local.run_programs(progs).items()}
+    ray_node.reset()
+    ray_node.run_programs(progs)
+    before = _wirings(ray_node)
+    for _ in range(3):
+        ray_node.reset()
+        got = ray_node.run_programs(progs)
+        assert {i: (r.start_ns, r.end_ns, r.breakdown_ns) for i, r in got.items()} == want
+    assert _wirings(ray_node) == before
+
+    _, header, payload = next(f for f in frames if f[0] == 0)  # one of socket 0's frames, again
+    ray_node._get([ray_node.actors[0].deliver.remote(header, payload)], 60)
+    ray_node.reset()
+    got = ray_node.run_programs(progs)
+    assert {i: (r.start_ns, r.end_ns, r.breakdown_ns) for i, r in got.items()} == want
+    assert _wirings(ray_node) == [before[0] + 1, *before[1:]]
+
+
+def _composition(n: int) -> Program:
+    ops = [AllocOp(f"expert{e}", Tier.DDR, units.GiB, read_only=True) for e in range(n)]
+    return Program.of(f"load {n}", [*ops, CopyOp("in", Tier.HOST, Tier.DDR, n * units.GiB, blocking=False)])
+
+
+def _switch(e: int) -> Program:
+    return Program.of(f"switch {e}", [AllocOp(f"expert{e}@hbm", Tier.HBM, units.GiB, read_only=True),
+                                     CopyOp("in", Tier.DDR, Tier.HBM, units.GiB, blocking=False)])
+
+
+def _seed(node: Any, n: int, e: int) -> list[tuple[int, int, int]]:
+    """One seed of a sweep row: power-cycle, load, the host's delay, a switch, a kernel."""
+    node.reset()
+    load = node.run_programs(dict.fromkeys(range(8), _composition(n)))
+    t = max(r.end_ns for r in load.values()) + 1_000
+    node.advance_clocks(dict.fromkeys(range(8), t))
+    switch = node.run_programs(dict.fromkeys(range(8), _switch(e)))
+    last = node.run_programs({i: _program(i) for i in range(8)})
+    return [(r.start_ns, r.end_ns, sum(r.breakdown_ns.values())) for res in (load, switch, last) for r in res.values()]
+
+
+def test_repeats_since_a_power_cycle_are_answered_without_calls_and_run_later(ray_node) -> None:  # type: ignore[no-untyped-def]
+    """Seeds of a sweep row repeat the same load and often the same switch on a power-cycled
+    node: the node answers them from what it saw (cluster/replay.py), defers them, and the
+    actors run them with their next call; every figure is the in-process one, and the
+    sockets' memory holds what the deferred programs allocated."""
+    local = LocalNode(PROFILE)
+    want = {(n, e): _seed(local, n, e) for n, e in ((4, 0), (4, 1), (5, 0))}
+    calls: list[int] = []
+    get = ray_node._get
+
+    def counted(refs: list[Any], timeout_s: float | None = None) -> list[Any]:
+        calls.append(len(refs))
+        return get(refs, timeout_s)
+
+    ray_node._get = counted
+    per_seed = []
+    try:
+        for n, e in ((4, 0), (4, 0), (4, 1), (4, 1), (5, 0), (4, 0)):
+            before = len(calls)
+            assert _seed(ray_node, n, e) == want[(n, e)]
+            per_seed.append(len(calls) - before)
+        st = ray_node.status()  # the deferred programs run first: the actors agree with the node
+    finally:
+        ray_node._get = get
+    # a repeat of a whole seed needs no call; a new switch after a repeated load runs with the
+    # load deferred into its call; a new composition runs everything
+    assert per_seed == [3, 0, 2, 0, 3, 0]
+    assert len(calls) == sum(per_seed) + 2  # status: the deferred seed, then the status itself
+    assert [s["clock_ns"] for s in st] == ray_node.clocks()
+    assert all(s["tiers"]["ddr"]["used_bytes"] == 5 * units.GiB for s in st)
+    assert all(s["tiers"]["hbm"]["used_bytes"] >= units.GiB for s in st)  # expert0@hbm and the kernel's copy

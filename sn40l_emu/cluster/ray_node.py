@@ -17,10 +17,12 @@ import numpy as np
 from sn40l_emu.cluster.bringup import NAMESPACE, SOCKET_RESOURCE
 from sn40l_emu.cluster.node import ManagedNode, Versions
 from sn40l_emu.cluster.placement import Placement, PlacementSpec, actor_name, check_capacity, node_ids_for
+from sn40l_emu.cluster.replay import Deferred, ReplayBook, deferrable
 from sn40l_emu.config import NodeProfile
 from sn40l_emu.errors import CollectiveAbortedError, ConfigError, LinkLostError, SocketDeadError, SocketKilledError
 from sn40l_emu.fabric.network import BusyLinks
 from sn40l_emu.program import CollectiveOp, Program
+from sn40l_emu.socket_actor.parcel import ProgramParcel, pack
 from sn40l_emu.socket_actor.socket_model import ProgramResult, settle
 from sn40l_emu.socket_actor.state_changes import SetDegradation, StateChange
 from sn40l_emu.socket_actor.tile import Degradation
@@ -52,6 +54,11 @@ class RayNode(ManagedNode):
         self._clock: list[int] | None = None  # the sockets' clocks as the actors last reported them
         self._pending: dict[int, int] = {}  # clocks moved here, not yet told to the actor
         self._resets: set[int] = set()  # sockets power-cycled here, not yet told to the actor
+        # a step ended in a fault since the last power-cycle (frames may still be in flight):
+        # the next power-cycle also rewires the sockets instead of keeping their connections
+        self._rewire = False
+        # repeats since the last power-cycle, answered here and run on the actors later (replay.py)
+        self._replay = ReplayBook()
         # the links' FIFO state as the results left it (engine/reuse.py); absent: not known here
         self._busy: dict[int, BusyLinks] = dict.fromkeys(range(self.n_sockets), ())
         self._pending_links: dict[int, BusyLinks] = {}  # links kept busy here, not yet told to the actor
@@ -71,6 +78,7 @@ class RayNode(ManagedNode):
         """Changed from outside (recovery): a state no cost cache has seen; re-read the clocks."""
         self._versions.fresh()
         self._clock = None
+        self._replay.forget()
 
     # ---- construction -----------------------------------------------------
     @classmethod
@@ -138,6 +146,7 @@ class RayNode(ManagedNode):
         actors = [ray.get_actor(actor_name(name, i), namespace=NAMESPACE) for i in range(n_sockets)]
         node = cls(profile, actors, name=name, owned=False)
         node.detached = True
+        node._rewire = True  # whatever earlier drivers left in flight
         node._versions.fresh()  # whatever earlier drivers did to it: a state no cost cache has seen
         return node
 
@@ -150,6 +159,8 @@ class RayNode(ManagedNode):
         import ray
 
         self._busy.pop(socket, None)
+        self._rewire = True
+        self._replay.forget()
         if not process:
             self.virtually_dead.add(socket)
             self._versions.bump(("kill", socket))
@@ -172,6 +183,9 @@ class RayNode(ManagedNode):
 
         # clocks moved here reach the survivors now; the dead start afresh (recovery may align them)
         gone = set(dead_sockets(self)) | self.virtually_dead
+        self._replay.forget()
+        for s in gone:  # what a lost socket had yet to run is lost with it
+            self._replay.take(s)
         self._pending = {s: t for s, t in self._pending.items() if s not in gone}
         self._pending_links = {s: b for s, b in self._pending_links.items() if s not in gone}
         self._busy = {}  # survivors' queued traffic may be dropped: learnt again from the next results
@@ -183,7 +197,7 @@ class RayNode(ManagedNode):
         back = set(self.last_recovery.recreated)
         virtual = sorted(self.virtually_dead)
         if virtual:
-            self._get([self.actors[i].reset.remote() for i in virtual], timeout_s)
+            self._get([self.actors[i].reset.remote(None, True) for i in virtual], timeout_s)
             self.connect(timeout_s)  # everyone re-learns the power-cycled sockets' endpoints
             self.virtually_dead.clear()
             back |= set(virtual)
@@ -250,11 +264,24 @@ class RayNode(ManagedNode):
         if dead:
             raise SocketDeadError(dead[0], "killed (virtual fault)")
         timeout = self.profile.p2p.timeout_s * 2 + 60
-        if self._resets and any(isinstance(op, CollectiveOp) for p in programs.values() for op in p.ops):
-            self._flush(timeout)  # every peer power-cycled before the first frame flies
+        if self._resets and (self._rewire or any(isinstance(op, CollectiveOp) for p in programs.values()
+                                                 for op in p.ops)):
+            self._flush(timeout)  # every peer power-cycled (and rewired) before the first frame flies
         pending, resets, links = self._pending, self._resets, self._pending_links
-        refs = [self.actors[i].run_program.remote(p, pending.get(i, 0), i in resets, links.pop(i, ()))
-                for i, p in programs.items()]
+        step = None
+        if (self._replay.history is not None and self._clock is not None
+                and all(deferrable(p) for p in programs.values())):
+            step = ReplayBook.step(programs, pending, links)
+            answered = self._replay.lookup(step)
+            if answered is not None:
+                return self._answer(programs, answered)
+        else:
+            self._replay.forget()
+        packed = _pack_once(programs)
+        earlier: dict[int, tuple[Program, Program | ProgramParcel]] = {}
+        refs = [self.actors[i].run_program.remote(packed[i], pending.get(i, 0), i in resets, links.pop(i, ()),
+                                                  _prelude(self._replay.take(i), earlier))
+                for i in programs]
         outcomes: list[ProgramResult | BaseException] = []
         try:  # one ray.get for the whole step: the common case, and the driver's cheapest
             outcomes.extend(self._get(refs, timeout))
@@ -266,10 +293,14 @@ class RayNode(ManagedNode):
                         outcomes.append(self._get([ref], timeout)[0])
                     except (SocketKilledError, LinkLostError, CollectiveAbortedError) as exc:
                         outcomes.append(exc)
-            except BaseException:
+            except BaseException:  # a socket died while the others ended the step
+                self._rewire = True
+                self._replay.forget()
                 self._unread = read_ready([*self._unread, *refs], 0)
                 raise
         except BaseException:  # e.g. a socket process died: the others' outcomes are moot
+            self._rewire = True  # a step that failed may leave frames in flight
+            self._replay.forget()
             self._unread = read_ready([*self._unread, *refs], 0)
             raise
         resets -= set(programs)
@@ -277,6 +308,8 @@ class RayNode(ManagedNode):
             pending.pop(i, None)
         if any(isinstance(o, BaseException) for o in outcomes):
             self._clock = None  # the step stopped where each socket was: ask the actors
+            self._rewire = True
+            self._replay.forget()
             for i in programs:
                 self._busy.pop(i, None)
             return settle(outcomes)
@@ -285,13 +318,38 @@ class RayNode(ManagedNode):
             assert isinstance(r, ProgramResult)
             clock[r.socket] = r.end_ns
             self._busy[r.socket] = r.busy_links
-        return settle(outcomes)
+        results = settle(outcomes)
+        if step is not None:
+            self._replay.record(step, results)
+        return results
+
+    def _answer(self, programs: Mapping[int, Program], results: dict[int, ProgramResult]) -> dict[int, ProgramResult]:
+        """A repeat answered from the replay book: the node moves as if it ran; the programs wait,
+        with the clocks, links and power-cycle they carry, for each actor's next call."""
+        clock = self._clock
+        assert clock is not None
+        for i, p in programs.items():
+            r = results[i]
+            self._replay.defer(i, Deferred(p, self._pending.pop(i, 0), i in self._resets,
+                                           self._pending_links.pop(i, ()), r.end_ns))
+            self._resets.discard(i)
+            clock[i] = r.end_ns
+            self._busy[i] = r.busy_links
+        return results
 
     def _flush(self, timeout_s: float | None = None, skip: set[int] | None = None) -> None:
-        """Tell the actors the power-cycles and clocks decided here (before any other call)."""
+        """Tell the actors the programs, power-cycles and clocks decided here (before any other call)."""
+        if self._replay.deferred:
+            deferred = {s: self._replay.take(s) for s in sorted(self._replay.deferred)}
+            earlier: dict[int, tuple[Program, Program | ProgramParcel]] = {}
+            self._get([self.actors[s].replay.remote(_prelude(items, earlier)) for s, items in deferred.items()],
+                      timeout_s or 120)
         if self._resets:
-            self._get([self.actors[s].reset.remote() for s in sorted(self._resets)], timeout_s or 120)
+            rewire, every = self._rewire, len(self._resets) == self.n_sockets
+            self._get([self.actors[s].reset.remote(None, rewire) for s in sorted(self._resets)], timeout_s or 120)
             self._resets = set()
+            if every:  # every socket power-cycled with fresh connections (or none needed)
+                self._rewire = False
         todo = {s: t for s, t in self._pending.items() if not skip or s not in skip}
         if todo:
             self._get([self.actors[s].advance_to.remote(t) for s, t in todo.items()], timeout_s)
@@ -309,6 +367,7 @@ class RayNode(ManagedNode):
 
     def load_tensors(self, per_socket: Mapping[int, Mapping[str, np.ndarray]]) -> None:
         self._flush()
+        self._replay.forget()
         self._get([self.actors[i].load_tensors.remote(dict(t)) for i, t in per_socket.items()])
 
     def get_tensors(self, socket: int, names: list[str]) -> dict[str, np.ndarray]:
@@ -317,6 +376,7 @@ class RayNode(ManagedNode):
 
     def apply_change(self, sockets: list[int], change: StateChange) -> None:
         self._flush()
+        self._replay.forget()
         self._get([self.actors[i].apply_change.remote(change) for i in sockets])
         for i in sockets:  # a flush drops queued traffic: learnt again from the next results
             self._busy.pop(i, None)
@@ -357,6 +417,7 @@ class RayNode(ManagedNode):
     def set_message_marks(self, on: bool) -> None:
         """Whether traces mark every P2P message (socket_model.py); every actor now."""
         self._flush()
+        self._replay.forget()
         self._get([a.set_message_marks.remote(on) for a in self.actors], 60)
         self._marks = on
 
@@ -371,16 +432,19 @@ class RayNode(ManagedNode):
 
     def alloc(self, socket: int, tier: str, name: str, size_bytes: int, read_only: bool = False) -> None:
         self._flush()
+        self._replay.forget()
         self._get([self.actors[socket].alloc.remote(tier, name, size_bytes, read_only)])
 
     def free(self, socket: int, tier: str, name: str) -> None:
         self._flush()
+        self._replay.forget()
         self._get([self.actors[socket].free.remote(tier, name)])
 
     def reset(self) -> None:
         """Power-cycle every socket. The actors learn it with their next call: a program
         without collectives carries it (so a sweep row's reset and load are one call)."""
         self._resets = set(range(self.n_sockets))
+        self._replay.power_cycle((self._marks, self.trace))  # drops the deferred programs unrun
         self.virtually_dead.clear()
         self._degradations = [Degradation() for _ in self.actors]
         self._versions.reset()
@@ -398,6 +462,8 @@ class RayNode(ManagedNode):
         """
         self._get([a.reset.remote(profile) for a in self.actors], 120)
         self._resets = set()
+        self._rewire = False  # a new profile always rewires
+        self._replay.clear()
         self.profile = profile
         self.virtually_dead.clear()
         self._degradations = [Degradation() for _ in self.actors]
@@ -462,6 +528,39 @@ def read_ready(refs: Sequence[Any], timeout_s: float) -> list[Any]:
         except Exception:  # the failure itself was raised already, by the first ray.get
             pass
     return list(running)
+
+
+def _prelude(items: list[Deferred], packed: dict[int, tuple[Program, Program | ProgramParcel]]
+             ) -> list[tuple[Program | ProgramParcel, int, bool, BusyLinks, int]]:
+    """Deferred programs as an actor call carries them (SocketActorImpl.replay); ``packed``
+    (by id, with the program kept alive) packs a program deferred on every socket once."""
+    out = []
+    for d in items:
+        hit = packed.get(id(d.program))
+        if hit is None or hit[0] is not d.program:
+            hit = packed[id(d.program)] = (d.program, pack(d.program))
+        out.append((hit[1], d.start_ns, d.reset, d.links, d.end_ns))
+    return out
+
+
+def _pack_once(programs: Mapping[int, Program]) -> dict[int, Program | ProgramParcel]:
+    """Each distinct program packed once (socket_actor/parcel.py): one object for every socket,
+    or equal ones (a composition load builds its program per socket)."""
+    by_id: dict[int, Program | ProgramParcel] = {}
+    by_value: dict[Program, Program | ProgramParcel] = {}
+    out: dict[int, Program | ProgramParcel] = {}
+    for s, p in programs.items():
+        got = by_id.get(id(p))
+        if got is None:
+            try:
+                got = by_value.get(p)
+                if got is None:
+                    got = by_value[p] = pack(p)
+            except TypeError:  # an unhashable op (functional mode): by identity only
+                got = pack(p)
+            by_id[id(p)] = got
+        out[s] = got
+    return out
 
 
 def create_node(profile: Any, spec: PlacementSpec, *, n_sockets: int | None = None, **kwargs: Any) -> RayNode:

@@ -11,6 +11,7 @@ Everything the session started is stopped when it closes, and nothing else.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,7 +60,8 @@ def open_node(profile: NodeProfile, *, backend: Backend = Backend.RAY, address: 
         started = start_local_ray(num_cpus=2, sockets=max(16, n_sockets or profile.sockets))
     node = RayNode.create(profile, n_sockets=n_sockets, trace=trace)
     try:
-        yield node
+        with _ray_heap_frozen():
+            yield node
     finally:
         node.close()
         if started is not None:
@@ -114,7 +116,8 @@ def open_nodes(profiles: Sequence[NodeProfile], *, backend: Backend = Backend.RA
             yield prof, live[0]
 
     try:
-        yield each()
+        with _ray_heap_frozen():
+            yield each()
     finally:
         for node in live:
             node.close()
@@ -124,6 +127,21 @@ def open_nodes(profiles: Sequence[NodeProfile], *, backend: Backend = Backend.RA
             import ray
 
             ray.shutdown()
+
+
+@contextmanager
+def _ray_heap_frozen() -> Iterator[None]:
+    """Ray's objects in the driver (its modules and state, about 70,000 objects where the
+    emulator's own are about 40,000) live as long as the session; frozen (``gc.freeze``),
+    the collector's full passes stop walking them. Measured on the one-seed ``coe`` sweep
+    on Ray: the driver's garbage collection 1.6 -> 0.8 CPU-s. Unfrozen on exit (this
+    unfreezes whatever else was frozen too: nothing in the emulator freezes otherwise)."""
+    gc.collect()  # garbage now would never be collected while frozen
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _up_node_exists() -> bool:

@@ -110,6 +110,29 @@ class FramedTransport(Transport):
     async def _fetch(self, src: int, tag: int, seq: int) -> Frame:
         return await self.mailbox.get(src, tag, seq, self.timeout_s)
 
+    def restart(self, network: NetworkView) -> bool:
+        """A power-cycle of the whole node, in place: idle links (``network``, a fresh view) and
+        sequences from 0, the connections kept. True when done.
+
+        Why: reconnecting to every peer was most of what a power-cycle cost a socket actor,
+        and a sweep power-cycles the node before every row. Only safe when every socket
+        restarts before any of them sends again (the node's power-cycle) and nothing is in
+        flight; a transport that cannot tell it is quiet (:meth:`quiet`) changes nothing and
+        answers False, and the caller rewires instead.
+        """
+        if not self.quiet() or network.owner != self.rank:
+            return False
+        self.network = network
+        self.topology = network.topology
+        self._send_seq.clear()
+        self._recv_seq.clear()
+        self._coll_seq.clear()
+        return True
+
+    def quiet(self) -> bool:
+        """Nothing in flight here: no frame waits in the mailbox, no receive waits, no meeting."""
+        return self.mailbox.idle and self.rendezvous is None
+
     def drop_in_flight(self, detail: str, now_ns: int) -> int:
         """Drop the mailbox's undelivered frames, open meetings and the links' time booked
         after ``now_ns`` (virtual time of frames that will never be received); sequences

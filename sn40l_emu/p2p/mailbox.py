@@ -28,6 +28,11 @@ class Mailbox:
         """Frames delivered and not yet received."""
         return len(self._ready)
 
+    @property
+    def idle(self) -> bool:
+        """No frame waits to be received and no receive waits for a frame."""
+        return not self._ready and not self._waiters
+
     def drop_all(self, detail: str) -> int:
         """Drop every frame delivered and not received; returns how many.
 

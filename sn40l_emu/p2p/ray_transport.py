@@ -82,6 +82,10 @@ class RayTransport(FramedTransport):
         if failure is not None:
             raise _translate(*failure)
 
+    def quiet(self) -> bool:
+        """Also every delivery sent over Ray confirmed (none outstanding)."""
+        return super().quiet() and not self._pending
+
     async def flush(self) -> None:
         """Wait (up to the P2P timeout) until every delivery so far is confirmed."""
         if not self._pending:

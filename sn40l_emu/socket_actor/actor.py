@@ -8,16 +8,23 @@ Everything that decides time lives in the pure models it holds.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import ray
 
 from sn40l_emu.config import NodeProfile
+from sn40l_emu.errors import EmuError
 from sn40l_emu.fabric.network import BusyLinks
 from sn40l_emu.program import Program, Tier
+from sn40l_emu.socket_actor.parcel import ProgramParcel, unpack
 from sn40l_emu.socket_actor.socket_model import ProgramResult, SocketModel
 from sn40l_emu.socket_actor.state_changes import StateChange, apply_change
+
+# a program the node answered itself, as it reaches the actor: (program, start_ns, power-cycle first,
+# links busy, the end_ns it must reach)
+Replayed = tuple[Program | ProgramParcel, int, bool, BusyLinks, int]
 
 
 class SocketActorImpl:
@@ -35,6 +42,7 @@ class SocketActorImpl:
         self.cpu: int | None = None  # the CPU this actor is pinned to (oversubscribed hosts only)
         self._cpus: tuple[int, ...] | None = None
         self.message_marks = True  # kept across power-cycles (the node decides it)
+        self.wirings = 0  # transports made by connect(): a power-cycle in place makes none
         self._fresh_state()
 
     def _fresh_state(self) -> None:
@@ -48,12 +56,17 @@ class SocketActorImpl:
         params = self.profile.p2p.params()
         self.network = NetworkView(self.index, make_topology(params.topology, self.n_sockets), params)
 
-    async def reset(self, profile: NodeProfile | None = None) -> int:
+    async def reset(self, profile: NodeProfile | None = None, rewire: bool = False) -> int:
         """Power-cycle the socket: clock 0, empty tiers and store, idle links (the process stays).
 
         With ``profile`` the socket comes back as a socket of that profile: a sweep over
-        platforms reuses the actor processes instead of starting new ones.
+        platforms reuses the actor processes instead of starting new ones. The node
+        power-cycles every socket together, so the connections to the peers are kept
+        (:meth:`FramedTransport.restart`) unless ``rewire``, a new profile, or anything
+        in flight here asks for new ones.
         """
+        if profile is None and not rewire and self._restart():
+            return os.getpid()
         await self._close_transport()
         if profile is not None:
             self.profile = profile
@@ -61,6 +74,22 @@ class SocketActorImpl:
         if self.peers:
             await self.connect(self.peers, self.endpoints)
         return os.getpid()
+
+    def _restart(self) -> bool:
+        """Power-cycle in place over the same connections; False (nothing changed) when the
+        transport cannot (none yet, or something in flight)."""
+        from sn40l_emu.fabric.network import NetworkView
+
+        restart = getattr(self.transport, "restart", None)
+        if restart is None or not self.mailbox.idle:
+            return False
+        network = NetworkView(self.index, self.network.topology, self.network.params)
+        if not restart(network):
+            return False
+        self.network = network
+        self.model = SocketModel(self.index, self.profile, trace=self.trace)
+        self.model.message_marks = self.message_marks
+        return True
 
     async def listen(self) -> Any:
         """Open (once) this socket's same-host endpoint; returns its ``Endpoint`` (path, Ray node)."""
@@ -82,6 +111,7 @@ class SocketActorImpl:
 
         await self._close_transport()
         self.mailbox.clear_dead()
+        self.wirings += 1
         self.peers = dict(peers)
         self.endpoints = None if endpoints is None else dict(endpoints)
         p = self.model.profile.p2p
@@ -124,7 +154,8 @@ class SocketActorImpl:
         local = getattr(self.transport, "local_peers", [])
         return {"socket": self.index, "local_peers": list(local), "cpu": self.cpu,
                 "endpoint": self.server.path if self.server is not None else "",
-                "rejected_frames": self.server.rejected if self.server is not None else 0}
+                "rejected_frames": self.server.rejected if self.server is not None else 0,
+                "wirings": self.wirings}
 
     async def quiesce_p2p(self, dead: list[int], detail: str) -> tuple[int, int]:
         """Recovery, step 1 on a survivor: a program still waiting for a frame stops (its
@@ -151,19 +182,36 @@ class SocketActorImpl:
 
         handle_delivery(self.mailbox, header, payload, self.model.profile.p2p.max_frame_bytes)
 
-    async def run_program(self, program: Program, start_ns: int = 0, reset: bool = False,
-                          links: BusyLinks = ()) -> ProgramResult:
-        """Run ``program`` from ``max(clock, start_ns)``, power-cycled first if ``reset``.
+    async def run_program(self, program: Program | ProgramParcel, start_ns: int = 0, reset: bool = False,
+                          links: BusyLinks = (), prelude: Sequence[Replayed] = ()) -> ProgramResult:
+        """Run ``program`` (packed or not: socket_actor/parcel.py) from ``max(clock, start_ns)``,
+        power-cycled first if ``reset``; the node's deferred programs (``prelude``) first.
 
         The node moves clocks, power-cycles and keeps links busy (reused runs that
         left traffic behind) without calls of their own (barriers, reused costs, sweep
-        rows) and hands them over with the next program.
+        rows) and hands them over with the next program, as it does with the programs
+        it answered itself (repeats since a power-cycle, cluster/replay.py).
         """
+        await self.replay(prelude)
+        return await self._run(program, start_ns, reset, links)
+
+    async def replay(self, prelude: Sequence[Replayed]) -> int:
+        """Run programs the node answered without calling (cluster/replay.py), in order, each
+        from where the node put it; each must end where the node said (else EmuError)."""
+        for program, start_ns, reset, links, end_ns in prelude:
+            result = await self._run(program, start_ns, reset, links)
+            if result.end_ns != end_ns:
+                raise EmuError(f"socket {self.index}: replayed program {result.label!r} ended at "
+                               f"{result.end_ns} ns, not at {end_ns} ns as when it ran first")
+        return len(prelude)
+
+    async def _run(self, program: Program | ProgramParcel, start_ns: int, reset: bool,
+                   links: BusyLinks) -> ProgramResult:
         if reset:
             await self.reset()
         self.model.clock.advance_to(start_ns)
         self.network.occupy(links)
-        return await self.model.run_program(program, self.transport)
+        return await self.model.run_program(unpack(program), self.transport)
 
     async def occupy_links(self, links: BusyLinks) -> int:
         """Links busy until at least the given times (a reused run's traffic, see engine/reuse.py)."""

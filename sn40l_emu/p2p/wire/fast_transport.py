@@ -107,6 +107,11 @@ class PeerMailbox(Mailbox):
     def is_dead(self, src: int) -> bool:
         return src in self._dead
 
+    @property
+    def idle(self) -> bool:
+        """Also no peer marked dead."""
+        return super().idle and not self._dead
+
     def clear_dead(self) -> None:
         """Forget dead peers (a new wiring: ``connect`` after a socket was recreated)."""
         self._dead.clear()
@@ -277,6 +282,11 @@ class PeerLink:
         finally:
             self._pongs.pop(token, None)
 
+    @property
+    def closing(self) -> bool:
+        """Closed (or closing) by this side."""
+        return self._closing
+
     async def close(self) -> None:
         """Graceful close: BYE (after any frame in progress) tells the peer this is no death."""
         if self._closing:
@@ -435,6 +445,11 @@ class FastTransport(RayTransport):
     async def close(self) -> None:
         links, self._links = list(self._links.values()), {}
         await asyncio.gather(*(link.close() for link in links))
+
+    def quiet(self) -> bool:
+        """Also no failure reported, no arena block staged, every connection healthy."""
+        return (super().quiet() and not self._errors and not self._staged
+                and all(link.error is None and not link.closing for link in self._links.values()))
 
     async def sync(self) -> None:
         """Return once every same-host peer has handled every frame sent to it so far."""
