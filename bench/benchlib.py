@@ -7,6 +7,7 @@ because a same-run comparison on a shared host is fairer in CPU seconds than in 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -48,4 +49,13 @@ def children_cpu_s() -> dict[int, tuple[str, float]]:
         scripts = [a for a in cmd[1:] if a.endswith(".py")] if cmd and cmd[0].endswith("python") else []
         name = Path(scripts[0] if scripts else cmd[0]).name.split()[0] if cmd else "?"
         out[p.pid] = (name, t.user + t.system)
+    return out
+
+
+def write_json(path: str | Path, doc: object) -> Path:
+    """Write a bench's JSON document (folders made as needed) and say where: every script ends so."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    print(f"wrote {out}")
     return out

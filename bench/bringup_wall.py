@@ -39,17 +39,15 @@ over ``--rounds``; prints a table and writes ``bench/results/bringup_wall.json``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from benchlib import RESULTS, children_cpu_s, git_rev, proc_cpu_s
+from benchlib import RESULTS, children_cpu_s, git_rev, proc_cpu_s, write_json
 
 
 def _ray_processes() -> dict[str, float]:
@@ -205,10 +203,7 @@ def main() -> int:
     for k, v in med.items():
         print(f"  {k:32s} {v:7.3f}" + (f"   plain ray.init {med_plain[k]:7.3f}" if k in med_plain else "")
               + (f"   no bytecode {med_nobc[k]:7.3f}" if k in med_nobc else ""))
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {path}")
+    write_json(args.json, doc)
     return 0
 
 

@@ -35,16 +35,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from benchlib import RESULTS, git_rev
+from benchlib import RESULTS, git_rev, write_json
 
 TIMED = ("total_ns", "router_ns", "switch_ns", "program_load_ns", "argument_load_ns", "host_ns", "expert_ns", "load_ns",
          "hbm_hits", "hbm_misses", "oom")
@@ -237,10 +235,7 @@ def main() -> int:
           f"the started processes {c['ray_started_processes']:.1f} s)")
     print(f"  Ray driver CPU: {p['cpu_s_driver']:.1f} s, of which Ray start and node creation "
           f"{p['cpu_s_driver_start']:.1f} s, the rows {p['cpu_s_driver_rows']:.1f} s")
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {path}")
+    write_json(args.json, doc)
     return 0
 
 

@@ -31,7 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchlib import RESULTS, children_cpu_s, git_rev
+from benchlib import RESULTS, children_cpu_s, git_rev, write_json
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -158,10 +158,7 @@ def main() -> int:
         "git": git_rev(),
     }
     print("median ms/s per idle socket actor:", doc["socket_actor_cpu_ms_per_s_each_median"])
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {path}")
+    write_json(args.json, doc)
     return 0
 
 

@@ -22,15 +22,13 @@ writes ``bench/results/tp_decode.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
-from benchlib import RESULTS, git_rev
+from benchlib import RESULTS, git_rev, write_json
 
 MODEL, TP, PROMPT, MODE = "llama2-7b", 8, 128, "fused_ho"
 
@@ -135,10 +133,7 @@ def main() -> int:
         print(f"{b:8s} {r['node_startup_s']:9.2f} {r['first_step_plain_s']:11.3f} {r['first_step_s']:10.3f} "
               f"{r['decode_200_s']:9.3f} {r['build_200_s']:8.3f} {r['reused_step_ms']:9.2f} "
               f"{r['virtual_ns'] / 1e6:10.3f}")
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2))
-    print(f"wrote {path}")
+    write_json(args.json, doc)
     return 0
 
 
