@@ -122,6 +122,18 @@ def test_a_step_cut_by_a_killed_process_leaves_no_unread_error(ray_session: None
         node.close()
 
 
+
+def _spy_frames(local: Any) -> list[tuple[int, bytes, Any]]:
+    """Every frame the in-process node's transports deliver from now on: (dst, header, payload copy)."""
+    frames: list[tuple[int, bytes, Any]] = []
+    for t in local.transports.values():
+        async def spy(dst: int, header: bytes, payload: Any, deliver: Any = t._deliver) -> None:
+            frames.append((dst, header, None if payload is None else payload.copy()))
+            await deliver(dst, header, payload)
+
+        t._deliver = spy  # type: ignore[method-assign]
+    return frames
+
 def _ring_all_reduce(node: Any) -> dict[int, Any]:
     """A functional ring all-reduce over sockets 0-3 of socket i's (i + 1)s: every element becomes 10."""
     group = (0, 1, 2, 3)
@@ -138,13 +150,7 @@ def test_recovery_after_a_real_kill_drops_the_survivors_queued_frames(ray_sessio
     from sn40l_emu.cluster.ray_node import RayNode
 
     local = LocalNode(PROFILE, 4)
-    frames: list[tuple[int, bytes, Any]] = []
-    for t in local.transports.values():
-        async def spy(dst: int, header: bytes, payload: Any, deliver: Any = t._deliver) -> None:
-            frames.append((dst, header, None if payload is None else payload.copy()))
-            await deliver(dst, header, payload)
-
-        t._deliver = spy  # type: ignore[method-assign]
+    frames = _spy_frames(local)
     clean_ns = [r.breakdown_ns["collectives"] for r in _ring_all_reduce(local).values()]
     stale = [(dst, h, np.full_like(p, 1000.0)) for dst, h, p in frames if dst != 3]
     assert stale
@@ -181,13 +187,7 @@ def test_power_cycles_keep_the_connections_and_the_nanoseconds(ray_node) -> None
     instead, and the stale frame goes with its old mailbox."""
     progs = dict.fromkeys(range(8), _all_reduce_program())
     local = LocalNode(PROFILE)
-    frames: list[tuple[int, bytes, Any]] = []
-    for t in local.transports.values():
-        async def spy(dst: int, header: bytes, payload: Any, deliver: Any = t._deliver) -> None:
-            frames.append((dst, header, None if payload is None else payload.copy()))
-            await deliver(dst, header, payload)
-
-        t._deliver = spy  # type: ignore[method-assign]
+    frames = _spy_frames(local)
     want = {i: (r.start_ns, r.end_ns, r.breakdown_ns) for i, r in local.run_programs(progs).items()}
     ray_node.reset()
     ray_node.run_programs(progs)
